@@ -1,0 +1,73 @@
+# cachefs — `make demo` and `make test` work on a fresh Debian machine.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+# Debian packages: FUSE runtime + headers (pyfuse3 builds against them), Redis,
+# getfattr/setfattr, and what building pyfuse3 in a venv needs.
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config redis-server attr gcc python3-dev python3-venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO := $(CURDIR)/demo
+
+.PHONY: setup system-packages demo demo-stop test lint typecheck clean install-helper bench-seq
+
+setup: system-packages $(VENV)/.installed
+
+system-packages:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	@[ -d $(DEMO)/origin ] || $(PY) -m cachefs.demo $(DEMO)/origin
+	@mkdir -p $(DEMO)/mnt $(DEMO)/cache
+	@if mountpoint -q $(DEMO)/mnt; then echo "demo already mounted at $(DEMO)/mnt"; else \
+	$(VENV)/bin/cachefs mount $(DEMO)/origin $(DEMO)/mnt -o \
+		tiers.ssd.path=$(DEMO)/cache/ssd,tiers.hdd.path=$(DEMO)/cache/hdd,log=$(DEMO)/cachefs.log; fi
+	@echo
+	@echo "cachefs is mounted: $(DEMO)/origin -> $(DEMO)/mnt  (log: $(DEMO)/cachefs.log)"
+	@echo "Try:"
+	@echo "  ls -R $(DEMO)/mnt | head"
+	@echo "  time cat $(DEMO)/mnt/Movies/*/*.mkv > /dev/null   # twice: the second read is cached"
+	@echo "  getfattr -n user.cachefs.residency $(DEMO)/mnt/Movies/*/movie.mkv"
+	@echo "  getfattr -n user.cachefs.stats --only-values $(DEMO)/mnt; echo"
+	@echo "  $(VENV)/bin/cachefs config show"
+	@echo "Stop it with: make demo-stop"
+
+demo-stop:
+	@if mountpoint -q $(DEMO)/mnt; then fusermount3 -u $(DEMO)/mnt && echo "unmounted $(DEMO)/mnt"; \
+	else echo "demo is not mounted"; fi
+
+lint: setup
+	$(VENV)/bin/ruff check cachefs tests bench
+	$(VENV)/bin/ruff format --check cachefs tests bench
+
+typecheck: setup
+	$(VENV)/bin/mypy cachefs
+
+test: setup lint typecheck
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis
+
+# For fstab / systemd mounts: mount(8) runs /sbin/mount.fuse.cachefs for type fuse.cachefs.
+install-helper: setup
+	$(SUDO) ln -sf $(CURDIR)/$(VENV)/bin/mount.cachefs /sbin/mount.fuse.cachefs
+	$(SUDO) ln -sf $(CURDIR)/$(VENV)/bin/cachefs /usr/local/bin/cachefs
+	@echo "installed /sbin/mount.fuse.cachefs and /usr/local/bin/cachefs"
+
+# Sequential read of a cached 256 MiB file vs the origin (root: drops caches).
+bench-seq: setup
+	$(PY) bench/seq_read.py --runs 3

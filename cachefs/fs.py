@@ -1,0 +1,628 @@
+"""FUSE operations: metadata passes through to the origin, reads go through the cache.
+
+Every handler is async; origin I/O runs in worker threads behind one
+``trio.CapacityLimiter`` so a slow origin never blocks the trio loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import itertools
+import logging
+import os
+import stat
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+from pyfuse3 import FUSEError
+
+from . import xattrs
+from .cache import ChunkCache
+from .chunks import ChunkKey
+from .config import Config, ContentTypeConfig
+from .inodes import ROOT_INODE, InodeTable
+from .origin import RENAME_EXCHANGE, FileVersion, Origin, open_flags_for_origin
+from .rules import ContentTypeResolver
+from .stats import Stats
+from .tiers import RamTier
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def fuse_handler(
+    fn: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Turn every failure into a clean errno; pyfuse3 dies on anything but FUSEError."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except FUSEError:
+            raise
+        except OSError as exc:
+            raise FUSEError(exc.errno or errno.EIO) from None
+        except Exception:
+            log.exception("unexpected error in %s", fn.__name__)
+            raise FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+@dataclass
+class FileState:
+    """What cachefs knows about one regular file's content while the kernel knows it."""
+
+    version: FileVersion | None = None
+    # Bumped around every write so a fetch racing a write is never cached.
+    write_generation: int = 0
+    handles: set[int] = field(default_factory=set)
+
+
+@dataclass
+class OpenFile:
+    """One open file handle: an origin fd plus what the read path needs."""
+
+    fd: int
+    inode: int
+    state: FileState
+    policy: ContentTypeConfig
+
+    @property
+    def version(self) -> FileVersion:
+        assert self.state.version is not None
+        return self.state.version
+
+    @property
+    def chunk_size(self) -> int:
+        return self.policy.chunk_size
+
+    @property
+    def write_generation(self) -> int:
+        return self.state.write_generation
+
+    def fetch(self, key: ChunkKey) -> tuple[bytes, bool]:
+        data = os.pread(self.fd, key.expected_length, key.offset)
+        return data, FileVersion.of(os.fstat(self.fd)) == key.version
+
+
+@dataclass
+class DirHandle:
+    inode: int
+    entries: list[tuple[bytes, os.stat_result]] | None = None
+
+
+class CacheFS(pyfuse3.Operations):
+    supports_dot_lookup = False  # no NFS export, so the kernel never asks for . and ..
+
+    def __init__(self, origin: Origin, cfg: Config) -> None:
+        super().__init__()
+        self.origin = origin
+        self.cfg = cfg
+        self.inodes = InodeTable(os.fstat(origin.root_fd).st_ino)
+        self.resolver = ContentTypeResolver(cfg)
+        self.stats = Stats()
+        self.ram = RamTier(cfg.tiers["ram"].max_size)
+        self._limiter = trio.CapacityLimiter(cfg.mount.max_threads)
+        self.cache = ChunkCache(self.ram, self.stats, self._limiter)
+        self._files: dict[int, OpenFile] = {}
+        self._dirs: dict[int, DirHandle] = {}
+        self._states: dict[int, FileState] = {}
+        # The file version in the attributes last given to the kernel, per inode.
+        self._kernel_view: dict[int, FileVersion] = {}
+        self._handle_ids = itertools.count(1)
+        self._as_root = os.geteuid() == 0
+        self.initialized = trio.Event()
+
+    def init(self) -> None:
+        # Called by libfuse while it answers the kernel's INIT request.
+        self.initialized.set()
+
+    # -- helpers -------------------------------------------------------------
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    def _path(self, inode: int) -> bytes:
+        try:
+            return self.inodes.path(inode)
+        except KeyError:
+            raise FUSEError(errno.ENOENT) from None
+
+    def _child_path(self, parent: int, name: bytes) -> bytes:
+        try:
+            return self.inodes.child_path(parent, name)
+        except KeyError:
+            raise FUSEError(errno.ENOENT) from None
+
+    def attributes(self, st: os.stat_result) -> pyfuse3.EntryAttributes:
+        attrs = pyfuse3.EntryAttributes()
+        attrs.st_ino = self.inodes.fuse_ino(st.st_ino)
+        attrs.generation = self.inodes.generation(attrs.st_ino)
+        attrs.entry_timeout = self.cfg.mount.entry_timeout
+        attrs.attr_timeout = self.cfg.mount.attr_timeout
+        attrs.st_mode = st.st_mode
+        attrs.st_nlink = st.st_nlink
+        attrs.st_uid = st.st_uid
+        attrs.st_gid = st.st_gid
+        attrs.st_rdev = st.st_rdev
+        attrs.st_size = st.st_size
+        attrs.st_blksize = st.st_blksize
+        attrs.st_blocks = st.st_blocks
+        attrs.st_atime_ns = st.st_atime_ns
+        attrs.st_mtime_ns = st.st_mtime_ns
+        attrs.st_ctime_ns = st.st_ctime_ns
+        if stat.S_ISREG(st.st_mode):
+            self._kernel_view[attrs.st_ino] = FileVersion.of(st)
+        return attrs
+
+    def _entry(self, parent: int, name: bytes, st: os.stat_result) -> pyfuse3.EntryAttributes:
+        """Attributes for a reply that makes the kernel count one more lookup."""
+        self._remember(parent, name, st)
+        return self.attributes(st)
+
+    def _remember(self, parent: int, name: bytes, st: os.stat_result) -> None:
+        inode = self.inodes.fuse_ino(st.st_ino)
+        if self.inodes.remember(parent, name, inode, stat.S_IFMT(st.st_mode)):
+            # A new file under a reused number: nothing known of the old one applies.
+            self._states.pop(inode, None)
+            self._kernel_view.pop(inode, None)
+
+    def policy_for(self, relpath: bytes) -> ContentTypeConfig:
+        return self.resolver.policy(os.fsdecode(relpath))
+
+    def _state(self, inode: int) -> FileState:
+        state = self._states.get(inode)
+        if state is None:
+            state = self._states[inode] = FileState()
+        return state
+
+    def _note_version(self, inode: int, st: os.stat_result) -> bool:
+        """Record a regular file's current version; True if it was unchanged."""
+        state = self._state(inode)
+        version = FileVersion.of(st)
+        if state.version == version:
+            return True
+        if state.version is not None:
+            self.ram.drop_file((state.version.dev, state.version.ino))
+        state.version = version
+        state.write_generation += 1
+        return False
+
+    async def _stat_inode(self, inode: int) -> os.stat_result:
+        """lstat by path, or fstat an open handle once the file is unlinked."""
+        try:
+            path = self.inodes.path(inode)
+        except KeyError:
+            path = None
+        if path is not None:
+            try:
+                return await self._io(self.origin.lstat, path)
+            except FileNotFoundError:
+                pass
+        state = self._states.get(inode)
+        if state is not None and state.handles:
+            fd = self._files[next(iter(state.handles))].fd
+            return await self._io(os.fstat, fd)
+        raise FUSEError(errno.ENOENT)
+
+    def _owner(self, ctx: pyfuse3.RequestContext, parent_st: os.stat_result) -> tuple[int, int]:
+        """Owner of a new entry: the caller, with BSD group semantics under setgid dirs."""
+        gid = parent_st.st_gid if parent_st.st_mode & stat.S_ISGID else ctx.gid
+        return ctx.uid, gid
+
+    async def _create_as_caller(
+        self, parent: int, name: bytes, ctx: pyfuse3.RequestContext, make: Callable[[bytes], None]
+    ) -> pyfuse3.EntryAttributes:
+        """Create an entry with *make*, hand it to the caller, return its attributes."""
+        path = self._child_path(parent, name)
+        parent_path = self._path(parent)
+
+        def work() -> os.stat_result:
+            make(path)
+            if self._as_root:
+                uid, gid = self._owner(ctx, self.origin.lstat(parent_path))
+                self.origin.chown(path, uid, gid)
+            return self.origin.lstat(path)
+
+        st = await self._io(work)
+        return self._entry(parent, name, st)
+
+    # -- lookup and attributes ------------------------------------------------
+
+    @fuse_handler
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        if name == b".":
+            return self._entry_for_known(parent_inode, await self._stat_inode(parent_inode))
+        if name == b"..":
+            grand = self.inodes.parent_of(parent_inode)
+            return self._entry_for_known(grand, await self._stat_inode(grand))
+        path = self._child_path(parent_inode, name)
+        st = await self._io(self.origin.lstat, path)
+        return self._entry(parent_inode, name, st)
+
+    def _entry_for_known(self, inode: int, st: os.stat_result) -> pyfuse3.EntryAttributes:
+        if inode != ROOT_INODE:
+            parent = self.inodes.parent_of(inode)
+            self._remember(parent, self._path(inode).rpartition(b"/")[2], st)
+        return self.attributes(st)
+
+    @fuse_handler
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for inode, count in inode_list:
+            self.inodes.forget(inode, count)
+            if not self.inodes.known(inode):
+                self._states.pop(inode, None)
+                self._kernel_view.pop(inode, None)
+
+    @fuse_handler
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        st = await self._stat_inode(inode)
+        if stat.S_ISREG(st.st_mode) and inode in self._states:
+            self._revalidate_open_file(inode, st)
+        return self.attributes(st)
+
+    def _revalidate_open_file(self, inode: int, st: os.stat_result) -> None:
+        """A file changed at the origin while open: switch to the new version.
+
+        The kernel drops its own stale pages when it sees the new size / mtime
+        in these attributes (libfuse enables auto_inval_data).
+        """
+        state = self._states[inode]
+        if state.handles and state.version not in (None, FileVersion.of(st)):
+            self._note_version(inode, st)
+
+    @fuse_handler
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        handle = self._files.get(fh) if fh is not None else None
+        fd = handle.fd if handle is not None else None
+        path = b"" if fd is not None else self._path(inode)  # the path is used without an fd
+        if fields.update_size and inode in self._states:
+            self._states[inode].write_generation += 1
+
+        def work() -> os.stat_result:
+            if fields.update_uid or fields.update_gid:
+                uid = attr.st_uid if fields.update_uid else -1
+                gid = attr.st_gid if fields.update_gid else -1
+                os.fchown(fd, uid, gid) if fd is not None else self.origin.chown(path, uid, gid)
+            if fields.update_mode:
+                mode = stat.S_IMODE(attr.st_mode)
+                os.fchmod(fd, mode) if fd is not None else self.origin.chmod(path, mode)
+            if fields.update_size:
+                size = attr.st_size
+                os.ftruncate(fd, size) if fd is not None else self.origin.truncate(path, size)
+            if fields.update_atime or fields.update_mtime:
+                self._set_times(path, fd, attr, fields)
+            return os.fstat(fd) if fd is not None else self.origin.lstat(path)
+
+        st = await self._io(work)
+        if stat.S_ISREG(st.st_mode) and inode in self._states:
+            self._note_version(inode, st)
+        return self.attributes(st)
+
+    def _set_times(
+        self,
+        path: bytes,
+        fd: int | None,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+    ) -> None:
+        current = os.fstat(fd) if fd is not None else self.origin.lstat(path)
+        atime = attr.st_atime_ns if fields.update_atime else current.st_atime_ns
+        mtime = attr.st_mtime_ns if fields.update_mtime else current.st_mtime_ns
+        if fd is not None:
+            os.utime(fd, ns=(atime, mtime))
+        else:
+            self.origin.utime(path, atime, mtime)
+
+    @fuse_handler
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return await self._io(self.origin.readlink, self._path(inode))
+
+    @fuse_handler
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        sv = await self._io(self.origin.statvfs)
+        data = pyfuse3.StatvfsData()
+        for name in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail"):
+            setattr(data, name, getattr(sv, name))
+        for name in ("f_files", "f_ffree", "f_favail", "f_namemax"):
+            setattr(data, name, getattr(sv, name))
+        return data
+
+    @fuse_handler
+    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+        # Only called without default_permissions; cachefs always mounts with it,
+        # so this is a fallback that follows the classic owner/group/other bits.
+        st = await self._stat_inode(inode)
+        if ctx.uid == 0:
+            return not (mode & os.X_OK) or bool(st.st_mode & 0o111) or stat.S_ISDIR(st.st_mode)
+        if ctx.uid == st.st_uid:
+            bits = (st.st_mode >> 6) & 7
+        elif st.st_gid == ctx.gid or st.st_gid in pyfuse3.get_sup_groups(ctx.pid):
+            bits = (st.st_mode >> 3) & 7
+        else:
+            bits = st.st_mode & 7
+        return (mode & bits) == mode
+
+    # -- namespace ------------------------------------------------------------
+
+    @fuse_handler
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return await self._create_as_caller(
+            parent_inode, name, ctx, lambda p: self.origin.mknod(p, mode, rdev)
+        )
+
+    @fuse_handler
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return await self._create_as_caller(
+            parent_inode, name, ctx, lambda p: self.origin.mkdir(p, stat.S_IMODE(mode))
+        )
+
+    @fuse_handler
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return await self._create_as_caller(
+            parent_inode, name, ctx, lambda p: self.origin.symlink(target, p)
+        )
+
+    @fuse_handler
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        src = self._path(inode)
+        dst = self._child_path(new_parent_inode, new_name)
+
+        def work() -> os.stat_result:
+            self.origin.link(src, dst)
+            return self.origin.lstat(dst)
+
+        st = await self._io(work)
+        return self._entry(new_parent_inode, new_name, st)
+
+    @fuse_handler
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self._io(self.origin.unlink, self._child_path(parent_inode, name))
+        self.inodes.unlinked(parent_inode, name)
+
+    @fuse_handler
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self._io(self.origin.rmdir, self._child_path(parent_inode, name))
+        self.inodes.unlinked(parent_inode, name)
+
+    @fuse_handler
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        old = self._child_path(parent_inode_old, name_old)
+        new = self._child_path(parent_inode_new, name_new)
+        await self._io(self.origin.rename, old, new, flags)
+        self.inodes.renamed(
+            (parent_inode_old, name_old),
+            (parent_inode_new, name_new),
+            exchange=bool(flags & RENAME_EXCHANGE),
+        )
+
+    # -- files ----------------------------------------------------------------
+
+    @fuse_handler
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        path = self._path(inode)
+
+        def work() -> tuple[int, os.stat_result]:
+            fd = self.origin.open(path, open_flags_for_origin(flags))
+            return fd, os.fstat(fd)
+
+        fd, st = await self._io(work)
+        unchanged = self._note_version(inode, st)
+        if self._kernel_view.get(inode) != FileVersion.of(st):
+            # Close-to-open: the kernel may hold attributes (size!) of an older
+            # version for up to attr_timeout; make it ask again before reading.
+            self._kernel_view.pop(inode, None)
+            with contextlib.suppress(OSError):  # ENOENT: the kernel holds no attributes
+                pyfuse3.invalidate_inode(inode, attr_only=True)
+        fh = self._add_handle(fd, inode, path)
+        # keep_cache lets the kernel keep its page cache across opens; only safe
+        # while the origin file is the version those pages came from.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=unchanged)
+
+    @fuse_handler
+    async def create(
+        self,
+        parent_inode: int,
+        name: bytes,
+        mode: int,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        path = self._child_path(parent_inode, name)
+        parent_path = self._path(parent_inode)
+        open_flags = open_flags_for_origin(flags) | os.O_CREAT
+        perm = stat.S_IMODE(mode)
+
+        def work() -> tuple[int, os.stat_result]:
+            try:
+                fd = self.origin.open(path, open_flags | os.O_EXCL, perm)
+            except FileExistsError:
+                if flags & os.O_EXCL:
+                    raise
+                # Created at the origin since the kernel's lookup: just open it,
+                # and leave its owner alone.
+                fd = self.origin.open(path, open_flags & ~os.O_CREAT)
+                return fd, os.fstat(fd)
+            try:
+                if self._as_root:
+                    uid, gid = self._owner(ctx, self.origin.lstat(parent_path))
+                    os.fchown(fd, uid, gid)
+                    if perm & (stat.S_ISUID | stat.S_ISGID):  # chown cleared them
+                        os.fchmod(fd, perm)
+                return fd, os.fstat(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+
+        fd, st = await self._io(work)
+        attrs = self._entry(parent_inode, name, st)
+        self._note_version(attrs.st_ino, st)
+        fh = self._add_handle(fd, attrs.st_ino, path)
+        return pyfuse3.FileInfo(fh=fh), attrs
+
+    def _add_handle(self, fd: int, inode: int, path: bytes) -> int:
+        fh = next(self._handle_ids)
+        state = self._state(inode)
+        self._files[fh] = OpenFile(fd, inode, state, self.policy_for(path))
+        state.handles.add(fh)
+        self.inodes.opened(inode)
+        return fh
+
+    @fuse_handler
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        self.stats.add("fuse_reads")
+        self.stats.add("fuse_read_bytes", size)
+        return await self.cache.read(self._files[fh], off, size)
+
+    @fuse_handler
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self._files[fh]
+        handle.state.write_generation += 1
+
+        def work() -> tuple[int, os.stat_result]:
+            return os.pwrite(handle.fd, buf, off), os.fstat(handle.fd)
+
+        try:
+            written, st = await self._io(work)
+        finally:
+            handle.state.write_generation += 1
+        self._note_version(handle.inode, st)
+        return written
+
+    @fuse_handler
+    async def flush(self, fh: int) -> None:
+        # Closing a duplicate makes origins that report errors at close (NFS,
+        # SMB) report them now, to the process that called close().
+        fd = self._files[fh].fd
+        await self._io(lambda: os.close(os.dup(fd)))
+
+    @fuse_handler
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        fd = self._files[fh].fd
+        await self._io(os.fdatasync if datasync else os.fsync, fd)
+
+    @fuse_handler
+    async def release(self, fh: int) -> None:
+        handle = self._files.pop(fh)
+        handle.state.handles.discard(fh)
+        self.inodes.closed(handle.inode)
+        if not self.inodes.known(handle.inode):
+            self._states.pop(handle.inode, None)
+        await self._io(os.close, handle.fd)
+
+    # -- directories ------------------------------------------------------------
+
+    @fuse_handler
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        self._path(inode)  # ENOENT early for a vanished directory
+        fh = next(self._handle_ids)
+        self._dirs[fh] = DirHandle(inode)
+        return fh
+
+    @fuse_handler
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        handle = self._dirs[fh]
+        if start_id == 0 or handle.entries is None:
+            handle.entries = await self._io(self.origin.listdir, self._path(handle.inode))
+        for index in range(start_id, len(handle.entries)):
+            name, st = handle.entries[index]
+            # Remember first (it may bump the generation), undo if the reply is full.
+            self._remember(handle.inode, name, st)
+            if not pyfuse3.readdir_reply(token, name, self.attributes(st), index + 1):
+                self.inodes.forget(self.inodes.fuse_ino(st.st_ino), 1)
+                break
+
+    @fuse_handler
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    @fuse_handler
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        path = self._path(self._dirs[fh].inode)
+
+        def work() -> None:
+            fd = self.origin.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        await self._io(work)
+
+    # -- extended attributes ------------------------------------------------------
+
+    @fuse_handler
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if xattrs.is_control(name):
+            return await xattrs.get(self, inode, name)
+        return await self._io(self.origin.getxattr, self._path(inode), name)
+
+    @fuse_handler
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        if xattrs.is_control(name):
+            await xattrs.set(self, inode, name, value)
+            return
+        await self._io(self.origin.setxattr, self._path(inode), name, value)
+
+    @fuse_handler
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        names = await self._io(self.origin.listxattr, self._path(inode))
+        return [n for n in names if not xattrs.is_control(n)]
+
+    @fuse_handler
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        if xattrs.is_control(name):
+            raise FUSEError(errno.EPERM)
+        await self._io(self.origin.removexattr, self._path(inode), name)
+
+    # -- introspection --------------------------------------------------------------
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        counters = self.stats.snapshot()
+        return {
+            "tiers": {"ram": self.ram.stats()},
+            "origin_bytes_read": counters.get("origin_bytes_read", 0),
+            "origin_reads": counters.get("origin_reads", 0),
+            "corrupt_chunks": counters.get("corrupt_chunks", 0),
+            "compressed_bytes_saved": counters.get("compressed_bytes_saved", 0),
+            "fuse_reads": counters.get("fuse_reads", 0),
+            "fuse_read_bytes": counters.get("fuse_read_bytes", 0),
+            "open_files": len(self._files),
+            "known_inodes": self.inodes.count(),
+        }

@@ -1,0 +1,193 @@
+"""The inode table: which origin paths the kernel currently knows, and how often.
+
+FUSE inode numbers are the origin's ``st_ino`` (so hard links share one inode
+and ``ls -i`` stays meaningful). Each inode keeps its *links*: the
+``(parent inode, name)`` directory entries it was found under. A path is built
+by walking links up to the root, so renaming a directory updates one entry,
+not every path below it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyfuse3
+
+ROOT_INODE: int = pyfuse3.ROOT_INODE
+
+Link = tuple[int, bytes]
+
+
+@dataclass
+class InodeEntry:
+    lookups: int = 0
+    # Insertion-ordered: the newest link is the one paths are built from.
+    links: dict[Link, None] = field(default_factory=dict)
+    children: int = 0  # known entries whose link names this inode as parent
+    open_handles: int = 0
+    # The origin reuses inode numbers of deleted files. A new generation tells
+    # the kernel "same number, different file", so it drops the old inode.
+    generation: int = 0
+    kind: int = 0  # S_IFMT bits of the file this entry stands for
+
+
+class InodeTable:
+    def __init__(self, origin_root_ino: int) -> None:
+        self._root_ino = origin_root_ino
+        self._entries: dict[int, InodeEntry] = {ROOT_INODE: InodeEntry(lookups=1)}
+        self._dentries: dict[Link, int] = {}
+
+    # -- numbering ----------------------------------------------------------
+
+    def fuse_ino(self, st_ino: int) -> int:
+        """Map an origin st_ino to a FUSE inode (a bijection swapping root and 1)."""
+        if st_ino == self._root_ino:
+            return ROOT_INODE
+        if st_ino == ROOT_INODE:
+            return self._root_ino
+        return st_ino
+
+    # -- paths --------------------------------------------------------------
+
+    def path(self, inode: int) -> bytes:
+        """Relative origin path of a known inode; KeyError if it has no link left."""
+        parts: list[bytes] = []
+        seen = 0
+        while inode != ROOT_INODE:
+            entry = self._entries[inode]
+            if not entry.links:
+                raise KeyError(inode)
+            parent, name = next(reversed(entry.links))
+            parts.append(name)
+            inode = parent
+            seen += 1
+            if seen > 4096:  # a cycle would be a bug; never loop forever
+                raise KeyError(inode)
+        return b"/".join(reversed(parts))
+
+    def child_path(self, parent: int, name: bytes) -> bytes:
+        base = self.path(parent)
+        return base + b"/" + name if base else name
+
+    def count(self) -> int:
+        return len(self._entries)
+
+    def known(self, inode: int) -> bool:
+        return inode in self._entries
+
+    def child(self, parent: int, name: bytes) -> int | None:
+        return self._dentries.get((parent, name))
+
+    def parent_of(self, inode: int) -> int:
+        entry = self._entries.get(inode)
+        if inode == ROOT_INODE or entry is None or not entry.links:
+            return ROOT_INODE
+        return next(reversed(entry.links))[0]
+
+    # -- lookup counting ----------------------------------------------------
+
+    def remember(self, parent: int, name: bytes, inode: int, kind: int) -> bool:
+        """Count one kernel lookup of ``parent/name`` resolving to *inode*.
+
+        Returns True when the number now stands for a different file than
+        before (the origin reused it): the entry then has a new generation.
+        """
+        entry = self._entry(inode)
+        reused = self._is_reuse(entry, (parent, name), kind)
+        if reused:
+            entry.generation += 1
+        entry.kind = kind
+        entry.lookups += 1
+        self._set_link(parent, name, inode)
+        return reused
+
+    def generation(self, inode: int) -> int:
+        entry = self._entries.get(inode)
+        return entry.generation if entry is not None else 0
+
+    @staticmethod
+    def _is_reuse(entry: InodeEntry, link: Link, kind: int) -> bool:
+        if not entry.kind:
+            return False  # a fresh entry
+        if entry.kind != kind:
+            return True
+        # Every name the old file had is gone, yet the number turns up again.
+        return not entry.links and link not in entry.links
+
+    def forget(self, inode: int, count: int) -> None:
+        entry = self._entries.get(inode)
+        if entry is None or inode == ROOT_INODE:
+            return
+        entry.lookups = max(0, entry.lookups - count)
+        self._collect(inode)
+
+    def opened(self, inode: int) -> None:
+        self._entry(inode).open_handles += 1
+
+    def closed(self, inode: int) -> None:
+        entry = self._entries.get(inode)
+        if entry is not None:
+            entry.open_handles = max(0, entry.open_handles - 1)
+            self._collect(inode)
+
+    # -- namespace changes --------------------------------------------------
+
+    def unlinked(self, parent: int, name: bytes) -> None:
+        inode = self._dentries.pop((parent, name), None)
+        if inode is None:
+            return
+        self._drop_link(inode, (parent, name))
+
+    def renamed(self, old: Link, new: Link, exchange: bool = False) -> None:
+        src = self._dentries.pop(old, None)
+        dst = self._dentries.pop(new, None)
+        if dst is not None:
+            self._drop_link(dst, new)
+        if src is not None:
+            self._drop_link(src, old)
+            self._set_link(new[0], new[1], src)
+        if exchange and dst is not None:
+            self._set_link(old[0], old[1], dst)
+
+    # -- internals ----------------------------------------------------------
+
+    def _entry(self, inode: int) -> InodeEntry:
+        entry = self._entries.get(inode)
+        if entry is None:
+            entry = self._entries[inode] = InodeEntry()
+        return entry
+
+    def _set_link(self, parent: int, name: bytes, inode: int) -> None:
+        link = (parent, name)
+        previous = self._dentries.get(link)
+        if previous == inode:
+            return
+        if previous is not None:  # the name now points at another file
+            self._drop_link(previous, link)
+        self._dentries[link] = inode
+        self._entry(inode).links[link] = None
+        self._entry(parent).children += 1
+
+    def _drop_link(self, inode: int, link: Link) -> None:
+        entry = self._entries.get(inode)
+        if entry is not None and entry.links.pop(link, 0) is None:
+            parent = self._entries.get(link[0])
+            if parent is not None:
+                parent.children -= 1
+                self._collect(link[0])
+            self._collect(inode)
+
+    def _collect(self, inode: int) -> None:
+        """Drop an entry nobody refers to any more (kernel, handles, children)."""
+        entry = self._entries.get(inode)
+        if entry is None or inode == ROOT_INODE:
+            return
+        if entry.lookups or entry.children or entry.open_handles:
+            return
+        del self._entries[inode]
+        for link in list(entry.links):
+            self._dentries.pop(link, None)
+            parent = self._entries.get(link[0])
+            if parent is not None:
+                parent.children -= 1
+                self._collect(link[0])

@@ -1,0 +1,235 @@
+"""Blocking I/O on the origin directory.
+
+Every method here blocks and is meant to run in a worker thread (see
+``fs.CacheFS._io``). Paths are *relative* byte strings ('' is the origin root)
+and every call goes through a directory file descriptor with the ``*at()``
+family, so the daemon never builds ``origin + path`` strings: paths near
+PATH_MAX keep working and a path component that is a symlink is never
+followed by accident.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+# Longest relative path handed to one *at() call. Longer ones are resolved by
+# walking directory fds component group by component group.
+_MAX_AT_PATH = 2048
+
+# Flags that make no sense (or fail) when re-opening the origin file.
+_STRIPPED_OPEN_FLAGS = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | getattr(os, "O_DIRECT", 0)
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+if _renameat2 is not None:
+    _renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    _renameat2.restype = ctypes.c_int
+
+
+@dataclass(frozen=True)
+class FileVersion:
+    """What identifies one version of one origin file's content.
+
+    A chunk key contains it, so a change at the origin (new size, new mtime, or
+    a new file under the same name) makes every old chunk unreachable.
+    """
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileVersion:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def open_flags_for_origin(flags: int) -> int:
+    """Flags to reopen an origin file with: O_DIRECT gives EINVAL on many origins."""
+    return (flags & ~_STRIPPED_OPEN_FLAGS) | os.O_CLOEXEC
+
+
+class Origin:
+    """The slow directory cachefs is mounted over."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        os.close(self.root_fd)
+
+    # -- path resolution -------------------------------------------------
+
+    @contextlib.contextmanager
+    def at(self, relpath: bytes) -> Iterator[tuple[int, bytes]]:
+        """Yield ``(dir_fd, name)`` naming *relpath* for an ``*at()`` call."""
+        if not relpath:
+            yield self.root_fd, b"."
+            return
+        if len(relpath) <= _MAX_AT_PATH:
+            yield self.root_fd, relpath
+            return
+        parent, _, name = relpath.rpartition(b"/")
+        fd = self._open_dir_walking(parent)
+        try:
+            yield fd, name
+        finally:
+            os.close(fd)
+
+    def _open_dir_walking(self, relpath: bytes) -> int:
+        """Open a (long) directory path piece by piece, never following symlinks."""
+        fd = os.dup(self.root_fd)
+        parts = relpath.split(b"/")
+        while parts:
+            group: list[bytes] = []
+            while parts and len(b"/".join([*group, parts[0]])) <= _MAX_AT_PATH:
+                group.append(parts.pop(0))
+            if not group:  # a single component longer than the limit
+                group.append(parts.pop(0))
+            try:
+                nfd = os.open(
+                    b"/".join(group),
+                    os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    dir_fd=fd,
+                )
+            finally:
+                os.close(fd)
+            fd = nfd
+        return fd
+
+    @contextlib.contextmanager
+    def proc_path(self, relpath: bytes) -> Iterator[bytes]:
+        """A path usable by calls that take no dir_fd (xattrs), valid inside the block."""
+        with self.at(relpath) as (dir_fd, name):
+            yield b"/proc/self/fd/%d/%s" % (dir_fd, name)
+
+    # -- metadata ---------------------------------------------------------
+
+    def lstat(self, relpath: bytes) -> os.stat_result:
+        with self.at(relpath) as (fd, name):
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+
+    def listdir(self, relpath: bytes) -> list[tuple[bytes, os.stat_result]]:
+        """Entries of a directory with their lstat, skipping ones that vanish."""
+        with self.at(relpath) as (fd, name):
+            dfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            entries = []
+            for name_b in os.listdir(dfd):
+                try:
+                    st = os.stat(os.fsencode(name_b), dir_fd=dfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                entries.append((os.fsencode(name_b), st))
+            return entries
+        finally:
+            os.close(dfd)
+
+    def readlink(self, relpath: bytes) -> bytes:
+        with self.at(relpath) as (fd, name):
+            return os.readlink(name, dir_fd=fd)
+
+    def statvfs(self) -> os.statvfs_result:
+        return os.statvfs(self.root_fd)
+
+    def chmod(self, relpath: bytes, mode: int) -> None:
+        with self.at(relpath) as (fd, name):
+            os.chmod(name, mode, dir_fd=fd)
+
+    def chown(self, relpath: bytes, uid: int, gid: int) -> None:
+        with self.at(relpath) as (fd, name):
+            os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
+
+    def utime(self, relpath: bytes, atime_ns: int, mtime_ns: int) -> None:
+        with self.at(relpath) as (fd, name):
+            os.utime(name, ns=(atime_ns, mtime_ns), dir_fd=fd, follow_symlinks=False)
+
+    def truncate(self, relpath: bytes, size: int) -> None:
+        with self.at(relpath) as (fd, name):
+            ffd = os.open(name, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=fd)
+        try:
+            os.ftruncate(ffd, size)
+        finally:
+            os.close(ffd)
+
+    # -- namespace changes ------------------------------------------------
+
+    def open(self, relpath: bytes, flags: int, mode: int = 0o666) -> int:
+        with self.at(relpath) as (fd, name):
+            return os.open(name, flags, mode, dir_fd=fd)
+
+    def mkdir(self, relpath: bytes, mode: int) -> None:
+        with self.at(relpath) as (fd, name):
+            os.mkdir(name, mode, dir_fd=fd)
+
+    def mknod(self, relpath: bytes, mode: int, rdev: int) -> None:
+        with self.at(relpath) as (fd, name):
+            os.mknod(name, mode, rdev, dir_fd=fd)
+
+    def symlink(self, target: bytes, relpath: bytes) -> None:
+        with self.at(relpath) as (fd, name):
+            os.symlink(target, name, dir_fd=fd)
+
+    def link(self, src: bytes, dst: bytes) -> None:
+        with self.at(src) as (sfd, sname), self.at(dst) as (dfd, dname):
+            os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+
+    def unlink(self, relpath: bytes) -> None:
+        with self.at(relpath) as (fd, name):
+            os.unlink(name, dir_fd=fd)
+
+    def rmdir(self, relpath: bytes) -> None:
+        with self.at(relpath) as (fd, name):
+            os.rmdir(name, dir_fd=fd)
+
+    def rename(self, src: bytes, dst: bytes, flags: int = 0) -> None:
+        with self.at(src) as (sfd, sname), self.at(dst) as (dfd, dname):
+            if not flags:
+                os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+                return
+            if _renameat2 is None:
+                raise OSError(errno.EINVAL, "renameat2 is not available")
+            if _renameat2(sfd, sname, dfd, dname, flags) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+
+    # -- extended attributes ----------------------------------------------
+
+    def getxattr(self, relpath: bytes, name: bytes) -> bytes:
+        with self.proc_path(relpath) as path:
+            return os.getxattr(path, name, follow_symlinks=not self._is_link(relpath))
+
+    def setxattr(self, relpath: bytes, name: bytes, value: bytes) -> None:
+        with self.proc_path(relpath) as path:
+            os.setxattr(path, name, value, follow_symlinks=not self._is_link(relpath))
+
+    def listxattr(self, relpath: bytes) -> list[bytes]:
+        with self.proc_path(relpath) as path:
+            names = os.listxattr(path, follow_symlinks=not self._is_link(relpath))
+        return [os.fsencode(n) for n in names]
+
+    def removexattr(self, relpath: bytes, name: bytes) -> None:
+        with self.proc_path(relpath) as path:
+            os.removexattr(path, name, follow_symlinks=not self._is_link(relpath))
+
+    def _is_link(self, relpath: bytes) -> bool:
+        # /proc/self/fd/N/name resolves the directory fd, then `name` normally;
+        # for a symlink we must act on the link itself, not its target.
+        return bool(relpath) and stat.S_ISLNK(self.lstat(relpath).st_mode)

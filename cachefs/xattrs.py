@@ -1,0 +1,83 @@
+"""The control surface: ``user.cachefs.*`` extended attributes.
+
+Reading them reports what the cache holds; setting some of them acts on it.
+They are answered by cachefs itself, never stored at the origin, and not
+listed by listxattr so that ``cp -a`` / ``rsync -X`` do not copy them around.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+from typing import TYPE_CHECKING, Any
+
+import pyfuse3
+from pyfuse3 import FUSEError
+
+from .chunks import ChunkKey
+from .inodes import ROOT_INODE
+from .origin import FileVersion
+
+if TYPE_CHECKING:
+    from .fs import CacheFS
+
+PREFIX = b"user.cachefs."
+STATS = PREFIX + b"stats"
+RESIDENCY = PREFIX + b"residency"
+CONTENT_TYPE = PREFIX + b"content_type"
+EVICT = PREFIX + b"evict"
+
+
+def is_control(name: bytes) -> bool:
+    return name.startswith(PREFIX)
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True).encode()
+
+
+async def get(fs: CacheFS, inode: int, name: bytes) -> bytes:
+    if name == STATS and inode == ROOT_INODE:
+        return _json(fs.stats_snapshot())
+    if name == RESIDENCY:
+        return _json(await residency(fs, inode))
+    if name == CONTENT_TYPE:
+        return fs.policy_for(fs._path(inode)).name.encode()
+    raise FUSEError(pyfuse3.ENOATTR)
+
+
+async def set(fs: CacheFS, inode: int, name: bytes, value: bytes) -> None:
+    if name == EVICT:
+        version = await _current_version(fs, inode)
+        fs.ram.drop_file((version.dev, version.ino))
+        return
+    # pin / prefetch arrive with the disk tiers and the background engine.
+    raise FUSEError(errno.ENOTSUP)
+
+
+async def _current_version(fs: CacheFS, inode: int) -> FileVersion:
+    state = fs._states.get(inode)
+    if state is not None and state.handles and state.version is not None:
+        return state.version
+    st: os.stat_result = await fs._stat_inode(inode)
+    if not stat.S_ISREG(st.st_mode):
+        raise FUSEError(pyfuse3.ENOATTR)
+    return FileVersion.of(st)
+
+
+async def residency(fs: CacheFS, inode: int) -> dict[str, int]:
+    """How many of a file's chunks each tier holds (current version only)."""
+    version = await _current_version(fs, inode)
+    chunk_size = fs.policy_for(fs._path(inode)).chunk_size
+    total = -(-version.size // chunk_size)
+    in_ram = sum(1 for index in range(total) if ChunkKey(version, chunk_size, index) in fs.ram)
+    return {
+        "chunks": total,
+        "chunk_size": chunk_size,
+        "ram": in_ram,
+        "ssd": 0,
+        "hdd": 0,
+        "uncached": total - in_ram,
+    }

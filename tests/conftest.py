@@ -1,0 +1,129 @@
+"""Fixtures that mount a real cachefs over a temporary origin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+MOUNT_TIMEOUT = 20.0
+
+
+@dataclass
+class Mounted:
+    origin: Path
+    mnt: Path
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    options: list[str] = field(default_factory=list)
+
+    def stats(self) -> dict:
+        return json.loads(os.getxattr(self.mnt, "user.cachefs.stats"))
+
+    def residency(self, relpath: str) -> dict:
+        return json.loads(os.getxattr(self.mnt / relpath, "user.cachefs.residency"))
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def cachefs_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cachefs.cli", *args]
+
+
+def wait_for_mount(mnt: Path, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + MOUNT_TIMEOUT
+    while time.monotonic() < deadline:
+        if os.path.ismount(mnt):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"cachefs exited with {proc.returncode}:\n{log_path.read_text()}")
+        time.sleep(0.02)
+    raise RuntimeError(f"cachefs did not mount within {MOUNT_TIMEOUT}s:\n{log_path.read_text()}")
+
+
+def mount_cachefs(origin: Path, mnt: Path, options: list[str], log_path: Path) -> Mounted:
+    mnt.mkdir(parents=True, exist_ok=True)
+    opts = ",".join(options)
+    args = ["mount", "-f", str(origin), str(mnt)] + (["-o", opts] if opts else [])
+    log_file = open(log_path, "ab")  # noqa: SIM115 - owned by the child process
+    proc = subprocess.Popen(cachefs_command(*args), stdout=log_file, stderr=log_file)
+    log_file.close()
+    try:
+        wait_for_mount(mnt, proc, log_path)
+    except BaseException:
+        unmount(mnt, proc)
+        raise
+    return Mounted(origin, mnt, proc, log_path, options)
+
+
+def unmount(mnt: Path, proc: subprocess.Popen[bytes] | None) -> None:
+    """Unmount however it takes: politely, then lazily, then by killing the daemon."""
+    if os.path.ismount(mnt):
+        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+    if proc is not None:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if os.path.ismount(mnt):
+        subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+
+
+class MountFactory:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.mounts: list[Mounted] = []
+        self.count = 0
+
+    def __call__(
+        self, origin: Path, options: list[str] | None = None, mnt: Path | None = None
+    ) -> Mounted:
+        self.count += 1
+        mnt = mnt or self.tmp_path / f"mnt{self.count}"
+        log_path = self.tmp_path / f"cachefs{self.count}.log"
+        mounted = mount_cachefs(origin, mnt, list(options or DEFAULT_TEST_OPTIONS), log_path)
+        self.mounts.append(mounted)
+        return mounted
+
+    def unmount(self, mounted: Mounted) -> None:
+        unmount(mounted.mnt, mounted.proc)
+        if mounted in self.mounts:
+            self.mounts.remove(mounted)
+
+    def close(self) -> None:
+        for mounted in reversed(self.mounts):
+            unmount(mounted.mnt, mounted.proc)
+        self.mounts.clear()
+
+
+DEFAULT_TEST_OPTIONS = ["tiers.ram.max_size=64MiB", "stats.backend=embedded"]
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Path:
+    path = tmp_path / "origin"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def mount_factory(tmp_path: Path) -> Iterator[MountFactory]:
+    factory = MountFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture
+def mounted(origin: Path, mount_factory: MountFactory) -> Mounted:
+    return mount_factory(origin)

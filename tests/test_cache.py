@@ -1,0 +1,102 @@
+"""The read path without FUSE: chunking, single flight, what gets cached."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cachefs.cache import ChunkCache
+from cachefs.chunks import ChunkKey
+from cachefs.origin import FileVersion
+from cachefs.stats import Stats
+from cachefs.tiers import RamTier
+
+
+@dataclass
+class FakeSource:
+    """An origin file in memory that counts fetches and can change under us."""
+
+    data: bytes
+    chunk_size: int = 1000
+    delay: float = 0.0
+    write_generation: int = 0
+    fetches: list[int] = field(default_factory=list)
+    changed: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def version(self) -> FileVersion:
+        return FileVersion(1, 2, len(self.data), 3)
+
+    def fetch(self, key: ChunkKey) -> tuple[bytes, bool]:
+        time.sleep(self.delay)
+        with self.lock:
+            self.fetches.append(key.index)
+        return self.data[key.offset : key.offset + key.expected_length], not self.changed
+
+
+def new_cache(max_size: int = 1 << 20) -> ChunkCache:
+    return ChunkCache(RamTier(max_size), Stats(), trio.CapacityLimiter(8))
+
+
+def test_concurrent_misses_share_one_fetch() -> None:
+    source = FakeSource(bytes(range(256)) * 20, delay=0.05)
+    cache = new_cache()
+    results: list[bytes] = []
+
+    async def reader() -> None:
+        results.append(await cache.read(source, 100, 50))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(reader)
+
+    trio.run(main)
+    assert source.fetches == [0]
+    assert results == [source.data[100:150]] * 10
+
+
+def test_a_chunk_of_a_changed_file_is_returned_but_not_cached() -> None:
+    source = FakeSource(b"x" * 5000, changed=True)
+    cache = new_cache()
+    assert trio.run(cache.read, source, 0, 10) == b"x" * 10
+    assert len(cache.ram) == 0
+
+
+def test_a_fetch_racing_a_write_is_not_cached() -> None:
+    source = FakeSource(b"y" * 5000)
+    cache = new_cache()
+
+    def fetch_during_write(key: ChunkKey) -> tuple[bytes, bool]:
+        source.write_generation += 1  # a write lands while the chunk is read
+        return b"y" * key.expected_length, True
+
+    source.fetch = fetch_during_write  # type: ignore[method-assign]
+    trio.run(cache.read, source, 0, 10)
+    assert len(cache.ram) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.integers(0, 10_000),
+    chunk=st.sampled_from([512, 1000, 4096]),
+    reads=st.lists(st.tuples(st.integers(0, 11_000), st.integers(0, 5000)), max_size=20),
+    ram=st.integers(0, 8000),
+)
+def test_reads_match_the_model(size: int, chunk: int, reads: list, ram: int) -> None:
+    source = FakeSource(random.Random(size).randbytes(size), chunk_size=chunk)
+    cache = new_cache(ram)
+
+    async def main() -> None:
+        for offset, length in reads:
+            assert await cache.read(source, offset, length) == source.data[offset : offset + length]
+            assert cache.ram.bytes <= ram
+
+    trio.run(main)
