@@ -60,7 +60,8 @@ def mount(origin: Path, mnt: Path, log: Path) -> subprocess.Popen[bytes]:
         str(origin),
         str(mnt),
         "-o",
-        "tiers.ram.max_size=512MiB,stats.backend=embedded",
+        f"tiers.ram.max_size=512MiB,stats.backend=embedded,"
+        f"tiers.ssd.path={mnt}.ssd,tiers.hdd.path={mnt}.hdd",
     ]
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20

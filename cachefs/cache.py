@@ -1,22 +1,40 @@
-"""The read path: byte ranges → chunks → tiers, with one origin fetch per chunk.
+"""The read path: byte ranges → chunks → tiers, with one fill per chunk.
 
 A read is cut into chunks of the file's content-type chunk size. Each chunk is
-looked up in the RAM tier; a miss is fetched from the origin in a worker
-thread. Concurrent misses on the same chunk share one fetch (single flight).
+looked up in the RAM tier, then the disk tiers (SSD, HDD), then fetched from
+the origin. Concurrent misses on the same chunk share one fill (single flight).
+A chunk fetched from the origin is returned at once and written to its disk
+tier in the background; a full write queue skips caching rather than slow the
+reader.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
 
 from .chunks import ChunkKey, chunk_range
+from .config import ContentTypeConfig
+from .disktier import DiskTier
 from .origin import FileVersion
 from .stats import Stats
 from .tiers import RamTier
+
+log = logging.getLogger(__name__)
+
+# Chunks waiting to be written to a disk tier. They are mostly the same bytes
+# objects the RAM tier holds, so the queue costs little memory of its own.
+STORE_QUEUE = 256
+STORE_WORKERS = 2
+# A sequential reader gets this much read ahead (in whole chunks, at most 8).
+READ_AHEAD_BYTES = 4 * 1024 * 1024
+READ_AHEAD_MAX_CHUNKS = 8
 
 
 class ChunkSource(Protocol):
@@ -24,6 +42,9 @@ class ChunkSource(Protocol):
 
     @property
     def version(self) -> FileVersion: ...
+
+    @property
+    def policy(self) -> ContentTypeConfig: ...
 
     @property
     def chunk_size(self) -> int: ...
@@ -47,22 +68,116 @@ class _Flight:
     error: OSError | None = None
 
 
-class ChunkCache:
-    def __init__(self, ram: RamTier, stats: Stats, limiter: trio.CapacityLimiter) -> None:
-        self.ram = ram
-        self.stats = stats
-        self._limiter = limiter
-        self._inflight: dict[ChunkKey, _Flight] = {}
+@dataclass(frozen=True)
+class _Store:
+    key: ChunkKey
+    data: bytes
+    policy: ContentTypeConfig
 
-    async def read(self, source: ChunkSource, offset: int, size: int) -> bytes:
-        """Bytes ``[offset, offset + size)`` of *source*, short at end of file."""
+
+class ChunkCache:
+    def __init__(
+        self,
+        ram: RamTier,
+        disks: Mapping[str, DiskTier],
+        stats: Stats,
+        origin_limiter: trio.CapacityLimiter,
+        disk_limiter: trio.CapacityLimiter,
+    ) -> None:
+        self.ram = ram
+        self.disks = dict(disks)  # fastest first
+        self.stats = stats
+        self._origin_limiter = origin_limiter
+        self._disk_limiter = disk_limiter
+        self._inflight: dict[ChunkKey, _Flight] = {}
+        self._store_queue: trio.MemorySendChannel[_Store] | None = None
+        self._pending_stores = 0
+        self._nursery: trio.Nursery | None = None
+
+    # -- background work ------------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load the disk indexes and write chunks to disk tiers until cancelled."""
+        send, receive = trio.open_memory_channel[_Store](STORE_QUEUE)
+        self._store_queue = send
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for tier in self.disks.values():
+                nursery.start_soon(self._load_index, tier)
+            for _ in range(STORE_WORKERS):
+                nursery.start_soon(self._store_worker, receive.clone())
+            task_status.started()
+
+    async def drain(self, timeout: float) -> None:
+        """At unmount: let queued chunks reach their disk tier (bounded by *timeout*)."""
+        if self._store_queue is None:
+            return
+        with trio.move_on_after(timeout):
+            await self._store_queue.aclose()
+            while self._pending_stores:
+                await trio.sleep(0.01)
+
+    async def _load_index(self, tier: DiskTier) -> None:
+        try:
+            await trio.to_thread.run_sync(tier.load_index, abandon_on_cancel=True)
+        except OSError as exc:
+            log.error("%s tier: cannot load the index, the tier stays unused: %s", tier.name, exc)
+
+    async def _store_worker(self, receive: trio.MemoryReceiveChannel[_Store]) -> None:
+        async for item in receive:
+            try:
+                tier = self.home_tier(item.policy)
+                if tier is not None:
+                    level = item.policy.compression_level if item.policy.compression else None
+                    weight = item.policy.prefetch_threshold
+                    await trio.to_thread.run_sync(
+                        tier.put, item.key, item.data, level, weight, limiter=self._disk_limiter
+                    )
+            finally:
+                self._pending_stores -= 1
+
+    def home_tier(self, policy: ContentTypeConfig) -> DiskTier | None:
+        """The disk tier a new chunk lives in: its type's default, or the SSD for RAM types."""
+        return self.disks.get(policy.default_tier) or self.disks.get("ssd")
+
+    def _store_later(self, key: ChunkKey, data: bytes, policy: ContentTypeConfig) -> None:
+        if self._store_queue is None:
+            return
+        try:
+            self._store_queue.send_nowait(_Store(key, data, policy))
+            self._pending_stores += 1
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            self.stats.add("store_skipped")
+
+    async def forget_version(self, version: FileVersion, chunk_size: int) -> None:
+        """Delete every disk chunk of a file version that can no longer be read."""
+        keys = [
+            ChunkKey(version, chunk_size, i) for i in range(math.ceil(version.size / chunk_size))
+        ]
+        for tier in self.disks.values():
+            await trio.to_thread.run_sync(tier.discard, keys, limiter=self._disk_limiter)
+
+    # -- the read path -----------------------------------------------------------------
+
+    async def read(
+        self, source: ChunkSource, offset: int, size: int, sequential: bool = False
+    ) -> bytes:
+        """Bytes ``[offset, offset + size)`` of *source*, short at end of file.
+
+        A *sequential* reader gets the next chunks filled in the background,
+        so its next requests find them in RAM instead of waiting on a disk
+        tier or the origin one chunk at a time.
+        """
         version = source.version
         chunk_size = source.chunk_size
         end = min(offset + size, version.size)
         if offset >= end:
             return b""
+        chunks = chunk_range(offset, end - offset, chunk_size)
+        if sequential:
+            self._read_ahead(source, chunks[-1] + 1)
         pieces: list[bytes] = []
-        for index in chunk_range(offset, end - offset, chunk_size):
+        for index in chunks:
             key = ChunkKey(version, chunk_size, index)
             data = await self.chunk(source, key)
             start = max(offset, key.offset) - key.offset
@@ -72,6 +187,24 @@ class ChunkCache:
                 break
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
+    def _read_ahead(self, source: ChunkSource, first: int) -> None:
+        if self._nursery is None:
+            return
+        count = max(1, min(READ_AHEAD_MAX_CHUNKS, READ_AHEAD_BYTES // source.chunk_size))
+        last = min(first + count, -(-source.version.size // source.chunk_size))
+        for index in range(first, last):
+            key = ChunkKey(source.version, source.chunk_size, index)
+            if key not in self.ram and key not in self._inflight:
+                self._nursery.start_soon(self._fill_quietly, source, key)
+
+    async def _fill_quietly(self, source: ChunkSource, key: ChunkKey) -> None:
+        if key in self.ram or key in self._inflight:
+            return
+        try:
+            await self._fill(source, key)
+        except OSError as exc:  # the reader will meet the error itself, if it comes
+            log.debug("read-ahead of %s failed: %s", key, exc)
+
     async def chunk(self, source: ChunkSource, key: ChunkKey) -> bytes:
         data = self.ram.get(key)
         if data is not None:
@@ -79,7 +212,7 @@ class ChunkCache:
         while True:
             flight = self._inflight.get(key)
             if flight is None:
-                return await self._fetch(source, key)
+                return await self._fill(source, key)
             await flight.done.wait()
             if flight.error is not None:
                 raise OSError(flight.error.errno, flight.error.strerror)
@@ -87,16 +220,12 @@ class ChunkCache:
                 return flight.data
             # the leader was cancelled: try again, possibly as the new leader
 
-    async def _fetch(self, source: ChunkSource, key: ChunkKey) -> bytes:
+    async def _fill(self, source: ChunkSource, key: ChunkKey) -> bytes:
         flight = self._inflight[key] = _Flight()
-        generation = source.write_generation
         try:
-            data, current = await trio.to_thread.run_sync(source.fetch, key, limiter=self._limiter)
-            self.stats.add("origin_bytes_read", len(data))
-            self.stats.add("origin_reads")
-            complete = len(data) == key.expected_length
-            if current and complete and source.write_generation == generation:
-                self.ram.put(key, data)
+            data = await self._from_disks(key)
+            if data is None:
+                data = await self._from_origin(source, key)
             flight.data = data
             return data
         except OSError as exc:
@@ -105,3 +234,31 @@ class ChunkCache:
         finally:
             del self._inflight[key]
             flight.done.set()
+
+    async def _from_disks(self, key: ChunkKey) -> bytes | None:
+        if not self.disks:
+            return None
+        data = await trio.to_thread.run_sync(self._lookup_disks, key, limiter=self._disk_limiter)
+        if data is not None:
+            self.ram.put(key, data)
+        return data
+
+    def _lookup_disks(self, key: ChunkKey) -> bytes | None:
+        for tier in self.disks.values():
+            data = tier.get(key)
+            if data is not None:
+                return data
+        return None
+
+    async def _from_origin(self, source: ChunkSource, key: ChunkKey) -> bytes:
+        generation = source.write_generation
+        data, current = await trio.to_thread.run_sync(
+            source.fetch, key, limiter=self._origin_limiter
+        )
+        self.stats.add("origin_bytes_read", len(data))
+        self.stats.add("origin_reads")
+        complete = len(data) == key.expected_length
+        if current and complete and source.write_generation == generation:
+            self.ram.put(key, data)
+            self._store_later(key, data, source.policy)
+        return data

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from dataclasses import dataclass
 
 from .origin import FileVersion
+
+_KEY_FIELDS = struct.Struct("<QQqQQ")
+
+
+def origin_namespace(origin_root: str) -> bytes:
+    """Chunk digests are keyed by the origin's path: two origins never share chunks."""
+    return hashlib.blake2b(origin_root.encode(), digest_size=32).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +42,17 @@ class ChunkKey:
     @property
     def file_id(self) -> tuple[int, int]:
         return (self.version.dev, self.version.ino)
+
+    def digest(self, namespace: bytes) -> bytes:
+        """The chunk's name on disk.
+
+        Leaves out st_dev: network and FUSE origins get a new device number at
+        every mount, which would throw the whole cache away at each reboot.
+        """
+        fields = _KEY_FIELDS.pack(
+            self.version.ino, self.version.size, self.version.mtime_ns, self.chunk_size, self.index
+        )
+        return hashlib.blake2b(fields, digest_size=16, key=namespace).digest()
 
 
 def chunk_range(offset: int, size: int, chunk_size: int) -> range:

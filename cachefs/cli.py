@@ -82,6 +82,21 @@ def config_show(config_path: str | None, options: tuple[str, ...]) -> None:
     click.echo(config_to_toml(cfg), nl=False)
 
 
+@cli.command("check")
+@click.argument("dirs", nargs=-1, required=True, metavar="CACHE_DIR...", type=click.Path())
+@click.option("--repair", is_flag=True, help="Delete bad chunk files and leftover temp files.")
+@click.option("-v", "--verbose", is_flag=True, help="List each bad file and why it is bad.")
+def check_command(dirs: tuple[str, ...], repair: bool, verbose: bool) -> None:
+    """Verify the chunk files of disk cache tier directories (ssd/hdd tier paths).
+
+    Exit status: 0 all good (or repaired), 1 problems found, 2 usage error.
+    """
+    # Imported here so that mounting does not pay for rich and the checker.
+    from .check import run_check
+
+    sys.exit(run_check(dirs, repair, verbose))
+
+
 def main() -> None:
     # mount.fuse(8) runs "cachefs ORIGIN MOUNTPOINT -o opts" for fstab type fuse.cachefs.
     args = sys.argv[1:]

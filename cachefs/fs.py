@@ -23,8 +23,9 @@ from pyfuse3 import FUSEError
 
 from . import xattrs
 from .cache import ChunkCache
-from .chunks import ChunkKey
+from .chunks import ChunkKey, origin_namespace
 from .config import Config, ContentTypeConfig
+from .disktier import DiskTier
 from .inodes import ROOT_INODE, InodeTable
 from .origin import RENAME_EXCHANGE, FileVersion, Origin, open_flags_for_origin
 from .rules import ContentTypeResolver
@@ -62,6 +63,7 @@ class FileState:
     """What cachefs knows about one regular file's content while the kernel knows it."""
 
     version: FileVersion | None = None
+    chunk_size: int = 0  # of the last handle opened: to find old chunks to delete
     # Bumped around every write so a fetch racing a write is never cached.
     write_generation: int = 0
     handles: set[int] = field(default_factory=set)
@@ -75,6 +77,7 @@ class OpenFile:
     inode: int
     state: FileState
     policy: ContentTypeConfig
+    next_offset: int = 0  # where a sequential reader reads next
 
     @property
     def version(self) -> FileVersion:
@@ -111,8 +114,14 @@ class CacheFS(pyfuse3.Operations):
         self.resolver = ContentTypeResolver(cfg)
         self.stats = Stats()
         self.ram = RamTier(cfg.tiers["ram"].max_size)
+        namespace = origin_namespace(origin.root)
+        self.disks = {
+            name: DiskTier(cfg.tiers[name], namespace, self.stats) for name in ("ssd", "hdd")
+        }
         self._limiter = trio.CapacityLimiter(cfg.mount.max_threads)
-        self.cache = ChunkCache(self.ram, self.stats, self._limiter)
+        self._disk_limiter = trio.CapacityLimiter(cfg.mount.max_threads)
+        self.cache = ChunkCache(self.ram, self.disks, self.stats, self._limiter, self._disk_limiter)
+        self._nursery: trio.Nursery | None = None
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, DirHandle] = {}
         self._states: dict[int, FileState] = {}
@@ -121,6 +130,28 @@ class CacheFS(pyfuse3.Operations):
         self._handle_ids = itertools.count(1)
         self._as_root = os.geteuid() == 0
         self.initialized = trio.Event()
+
+    def open_tiers(self) -> None:
+        """Create and lock the disk tier directories (before mounting: fail early)."""
+        for tier in self.disks.values():
+            tier.open()
+
+    def close(self) -> None:
+        for tier in self.disks.values():
+            tier.close()
+
+    async def run_background(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Background work beside pyfuse3.main: disk-tier indexes and writes, cleanup."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.cache.run)
+            task_status.started()
+
+    def _in_background(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
 
     def init(self) -> None:
         # Called by libfuse while it answers the kernel's INIT request.
@@ -193,6 +224,8 @@ class CacheFS(pyfuse3.Operations):
             return True
         if state.version is not None:
             self.ram.drop_file((state.version.dev, state.version.ino))
+            if state.chunk_size:
+                self._in_background(self.cache.forget_version, state.version, state.chunk_size)
         state.version = version
         state.write_generation += 1
         return False
@@ -281,6 +314,13 @@ class CacheFS(pyfuse3.Operations):
         state = self._states[inode]
         if state.handles and state.version not in (None, FileVersion.of(st)):
             self._note_version(inode, st)
+            # Belt and braces beside auto_inval_data; from a worker thread, since
+            # the kernel may wait on pages whose reads this loop must answer.
+            self._in_background(self._invalidate_kernel_cache, inode)
+
+    async def _invalidate_kernel_cache(self, inode: int) -> None:
+        with contextlib.suppress(OSError):
+            await trio.to_thread.run_sync(pyfuse3.invalidate_inode, inode, False)
 
     @fuse_handler
     async def setattr(
@@ -497,7 +537,9 @@ class CacheFS(pyfuse3.Operations):
     def _add_handle(self, fd: int, inode: int, path: bytes) -> int:
         fh = next(self._handle_ids)
         state = self._state(inode)
-        self._files[fh] = OpenFile(fd, inode, state, self.policy_for(path))
+        policy = self.policy_for(path)
+        state.chunk_size = policy.chunk_size
+        self._files[fh] = OpenFile(fd, inode, state, policy)
         state.handles.add(fh)
         self.inodes.opened(inode)
         return fh
@@ -506,7 +548,10 @@ class CacheFS(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         self.stats.add("fuse_reads")
         self.stats.add("fuse_read_bytes", size)
-        return await self.cache.read(self._files[fh], off, size)
+        handle = self._files[fh]
+        sequential = off == handle.next_offset
+        handle.next_offset = off + size
+        return await self.cache.read(handle, off, size, sequential)
 
     @fuse_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -588,7 +633,7 @@ class CacheFS(pyfuse3.Operations):
     @fuse_handler
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         if xattrs.is_control(name):
-            return await xattrs.get(self, inode, name)
+            return await xattrs.get_control(self, inode, name)
         return await self._io(self.origin.getxattr, self._path(inode), name)
 
     @fuse_handler
@@ -596,7 +641,7 @@ class CacheFS(pyfuse3.Operations):
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
         if xattrs.is_control(name):
-            await xattrs.set(self, inode, name, value)
+            await xattrs.set_control(self, inode, name, value)
             return
         await self._io(self.origin.setxattr, self._path(inode), name, value)
 
@@ -616,7 +661,8 @@ class CacheFS(pyfuse3.Operations):
     def stats_snapshot(self) -> dict[str, Any]:
         counters = self.stats.snapshot()
         return {
-            "tiers": {"ram": self.ram.stats()},
+            "tiers": {"ram": self.ram.stats()}
+            | {name: tier.stats_dict() for name, tier in self.disks.items()},
             "origin_bytes_read": counters.get("origin_bytes_read", 0),
             "origin_reads": counters.get("origin_reads", 0),
             "corrupt_chunks": counters.get("corrupt_chunks", 0),

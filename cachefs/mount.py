@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import pyfuse3
 import trio
 
+from .background import janitor
 from .config import Config, ConfigError, load_config
+from .disktier import TierInUse
 from .fs import CacheFS
 from .origin import Origin
 
@@ -208,7 +210,10 @@ async def serve(fs: CacheFS, mountpoint: str) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(_tune_kernel, fs, mountpoint)
+        await nursery.start(fs.run_background)
+        nursery.start_soon(janitor, fs)
         await pyfuse3.main(min_tasks=2, max_tasks=64)
+        await fs.cache.drain(timeout=10)
         nursery.cancel_scope.cancel()
 
 
@@ -221,6 +226,10 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
     mountpoint = os.path.realpath(mountpoint)  # before mounting: afterwards it stats the mount
     source = Origin(origin)
     fs = CacheFS(source, cfg)
+    try:
+        fs.open_tiers()
+    except (OSError, TierInUse) as exc:
+        raise MountError(f"cache tier: {exc} (nothing mounted)") from None
     try:
         pyfuse3.init(fs, mountpoint, fuse_options(opts, source.root))
     except RuntimeError as exc:
@@ -235,6 +244,7 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
         clean = True
     finally:
         pyfuse3.close(unmount=True)
+        fs.close()
         source.close()
         log.info("unmounted %s (%s)", mountpoint, "clean" if clean else "after an error")
     return 0

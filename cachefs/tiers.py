@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ class RamTier:
         self.bytes = 0
         self.counters = TierCounters()
         self._chunks: OrderedDict[ChunkKey, bytes] = OrderedDict()
+        self._last_access: dict[ChunkKey, float] = {}  # monotonic seconds
         # file id -> its keys, so a file's chunks can be dropped without a scan
         self._by_file: dict[tuple[int, int], set[ChunkKey]] = {}
 
@@ -43,6 +45,7 @@ class RamTier:
             self.counters.misses += 1
             return None
         self._chunks.move_to_end(key)
+        self._last_access[key] = time.monotonic()
         self.counters.hits += 1
         return data
 
@@ -54,6 +57,7 @@ class RamTier:
         while self.bytes + len(data) > self.max_size:
             self._evict_one()
         self._chunks[key] = data
+        self._last_access[key] = time.monotonic()
         self.bytes += len(data)
         self._by_file.setdefault(key.file_id, set()).add(key)
         return True
@@ -62,6 +66,7 @@ class RamTier:
         data = self._chunks.pop(key, None)
         if data is None:
             return
+        del self._last_access[key]
         self.bytes -= len(data)
         keys = self._by_file.get(key.file_id)
         if keys is not None:
@@ -78,6 +83,17 @@ class RamTier:
 
     def keys_of_file(self, file_id: tuple[int, int]) -> set[ChunkKey]:
         return set(self._by_file.get(file_id, ()))
+
+    def expire(self, older_than: float) -> int:
+        """Drop chunks last used before *older_than* (monotonic); LRU order makes it cheap."""
+        dropped = 0
+        while self._chunks:
+            key = next(iter(self._chunks))
+            if self._last_access[key] >= older_than:
+                break
+            self.discard(key)
+            dropped += 1
+        return dropped
 
     def _evict_one(self) -> None:
         key = next(iter(self._chunks))

@@ -14,6 +14,7 @@ import stat
 from typing import TYPE_CHECKING, Any
 
 import pyfuse3
+import trio
 from pyfuse3 import FUSEError
 
 from .chunks import ChunkKey
@@ -38,7 +39,7 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True).encode()
 
 
-async def get(fs: CacheFS, inode: int, name: bytes) -> bytes:
+async def get_control(fs: CacheFS, inode: int, name: bytes) -> bytes:
     if name == STATS and inode == ROOT_INODE:
         return _json(fs.stats_snapshot())
     if name == RESIDENCY:
@@ -48,12 +49,13 @@ async def get(fs: CacheFS, inode: int, name: bytes) -> bytes:
     raise FUSEError(pyfuse3.ENOATTR)
 
 
-async def set(fs: CacheFS, inode: int, name: bytes, value: bytes) -> None:
+async def set_control(fs: CacheFS, inode: int, name: bytes, value: bytes) -> None:
     if name == EVICT:
         version = await _current_version(fs, inode)
         fs.ram.drop_file((version.dev, version.ino))
+        await fs.cache.forget_version(version, fs.policy_for(fs._path(inode)).chunk_size)
         return
-    # pin / prefetch arrive with the disk tiers and the background engine.
+    # pin / prefetch arrive with the background engine.
     raise FUSEError(errno.ENOTSUP)
 
 
@@ -71,13 +73,20 @@ async def residency(fs: CacheFS, inode: int) -> dict[str, int]:
     """How many of a file's chunks each tier holds (current version only)."""
     version = await _current_version(fs, inode)
     chunk_size = fs.policy_for(fs._path(inode)).chunk_size
-    total = -(-version.size // chunk_size)
-    in_ram = sum(1 for index in range(total) if ChunkKey(version, chunk_size, index) in fs.ram)
+    keys = [ChunkKey(version, chunk_size, i) for i in range(-(-version.size // chunk_size))]
+    in_ram = {key for key in keys if key in fs.ram}
+
+    def on_disks() -> dict[str, set[ChunkKey]]:
+        return {n: {k for k in keys if t.contains(k)} for n, t in fs.disks.items()}
+
+    disks = await trio.to_thread.run_sync(on_disks)
+    cached = in_ram.union(*disks.values())
+    counts = {name: len(found) for name, found in disks.items()}
+    # a chunk may be in RAM and on a disk at once; "uncached" is in no tier
     return {
-        "chunks": total,
+        "chunks": len(keys),
         "chunk_size": chunk_size,
-        "ram": in_ram,
-        "ssd": 0,
-        "hdd": 0,
-        "uncached": total - in_ram,
+        "ram": len(in_ram),
+        **counts,
+        "uncached": len(keys) - len(cached),
     }

@@ -90,7 +90,11 @@ class MountFactory:
         self.count += 1
         mnt = mnt or self.tmp_path / f"mnt{self.count}"
         log_path = self.tmp_path / f"cachefs{self.count}.log"
-        mounted = mount_cachefs(origin, mnt, list(options or DEFAULT_TEST_OPTIONS), log_path)
+        options = list(DEFAULT_TEST_OPTIONS if options is None else options)
+        for tier in ("ssd", "hdd"):  # never the system-wide default cache dirs
+            if not any(o.startswith(f"tiers.{tier}.path=") for o in options):
+                options.append(f"tiers.{tier}.path={self.tmp_path / 'cache' / tier}")
+        mounted = mount_cachefs(origin, mnt, options, log_path)
         self.mounts.append(mounted)
         return mounted
 

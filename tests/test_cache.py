@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from cachefs.cache import ChunkCache
 from cachefs.chunks import ChunkKey
+from cachefs.config import default_config
 from cachefs.origin import FileVersion
 from cachefs.stats import Stats
 from cachefs.tiers import RamTier
@@ -29,6 +30,7 @@ class FakeSource:
     fetches: list[int] = field(default_factory=list)
     changed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    policy = default_config().content_types["user_data"]
 
     @property
     def version(self) -> FileVersion:
@@ -42,7 +44,8 @@ class FakeSource:
 
 
 def new_cache(max_size: int = 1 << 20) -> ChunkCache:
-    return ChunkCache(RamTier(max_size), Stats(), trio.CapacityLimiter(8))
+    limiter = trio.CapacityLimiter(8)
+    return ChunkCache(RamTier(max_size), {}, Stats(), limiter, limiter)
 
 
 def test_concurrent_misses_share_one_fetch() -> None:

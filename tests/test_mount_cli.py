@@ -17,6 +17,11 @@ def run_cachefs(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cachefs_command(*args), capture_output=True, text=True, timeout=60)
 
 
+def tier_options(tmp_path: Path) -> str:
+    cache = tmp_path / "cache"
+    return f"stats.backend=embedded,tiers.ssd.path={cache}/ssd,tiers.hdd.path={cache}/hdd"
+
+
 def write(path: Path, text: str) -> str:
     path.write_text(text)
     return str(path)
@@ -90,7 +95,7 @@ def test_background_mount_returns_zero_once_mounted(tmp_path: Path, origin: Path
     (origin / "f").write_bytes(b"data")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    result = run_cachefs("mount", str(origin), str(mnt), "-o", "stats.backend=embedded")
+    result = run_cachefs("mount", str(origin), str(mnt), "-o", tier_options(tmp_path))
     try:
         assert result.returncode == 0, result.stderr
         assert os.path.ismount(mnt)
@@ -105,7 +110,7 @@ def test_mount_helper_takes_fstab_options(tmp_path: Path, origin: Path) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     helper = [sys.executable, "-m", "cachefs.mount_helper"]
-    opts = "rw,_netdev,nofail,noauto,x-systemd.automount,ro,stats.backend=embedded"
+    opts = "rw,_netdev,nofail,noauto,x-systemd.automount,ro," + tier_options(tmp_path)
     result = subprocess.run(
         [*helper, str(origin), str(mnt), "-n", "-o", opts, "-t", "fuse.cachefs"],
         capture_output=True,
@@ -156,3 +161,29 @@ def test_kernel_read_ahead_is_raised_for_large_fuse_reads(
     while path.read_text().strip() != "2048" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert path.read_text().strip() == "2048"
+
+
+def test_unusable_tier_directory_fails_the_mount(tmp_path: Path, origin: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    (tmp_path / "file").write_text("not a directory")
+    bad = f"tiers.ssd.path={tmp_path / 'file' / 'ssd'},tiers.hdd.path={tmp_path / 'hdd'}"
+    result = run_cachefs("mount", str(origin), str(mnt), "-o", bad)
+    assert result.returncode == 1
+    assert "ssd" in result.stderr and "nothing mounted" in result.stderr
+    assert not os.path.ismount(mnt)
+
+
+def test_a_tier_directory_serves_one_mount_at_a_time(
+    tmp_path: Path, origin: Path, mount_factory: MountFactory
+) -> None:
+    first = mount_factory(origin)
+    ssd = next(o for o in first.options if o.startswith("tiers.ssd.path="))
+    mnt = tmp_path / "second"
+    mnt.mkdir()
+    result = run_cachefs(
+        "mount", str(origin), str(mnt), "-o", f"{ssd},tiers.hdd.path={tmp_path}/h2"
+    )
+    assert result.returncode == 1
+    assert "another cachefs mount" in result.stderr
+    assert not os.path.ismount(mnt)

@@ -1,0 +1,371 @@
+"""A persistent cache tier: checksummed chunk files in a directory (SSD or HDD).
+
+Layout of a tier directory::
+
+    .lock                 flock()ed while a mount uses the tier
+    index                 snapshot of the index (sizes, access counts); a hint
+    tmp/                  chunk files being written; leftovers of a crash are removed
+    chunks/ab/ab12...ef   one file per chunk, named by its key digest
+
+Every method blocks (file I/O) and is called from worker threads; the index is
+guarded by one lock and file I/O happens outside it. A chunk file only ever
+appears under its final name complete (temp file + rename), and every read is
+verified (chunkfile.decode), so neither a crash nor a flipped bit on disk can
+make a wrong byte reach a reader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from . import chunkfile
+from .chunks import ChunkKey
+from .config import TierConfig
+from .policies import EvictionPolicy, make_policy
+from .stats import Stats
+from .tiers import TierCounters
+
+log = logging.getLogger(__name__)
+
+BLOCK = 4096
+INDEX_MAGIC = b"CFSI"
+INDEX_HEADER = struct.Struct("<4sII")  # magic, version, count
+INDEX_RECORD = struct.Struct("<16sIdId")  # digest, size, last access, count, weight
+FREE_SPACE_RECHECK = 1.0  # seconds between statvfs() calls
+
+
+class TierInUse(Exception):
+    """Another cachefs mount holds this tier directory."""
+
+
+def allocated(length: int) -> int:
+    """Bytes a file of *length* takes on disk (whole 4 KiB blocks)."""
+    return -(-length // BLOCK) * BLOCK
+
+
+class DiskTier:
+    def __init__(
+        self,
+        cfg: TierConfig,
+        namespace: bytes,
+        stats: Stats,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        assert cfg.path is not None
+        self.name = cfg.name
+        self.cfg = cfg
+        self.path = Path(cfg.path)
+        self.namespace = namespace
+        self.stats = stats
+        self.clock = clock
+        self.policy: EvictionPolicy = make_policy(cfg.eviction)
+        self._sizes: dict[bytes, int] = {}  # the index: digest -> allocated bytes
+        self.bytes = 0  # allocated bytes of indexed chunks plus writes in progress
+        self.counters = TierCounters()
+        self.ready = threading.Event()  # set once the index is loaded
+        self._lock = threading.Lock()
+        self._lock_fd: int | None = None
+        self._free_space = (0.0, float("inf"))  # (checked at, bytes free)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create and lock the directory; fast, so the mount can fail early."""
+        for sub in ("", "chunks", "tmp"):
+            (self.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.path, 0o700)
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise TierInUse(f"{self.path} is used by another cachefs mount") from None
+        self._lock_fd = fd
+        for leftover in (self.path / "tmp").iterdir():
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+    def load_index(self) -> None:
+        """Rebuild the index: the snapshot for access history, a scan for the truth."""
+        history = self._read_snapshot()
+        now = self.clock()
+        for digest, size, mtime in self._scan():
+            last, count, weight = history.get(digest, (mtime, 1, 1.0))
+            with self._lock:
+                if digest in self._sizes:  # written by a put since the mount: counted
+                    continue
+                self._sizes[digest] = size
+                self.policy.restore(digest, size, min(last, now), count, weight)
+                self.bytes += size
+        self.ready.set()
+        self.make_room(0)  # the config may have shrunk since the last mount
+        log.info("%s tier: %d chunks, %d bytes indexed", self.name, len(self.policy), self.bytes)
+
+    def close(self) -> None:
+        if self.ready.is_set():
+            self.save_index()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- reads ----------------------------------------------------------------------
+
+    def chunk_path(self, digest: bytes) -> Path:
+        name = digest.hex()
+        return self.path / "chunks" / name[:2] / name
+
+    def contains(self, key: ChunkKey) -> bool:
+        digest = key.digest(self.namespace)
+        if self.ready.is_set():
+            with self._lock:
+                return digest in self._sizes
+        return self.chunk_path(digest).exists()
+
+    def get(self, key: ChunkKey) -> bytes | None:
+        """The chunk's verified bytes, or None (absent, unreadable or corrupt)."""
+        digest = key.digest(self.namespace)
+        blob = self._read_blob(digest)
+        if blob is None:
+            self.counters.misses += 1
+            return None
+        try:
+            raw = chunkfile.decode(blob, digest)
+            if len(raw) != key.expected_length:
+                raise chunkfile.CorruptChunk(f"{len(raw)} bytes, expected {key.expected_length}")
+        except chunkfile.CorruptChunk as exc:
+            log.warning("%s tier: corrupt chunk %s (%s): deleted", self.name, digest.hex(), exc)
+            self.stats.add("corrupt_chunks")
+            self.discard_digests([digest])
+            self.counters.misses += 1
+            return None
+        with self._lock:
+            self.policy.touch(digest, self.clock())
+        self.counters.hits += 1
+        return raw
+
+    def _read_blob(self, digest: bytes) -> bytes | None:
+        if self.ready.is_set():
+            with self._lock:
+                if digest not in self._sizes:
+                    return None
+        try:
+            with open(self.chunk_path(digest), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            self._forget([digest])
+        except OSError as exc:  # a failing disk is a miss, never an error for the reader
+            log.warning("%s tier: cannot read chunk %s: %s", self.name, digest.hex(), exc)
+        return None
+
+    # -- writes -------------------------------------------------------------------------
+
+    def put(self, key: ChunkKey, raw: bytes, level: int | None, weight: float = 1.0) -> bool:
+        """Store a chunk (compressed at *level*, or raw); False if it was not stored."""
+        digest = key.digest(self.namespace)
+        if not self.ready.is_set():
+            return False  # capacity unknown until the index is loaded
+        with self._lock:
+            if digest in self._sizes:
+                self.policy.touch(digest, self.clock())
+                return True
+        encoded = chunkfile.encode(digest, raw, level)
+        if not self.put_blob(digest, encoded.blob, weight):
+            return False
+        self.stats.add("compressed_bytes_saved", encoded.saved)
+        return True
+
+    def put_blob(self, digest: bytes, blob: bytes, weight: float = 1.0) -> bool:
+        """Store an encoded chunk file, making room first; never over max_size."""
+        size = allocated(len(blob))
+        if size > self.cfg.max_size or not self.make_room(size):
+            return False
+        if not self._write(digest, blob):
+            with self._lock:
+                self.bytes -= size
+            return False
+        with self._lock:
+            if digest in self._sizes:  # a concurrent put of the same chunk won
+                self.bytes -= size
+            else:
+                self._sizes[digest] = size
+                self.policy.add(digest, size, self.clock(), weight)
+        return True
+
+    def make_room(self, size: int) -> bool:
+        """Evict until *size* more bytes fit under max_size and the free-space reserve.
+
+        On success the *size* bytes are reserved (counted in self.bytes).
+        """
+        free = self._free_bytes()
+        with self._lock:
+            over_max = self.bytes + size - self.cfg.max_size
+            under_reserve = self.cfg.min_free - (free - size)
+            need = int(max(over_max, under_reserve, 0))
+            victims = self._pick_victims(need) if need else []
+            if sum(s for _, s in victims) < need:
+                return False  # cannot free enough: evict nothing
+            for digest, _ in victims:
+                self._drop_entry(digest)
+            self.bytes += size
+        self._unlink(victims, evicted=True)
+        return True
+
+    def _pick_victims(self, need: int) -> list[tuple[bytes, int]]:
+        """Chunks to evict to free *need* bytes, best victims first (index unchanged)."""
+        victims: list[tuple[bytes, int]] = []
+        freed = 0
+        # evict a little more than needed so the next puts do not each evict
+        target = need + self.cfg.max_size // 50
+        for digest in self.policy.victims(self.clock()):
+            if freed >= target:
+                break
+            size = self._sizes.get(digest, 0)
+            victims.append((digest, size))
+            freed += size
+        return victims
+
+    def _write(self, digest: bytes, blob: bytes) -> bool:
+        """temp file + rename; on ENOSPC evict some and try once more."""
+        for attempt in range(2):
+            tmp = self.path / "tmp" / f"{digest.hex()}.{threading.get_ident()}"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(blob)
+                final = self.chunk_path(digest)
+                final.parent.mkdir(mode=0o700, exist_ok=True)
+                os.replace(tmp, final)
+                return True
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT) and attempt == 0:
+                    self._evict_bytes(max(4 * len(blob), self.bytes // 10))
+                    continue
+                log.warning("%s tier: not caching a chunk: %s", self.name, exc)
+                return False
+        return False
+
+    # -- removal ------------------------------------------------------------------------
+
+    def discard_digests(self, digests: Iterable[bytes]) -> None:
+        with self._lock:
+            gone = [(d, self._drop_entry(d)) for d in digests]
+        self._unlink(gone, evicted=False)
+
+    def discard(self, keys: Iterable[ChunkKey]) -> None:
+        self.discard_digests(k.digest(self.namespace) for k in keys)
+
+    def sweep_expired(self) -> int:
+        """Drop chunks not accessed within the tier's TTL."""
+        with self._lock:
+            expired = self.policy.expired(self.clock(), self.cfg.ttl)
+            gone = [(d, self._drop_entry(d)) for d in expired]
+        self._unlink(gone, evicted=True)
+        return len(gone)
+
+    def _evict_bytes(self, nbytes: int) -> None:
+        with self._lock:
+            victims = self._pick_victims(nbytes)
+            for digest, _ in victims:
+                self._drop_entry(digest)
+        self._unlink(victims, evicted=True)
+
+    def _forget(self, digests: Iterable[bytes]) -> None:
+        with self._lock:
+            for digest in digests:
+                self._drop_entry(digest)
+
+    def _drop_entry(self, digest: bytes) -> int:
+        """Remove from the index; returns the bytes it accounted for."""
+        size = self._sizes.pop(digest, 0)
+        self.policy.remove(digest)
+        self.bytes -= size
+        return size
+
+    def _unlink(self, entries: list[tuple[bytes, int]], evicted: bool) -> None:
+        for digest, _ in entries:
+            with contextlib.suppress(FileNotFoundError):
+                self.chunk_path(digest).unlink()
+            if evicted:
+                self.counters.evictions += 1
+
+    # -- free space -----------------------------------------------------------------------
+
+    def _free_bytes(self) -> float:
+        checked, free = self._free_space
+        now = time.monotonic()
+        if now - checked > FREE_SPACE_RECHECK:
+            try:
+                sv = os.statvfs(self.path)
+                free = sv.f_bavail * sv.f_frsize
+            except OSError:
+                free = float("inf")
+            self._free_space = (now, free)
+        return free
+
+    # -- the index on disk ----------------------------------------------------------------
+
+    def _scan(self) -> Iterable[tuple[bytes, int, float]]:
+        chunks = self.path / "chunks"
+        for fan in os.scandir(chunks):
+            if not fan.is_dir(follow_symlinks=False):
+                continue
+            for entry in os.scandir(fan.path):
+                try:
+                    digest = bytes.fromhex(entry.name)
+                    st = entry.stat(follow_symlinks=False)
+                except (ValueError, OSError):
+                    continue  # not ours; `cachefs check` reports it
+                if len(digest) == 16:
+                    yield digest, allocated(st.st_size), st.st_mtime
+
+    def save_index(self) -> None:
+        with self._lock:
+            records = self.policy.snapshot()
+        body = b"".join(
+            INDEX_RECORD.pack(d, size, last, min(count, 2**32 - 1), weight)
+            for d, size, last, count, weight in records
+        )
+        tmp = self.path / "tmp" / "index"
+        try:
+            tmp.write_bytes(INDEX_HEADER.pack(INDEX_MAGIC, 1, len(records)) + body)
+            os.replace(tmp, self.path / "index")
+        except OSError as exc:
+            log.warning("%s tier: cannot save the index: %s", self.name, exc)
+
+    def _read_snapshot(self) -> dict[bytes, tuple[float, int, float]]:
+        try:
+            data = (self.path / "index").read_bytes()
+            magic, version, count = INDEX_HEADER.unpack_from(data)
+            body = data[INDEX_HEADER.size :]
+            if magic != INDEX_MAGIC or version != 1 or len(body) != count * INDEX_RECORD.size:
+                raise ValueError("not an index snapshot")
+        except (OSError, ValueError, struct.error) as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("%s tier: ignoring the index snapshot: %s", self.name, exc)
+            return {}
+        return {
+            d: (last, count, weight) for d, _, last, count, weight in INDEX_RECORD.iter_unpack(body)
+        }
+
+    # -- introspection -------------------------------------------------------------------
+
+    def stats_dict(self) -> dict[str, int | bool]:
+        with self._lock:
+            chunks = len(self._sizes)
+        return {
+            "chunks": chunks,
+            "bytes": self.bytes,
+            "max_size": self.cfg.max_size,
+            "ready": self.ready.is_set(),
+            **self.counters.as_dict(),
+        }

@@ -1,0 +1,197 @@
+"""Disk tiers through a real mount: restarts, corruption, crashes, capacity, ENOSPC."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import Mounted, MountFactory, unmount
+
+MiB = 1024 * 1024
+
+
+def wait_until_on_disk(mounted: Mounted, relpath: str, timeout: float = 15.0) -> dict:
+    """Chunks reach their disk tier in the background: wait for all of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        residency = mounted.residency(relpath)
+        if residency["ssd"] + residency["hdd"] >= residency["chunks"]:
+            return residency
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{relpath} not on disk: {residency}")
+        time.sleep(0.05)
+
+
+def read_direct(path: Path) -> bytes:
+    """Read bypassing the kernel page cache, so cachefs itself answers."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        size = os.fstat(fd).st_size
+        return os.pread(fd, size, 0) if size else b""
+    finally:
+        os.close(fd)
+
+
+def make_files(origin: Path) -> dict[str, bytes]:
+    rng = random.Random(1)
+    files = {
+        "Movies/film.mkv": rng.randbytes(3 * MiB + 17),  # media -> hdd tier
+        "docs/report.bin": rng.randbytes(MiB + 5),  # user_data -> ssd tier
+        "Movies/film.nfo": b"<movie>" + b"plot " * 2000,  # metadata -> ram, kept on ssd
+    }
+    for rel, data in files.items():
+        (origin / rel).parent.mkdir(parents=True, exist_ok=True)
+        (origin / rel).write_bytes(data)
+    return files
+
+
+def test_chunks_land_in_their_content_types_tier(origin: Path, mounted: Mounted) -> None:
+    files = make_files(origin)
+    for rel, data in files.items():
+        assert read_direct(mounted.mnt / rel) == data
+    assert wait_until_on_disk(mounted, "Movies/film.mkv")["hdd"] == 4
+    assert wait_until_on_disk(mounted, "docs/report.bin")["ssd"] == 3
+    assert wait_until_on_disk(mounted, "Movies/film.nfo")["ssd"] == 1
+    stats = mounted.stats()
+    assert stats["tiers"]["hdd"]["chunks"] == 4
+    assert stats["compressed_bytes_saved"] > 5000  # the .nfo compresses, the media does not
+
+
+def test_restart_serves_from_disk_without_origin_reads(
+    origin: Path, mount_factory: MountFactory
+) -> None:
+    files = make_files(origin)
+    first = mount_factory(origin)
+    for rel, data in files.items():
+        assert read_direct(first.mnt / rel) == data
+        wait_until_on_disk(first, rel)
+    options = first.options
+    mount_factory.unmount(first)
+    second = mount_factory(origin, options)
+    for rel, data in files.items():
+        assert read_direct(second.mnt / rel) == data
+    stats = second.stats()
+    assert stats["origin_bytes_read"] == 0
+    assert stats["tiers"]["hdd"]["hits"] >= 4 and stats["tiers"]["ssd"]["hits"] >= 4
+
+
+def flip_a_byte_in_every_chunk(tier_dir: Path) -> int:
+    flipped = 0
+    for path in tier_dir.glob("chunks/*/*"):
+        blob = bytearray(path.read_bytes())
+        blob[len(blob) // 2] ^= 0x5A
+        path.write_bytes(bytes(blob))
+        flipped += 1
+    return flipped
+
+
+def test_corrupt_chunks_are_never_served(origin: Path, mount_factory: MountFactory) -> None:
+    files = make_files(origin)
+    first = mount_factory(origin)
+    for rel, data in files.items():
+        assert read_direct(first.mnt / rel) == data
+        wait_until_on_disk(first, rel)
+    options = first.options
+    mount_factory.unmount(first)
+    cache = Path(next(o for o in options if o.startswith("tiers.ssd.path=")).split("=", 1)[1])
+    flipped = flip_a_byte_in_every_chunk(cache) + flip_a_byte_in_every_chunk(cache.parent / "hdd")
+    assert flipped == 8
+    second = mount_factory(origin, options)
+    for rel, data in files.items():
+        assert read_direct(second.mnt / rel) == data
+    stats = second.stats()
+    assert stats["corrupt_chunks"] == 8
+    assert stats["origin_bytes_read"] == sum(len(d) for d in files.values())
+
+
+def test_kill_9_while_filling_leaves_a_valid_cache(
+    origin: Path, mount_factory: MountFactory
+) -> None:
+    rng = random.Random(9)
+    files = {f"d/f{i}.bin": rng.randbytes(rng.randint(1, 3 * MiB)) for i in range(24)}
+    for rel, data in files.items():
+        (origin / rel).parent.mkdir(exist_ok=True)
+        (origin / rel).write_bytes(data)
+    first = mount_factory(origin)
+    reader = subprocess.Popen(
+        ["cat", *[str(first.mnt / rel) for rel in files]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.4)  # mid-fill: chunks are being fetched and written
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait()
+    reader.kill()
+    reader.wait()
+    options = first.options
+    unmount(first.mnt, None)
+    mount_factory.mounts.remove(first)
+    second = mount_factory(origin, options)
+    for rel, data in files.items():
+        assert read_direct(second.mnt / rel) == data
+    assert second.stats()["corrupt_chunks"] == 0  # rename-into-place: no torn chunk files
+    cache = Path(next(o for o in options if o.startswith("tiers.ssd.path=")).split("=", 1)[1])
+    assert list((cache / "tmp").iterdir()) == []
+
+
+def test_tiers_stay_under_max_size(origin: Path, mount_factory: MountFactory) -> None:
+    rng = random.Random(5)
+    names = [f"set/f{i}.bin" for i in range(20)]  # 20 MiB of user_data -> ssd (4 MiB)
+    (origin / "set").mkdir()
+    for name in names:
+        (origin / name).write_bytes(rng.randbytes(MiB))
+    mounted = mount_factory(
+        origin, ["tiers.ram.max_size=2MiB", "tiers.ssd.max_size=4MiB", "stats.backend=embedded"]
+    )
+    ssd_dir = Path(
+        next(o for o in mounted.options if o.startswith("tiers.ssd.path=")).split("=")[1]
+    )
+    for _ in range(60):
+        name = rng.choice(names)
+        assert read_direct(mounted.mnt / name) == (origin / name).read_bytes()
+        ssd = mounted.stats()["tiers"]["ssd"]
+        assert ssd["bytes"] <= 4 * MiB
+        on_disk = sum(p.stat().st_blocks * 512 for p in ssd_dir.glob("chunks/*/*"))
+        assert on_disk <= 4 * MiB
+    assert mounted.stats()["tiers"]["ssd"]["evictions"] > 0
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path):
+    path = tmp_path / "tiny"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_full_tier_disk_never_fails_a_read(
+    origin: Path, mount_factory: MountFactory, tiny_tmpfs: Path
+) -> None:
+    rng = random.Random(3)
+    (origin / "big").mkdir()
+    for i in range(6):
+        (origin / "big" / f"{i}.bin").write_bytes(rng.randbytes(MiB))
+    mounted = mount_factory(
+        origin,
+        [
+            "tiers.ram.max_size=1MiB",
+            "stats.backend=embedded",
+            f"tiers.ssd.path={tiny_tmpfs / 'ssd'}",
+            "tiers.ssd.max_size=64MiB",
+            "tiers.ssd.min_free=0",
+        ],
+    )
+    for _ in range(3):
+        for i in range(6):
+            data = (origin / "big" / f"{i}.bin").read_bytes()
+            assert read_direct(mounted.mnt / "big" / f"{i}.bin") == data
+    assert mounted.stats()["tiers"]["ssd"]["bytes"] <= MiB
