@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 # objects the RAM tier holds, so the queue costs little memory of its own.
 STORE_QUEUE = 256
 STORE_WORKERS = 2
+STORE_WAIT = 0.25  # seconds a filler may wait for room in the store queue
 # A sequential reader gets this much read ahead (in whole chunks, at most 8).
-READ_AHEAD_BYTES = 4 * 1024 * 1024
+READ_AHEAD_BYTES = 8 * 1024 * 1024
 READ_AHEAD_MAX_CHUNKS = 8
 
 
@@ -93,6 +94,7 @@ class ChunkCache:
         self._store_queue: trio.MemorySendChannel[_Store] | None = None
         self._pending_stores = 0
         self._nursery: trio.Nursery | None = None
+        self._indexes_loaded = {name: trio.Event() for name in self.disks}
 
     # -- background work ------------------------------------------------------------
 
@@ -122,12 +124,16 @@ class ChunkCache:
             await trio.to_thread.run_sync(tier.load_index, abandon_on_cancel=True)
         except OSError as exc:
             log.error("%s tier: cannot load the index, the tier stays unused: %s", tier.name, exc)
+        finally:
+            self._indexes_loaded[tier.name].set()
 
     async def _store_worker(self, receive: trio.MemoryReceiveChannel[_Store]) -> None:
         async for item in receive:
             try:
                 tier = self.home_tier(item.policy)
                 if tier is not None:
+                    # chunks read right after mounting wait for their tier's index
+                    await self._indexes_loaded[tier.name].wait()
                     level = item.policy.compression_level if item.policy.compression else None
                     weight = item.policy.prefetch_threshold
                     await trio.to_thread.run_sync(
@@ -140,14 +146,25 @@ class ChunkCache:
         """The disk tier a new chunk lives in: its type's default, or the SSD for RAM types."""
         return self.disks.get(policy.default_tier) or self.disks.get("ssd")
 
-    def _store_later(self, key: ChunkKey, data: bytes, policy: ContentTypeConfig) -> None:
+    async def _store_later(self, key: ChunkKey, data: bytes, policy: ContentTypeConfig) -> None:
+        """Queue a chunk for its disk tier.
+
+        When the origin outruns the cache disk the queue fills; the filler then
+        waits a little (STORE_WAIT) rather than leave holes in the cache, and
+        skips the disk copy after that rather than stall the reader.
+        """
         if self._store_queue is None:
             return
-        try:
-            self._store_queue.send_nowait(_Store(key, data, policy))
-            self._pending_stores += 1
-        except (trio.WouldBlock, trio.ClosedResourceError):
-            self.stats.add("store_skipped")
+        item = _Store(key, data, policy)
+        self._pending_stores += 1
+        with trio.move_on_after(STORE_WAIT):
+            try:
+                await self._store_queue.send(item)
+                return
+            except trio.ClosedResourceError:
+                pass
+        self._pending_stores -= 1
+        self.stats.add("store_skipped")
 
     async def forget_version(self, version: FileVersion, chunk_size: int) -> None:
         """Delete every disk chunk of a file version that can no longer be read."""
@@ -260,5 +277,5 @@ class ChunkCache:
         complete = len(data) == key.expected_length
         if current and complete and source.write_generation == generation:
             self.ram.put(key, data)
-            self._store_later(key, data, source.policy)
+            await self._store_later(key, data, source.policy)
         return data

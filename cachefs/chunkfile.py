@@ -35,6 +35,7 @@ HEADER = struct.Struct("<4sBBHII16s16s")
 HEADER_SIZE = HEADER.size  # 48
 # Store compressed only when it saves more than 5%: decompressing costs time.
 COMPRESSION_WORTH_IT = 0.95
+SAMPLE_SIZE = 16 * 1024
 
 _local = threading.local()
 
@@ -67,10 +68,19 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return _local.decompressor
 
 
+def _sample_compresses(raw: bytes, level: int) -> bool:
+    """Does the start of the chunk compress? Media and images mostly do not, and
+    trying a whole 1 MiB chunk of them costs more than writing it."""
+    if len(raw) <= 2 * SAMPLE_SIZE:
+        return True
+    sample = raw[:SAMPLE_SIZE]
+    return len(_compressor(level).compress(sample)) <= SAMPLE_SIZE * COMPRESSION_WORTH_IT
+
+
 def encode(digest: bytes, raw: bytes, level: int | None) -> Encoded:
     """Build a chunk file; *level* None stores raw, else tries zstd at that level."""
     codec, payload = CODEC_RAW, raw
-    if level is not None and raw:
+    if level is not None and raw and _sample_compresses(raw, level):
         compressed = _compressor(level).compress(raw)
         if len(compressed) <= len(raw) * COMPRESSION_WORTH_IT:
             codec, payload = CODEC_ZSTD, compressed
@@ -89,7 +99,9 @@ class Header:
     digest: bytes
 
 
-def parse_header(blob: bytes) -> Header:
+def parse_header(blob: bytes, file_size: int | None = None) -> Header:
+    """The header at the start of *blob*; *file_size* defaults to len(blob)."""
+    file_size = len(blob) if file_size is None else file_size
     if len(blob) < HEADER_SIZE:
         raise CorruptChunk(f"short file ({len(blob)} bytes)")
     magic, version, codec, _, raw_len, stored_len, check, digest = HEADER.unpack_from(blob)
@@ -99,24 +111,31 @@ def parse_header(blob: bytes) -> Header:
         raise CorruptChunk(f"unknown format version {version}")
     if codec not in CODEC_NAMES:
         raise CorruptChunk(f"unknown codec {codec}")
-    if len(blob) - HEADER_SIZE != stored_len:
-        raise CorruptChunk(f"payload is {len(blob) - HEADER_SIZE} bytes, header says {stored_len}")
+    if file_size - HEADER_SIZE != stored_len:
+        raise CorruptChunk(f"payload is {file_size - HEADER_SIZE} bytes, header says {stored_len}")
     return Header(codec, raw_len, stored_len, check, digest)
 
 
 def decode(blob: bytes, digest: bytes | None = None) -> bytes:
-    """The verified raw bytes of a chunk file, or CorruptChunk."""
+    """The verified raw bytes of a whole chunk file, or CorruptChunk."""
     header = parse_header(blob)
+    return decode_payload(header, memoryview(blob)[HEADER_SIZE:], digest)
+
+
+def decode_payload(header: Header, payload: bytes | memoryview, digest: bytes | None) -> bytes:
+    """The verified raw bytes from a parsed header and its payload.
+
+    A raw payload given as bytes is returned as it is: no copy on the hot path.
+    """
     if digest is not None and header.digest != digest:
         raise CorruptChunk("file holds another chunk")
-    payload = memoryview(blob)[HEADER_SIZE:]
     if header.codec == CODEC_ZSTD:
         try:
             raw = _decompressor().decompress(payload, max_output_size=header.raw_length)
         except zstandard.ZstdError as exc:
             raise CorruptChunk(f"zstd: {exc}") from None
     else:
-        raw = bytes(payload)
+        raw = payload if isinstance(payload, bytes) else bytes(payload)
     if len(raw) != header.raw_length:
         raise CorruptChunk(f"{len(raw)} bytes, header says {header.raw_length}")
     if checksum(raw) != header.checksum:

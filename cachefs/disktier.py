@@ -133,12 +133,12 @@ class DiskTier:
     def get(self, key: ChunkKey) -> bytes | None:
         """The chunk's verified bytes, or None (absent, unreadable or corrupt)."""
         digest = key.digest(self.namespace)
-        blob = self._read_blob(digest)
-        if blob is None:
-            self.counters.misses += 1
-            return None
         try:
-            raw = chunkfile.decode(blob, digest)
+            parts = self._read_parts(digest)
+            if parts is None:
+                self.counters.misses += 1
+                return None
+            raw = chunkfile.decode_payload(parts[0], parts[1], digest)
             if len(raw) != key.expected_length:
                 raise chunkfile.CorruptChunk(f"{len(raw)} bytes, expected {key.expected_length}")
         except chunkfile.CorruptChunk as exc:
@@ -152,11 +152,40 @@ class DiskTier:
         self.counters.hits += 1
         return raw
 
+    def _read_parts(self, digest: bytes) -> tuple[chunkfile.Header, bytes] | None:
+        """Header and payload, read separately so a raw payload needs no copy."""
+        if not self._indexed_or_unknown(digest):
+            return None
+        try:
+            fd = os.open(self.chunk_path(digest), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._forget([digest])
+            return None
+        except OSError as exc:
+            log.warning("%s tier: cannot read chunk %s: %s", self.name, digest.hex(), exc)
+            return None
+        try:
+            header = chunkfile.parse_header(
+                os.pread(fd, chunkfile.HEADER_SIZE, 0), os.fstat(fd).st_size
+            )
+            payload = os.pread(fd, header.stored_length, chunkfile.HEADER_SIZE)
+        except OSError as exc:  # a failing disk is a miss, never an error for the reader
+            log.warning("%s tier: cannot read chunk %s: %s", self.name, digest.hex(), exc)
+            return None
+        finally:
+            os.close(fd)
+        return header, payload
+
+    def _indexed_or_unknown(self, digest: bytes) -> bool:
+        """False only when the loaded index says the chunk is not here."""
+        if not self.ready.is_set():
+            return True
+        with self._lock:
+            return digest in self._sizes
+
     def _read_blob(self, digest: bytes) -> bytes | None:
-        if self.ready.is_set():
-            with self._lock:
-                if digest not in self._sizes:
-                    return None
+        if not self._indexed_or_unknown(digest):
+            return None
         try:
             with open(self.chunk_path(digest), "rb") as f:
                 return f.read()
@@ -253,6 +282,29 @@ class DiskTier:
                 log.warning("%s tier: not caching a chunk: %s", self.name, exc)
                 return False
         return False
+
+    def move_to(self, key: ChunkKey, target: DiskTier) -> bool:
+        """Move a chunk to another tier: copy, verify, then delete here.
+
+        A crash between the steps leaves the chunk in both tiers (or only
+        here); it is never lost, and a duplicate is harmless.
+        """
+        digest = key.digest(self.namespace)
+        blob = self._read_blob(digest)
+        if blob is None:
+            return False
+        try:
+            chunkfile.decode(blob, digest)  # never spread a corrupt chunk
+        except chunkfile.CorruptChunk:
+            self.stats.add("corrupt_chunks")
+            self.discard_digests([digest])
+            return False
+        with self._lock:
+            weight = self.policy.weight_of(digest)
+        if not target.put_blob(digest, blob, weight):
+            return False
+        self.discard_digests([digest])
+        return True
 
     # -- removal ------------------------------------------------------------------------
 

@@ -667,6 +667,7 @@ class CacheFS(pyfuse3.Operations):
             "origin_reads": counters.get("origin_reads", 0),
             "corrupt_chunks": counters.get("corrupt_chunks", 0),
             "compressed_bytes_saved": counters.get("compressed_bytes_saved", 0),
+            "store_skipped": counters.get("store_skipped", 0),
             "fuse_reads": counters.get("fuse_reads", 0),
             "fuse_read_bytes": counters.get("fuse_read_bytes", 0),
             "open_files": len(self._files),

@@ -79,6 +79,8 @@ class EvictionPolicy(Protocol[K]):
 
     def access_count(self, key: K) -> int: ...
 
+    def weight_of(self, key: K) -> float: ...  # 1.0 if unknown
+
     def snapshot(self) -> list[tuple[K, int, float, int, float]]:
         """``(key, size, last_access, count, weight)`` records to persist the index."""
         ...
@@ -171,6 +173,10 @@ class _IndexedPolicy(Generic[K]):
     def access_count(self, key: K) -> int:
         entry = self._entries.get(key)
         return 0 if entry is None else entry.count
+
+    def weight_of(self, key: K) -> float:
+        entry = self._entries.get(key)
+        return entry.weight if entry is not None else 1.0
 
     def snapshot(self) -> list[tuple[K, int, float, int, float]]:
         # Index order is kept, so restoring in this order reproduces tie-breaks.

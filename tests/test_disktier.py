@@ -220,3 +220,25 @@ def test_enospc_skips_the_chunk_without_an_error(tmp_path: Path, monkeypatch) ->
     monkeypatch.setattr("builtins.open", full_disk)
     assert tier.put(key(7), b"x" * 1000, level=None) is False
     assert tier.bytes == 0
+
+
+def test_move_copies_then_deletes(tmp_path: Path) -> None:
+    ssd = open_tier(tmp_path / "ssd")
+    hdd = open_tier(tmp_path / "hdd")
+    k = key(8)
+    ssd.put(k, b"m" * 1000, level=3)
+    assert ssd.move_to(k, hdd)
+    assert not ssd.contains(k) and hdd.get(k) == b"m" * 1000
+
+
+def test_a_move_never_spreads_a_corrupt_chunk(tmp_path: Path) -> None:
+    ssd = open_tier(tmp_path / "ssd")
+    hdd = open_tier(tmp_path / "hdd")
+    k = key(9)
+    ssd.put(k, b"q" * 1000, level=None)
+    path = ssd.chunk_path(k.digest(NAMESPACE))
+    blob = bytearray(path.read_bytes())
+    blob[100] ^= 1
+    path.write_bytes(bytes(blob))
+    assert not ssd.move_to(k, hdd)
+    assert not hdd.contains(k) and not ssd.contains(k)
