@@ -43,14 +43,19 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--ext", default="bin")
+    parser.add_argument("--origin", type=Path, help="an existing origin (e.g. the slow one)")
+    parser.add_argument("--file", help="with --origin: the file to read, relative to it")
     args = parser.parse_args()
-    tier = "hdd" if args.ext == "mkv" else "ssd"
-    name = f"file.{args.ext}"
+    name = args.file or f"file.{args.ext}"
+    tier = "hdd" if name.endswith(".mkv") else "ssd"
     with tempfile.TemporaryDirectory(prefix="cachefs-tier-", dir="/var/tmp") as tmp:
-        origin, mnt, log = Path(tmp) / "origin", Path(tmp) / "mnt", Path(tmp) / "log"
-        origin.mkdir()
+        mnt, log = Path(tmp) / "mnt", Path(tmp) / "log"
         mnt.mkdir()
-        make_file(origin / name, args.size_mib * BLOCK)
+        origin = args.origin or Path(tmp) / "origin"
+        if args.origin is None:
+            origin.mkdir()
+            make_file(origin / name, args.size_mib * BLOCK)
+        size_mib = (origin / name).stat().st_size // BLOCK
         proc = mount(origin, mnt, log)
         try:
             read_mbps(mnt / name)  # cold: through the origin into the tiers
@@ -73,8 +78,9 @@ def main() -> None:
         json.dumps(
             {
                 "bench": f"warm_reread_{tier}_tier_after_remount",
-                "size_mib": args.size_mib,
+                "size_mib": size_mib,
                 "runs": args.runs,
+                "origin": str(args.origin or "a local directory on this machine's disk"),
                 "origin_direct_mbps": round(o, 1),
                 "cachefs_tier_mbps": round(t, 1),
                 "ratio": round(t / o, 3),
