@@ -195,3 +195,24 @@ def test_a_full_tier_disk_never_fails_a_read(
             data = (origin / "big" / f"{i}.bin").read_bytes()
             assert read_direct(mounted.mnt / "big" / f"{i}.bin") == data
     assert mounted.stats()["tiers"]["ssd"]["bytes"] <= MiB
+
+
+def test_the_janitor_drops_chunks_past_their_ttl(origin: Path, mount_factory: MountFactory) -> None:
+    (origin / "old.bin").write_bytes(random.Random(4).randbytes(MiB))
+    mounted = mount_factory(
+        origin,
+        [
+            "stats.backend=embedded",
+            "monitoring.cleanup_interval=1s",
+            "tiers.ssd.ttl=2s",
+            "tiers.ram.ttl=2s",
+        ],
+    )
+    assert read_direct(mounted.mnt / "old.bin") == (origin / "old.bin").read_bytes()
+    wait_until_on_disk(mounted, "old.bin")
+    deadline = time.monotonic() + 10
+    while mounted.residency("old.bin")["uncached"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    residency = mounted.residency("old.bin")
+    assert (residency["ram"], residency["ssd"], residency["uncached"]) == (0, 0, 2)
+    assert mounted.stats()["tiers"]["ssd"]["chunks"] == 0
