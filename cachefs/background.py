@@ -6,6 +6,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+import redis
 import trio
 
 if TYPE_CHECKING:
@@ -30,3 +31,44 @@ async def clean_once(fs: CacheFS) -> None:
         await trio.to_thread.run_sync(tier.save_index)
     if expired:
         log.info("janitor: %d chunks expired", expired)
+
+
+class Flusher:
+    """Hands the stats deltas to the backend every stats_interval.
+
+    A failing backend (Redis gone) never blocks anything: the batch goes back,
+    the outage is logged once, and flushes are retried with a growing delay
+    (1 s, 2 s, ... up to the interval) until one succeeds.
+    """
+
+    def __init__(self, fs: CacheFS) -> None:
+        self.fs = fs
+        self.failing = False
+
+    async def run(self) -> None:
+        interval = self.fs.cfg.monitoring.stats_interval
+        delay = interval
+        while True:
+            await trio.sleep(delay)
+            if await self.flush_once():
+                delay = interval
+            else:
+                delay = min(interval, 1.0 if delay >= interval else delay * 2)
+
+    async def flush_once(self) -> bool:
+        stats, backend = self.fs.stats, self.fs.stats_backend
+        batch = stats.take_batch()
+        if not batch:
+            return True
+        try:
+            await trio.to_thread.run_sync(backend.flush, batch)
+        except (redis.RedisError, OSError) as exc:
+            stats.give_back(batch)
+            if not self.failing:
+                log.warning("stats: %s backend unavailable, keeping counts: %s", backend.name, exc)
+            self.failing = True
+            return False
+        if self.failing:
+            log.warning("stats: %s backend is back; pending counts flushed", backend.name)
+        self.failing = False
+        return True

@@ -224,6 +224,8 @@ class ChunkCache:
 
     async def chunk(self, source: ChunkSource, key: ChunkKey) -> bytes:
         data = self.ram.get(key)
+        content_type = source.policy.name
+        self.stats.tier_access("ram", content_type, data is not None, len(data or b""))
         if data is not None:
             return data
         while True:
@@ -240,7 +242,7 @@ class ChunkCache:
     async def _fill(self, source: ChunkSource, key: ChunkKey) -> bytes:
         flight = self._inflight[key] = _Flight()
         try:
-            data = await self._from_disks(key)
+            data = await self._from_disks(key, source.policy.name)
             if data is None:
                 data = await self._from_origin(source, key)
             flight.data = data
@@ -252,17 +254,20 @@ class ChunkCache:
             del self._inflight[key]
             flight.done.set()
 
-    async def _from_disks(self, key: ChunkKey) -> bytes | None:
+    async def _from_disks(self, key: ChunkKey, content_type: str) -> bytes | None:
         if not self.disks:
             return None
-        data = await trio.to_thread.run_sync(self._lookup_disks, key, limiter=self._disk_limiter)
+        data = await trio.to_thread.run_sync(
+            self._lookup_disks, key, content_type, limiter=self._disk_limiter
+        )
         if data is not None:
             self.ram.put(key, data)
         return data
 
-    def _lookup_disks(self, key: ChunkKey) -> bytes | None:
+    def _lookup_disks(self, key: ChunkKey, content_type: str) -> bytes | None:
         for tier in self.disks.values():
             data = tier.get(key)
+            self.stats.tier_access(tier.name, content_type, data is not None, len(data or b""))
             if data is not None:
                 return data
         return None

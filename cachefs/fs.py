@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
@@ -29,7 +30,7 @@ from .disktier import DiskTier
 from .inodes import ROOT_INODE, InodeTable
 from .origin import RENAME_EXCHANGE, FileVersion, Origin, open_flags_for_origin
 from .rules import ContentTypeResolver
-from .stats import Stats
+from .stats import EmbeddedBackend, Stats, StatsBackend
 from .tiers import RamTier
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class OpenFile:
     inode: int
     state: FileState
     policy: ContentTypeConfig
+    relpath: str  # origin-relative path at open time, for per-file stats
     next_offset: int = 0  # where a sequential reader reads next
 
     @property
@@ -122,6 +124,9 @@ class CacheFS(pyfuse3.Operations):
         self._disk_limiter = trio.CapacityLimiter(cfg.mount.max_threads)
         self.cache = ChunkCache(self.ram, self.disks, self.stats, self._limiter, self._disk_limiter)
         self._nursery: trio.Nursery | None = None
+        self.stats_backend: StatsBackend = EmbeddedBackend(
+            self.disks["ssd"].path / "stats.json", cfg.monitoring.max_stats_age
+        )
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, DirHandle] = {}
         self._states: dict[int, FileState] = {}
@@ -139,6 +144,7 @@ class CacheFS(pyfuse3.Operations):
     def close(self) -> None:
         for tier in self.disks.values():
             tier.close()
+        self.stats_backend.close()
 
     async def run_background(
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -539,7 +545,9 @@ class CacheFS(pyfuse3.Operations):
         state = self._state(inode)
         policy = self.policy_for(path)
         state.chunk_size = policy.chunk_size
-        self._files[fh] = OpenFile(fd, inode, state, policy)
+        relpath = os.fsdecode(path)
+        self._files[fh] = OpenFile(fd, inode, state, policy, relpath)
+        self.stats.file_access(relpath, opened=True)
         state.handles.add(fh)
         self.inodes.opened(inode)
         return fh
@@ -551,7 +559,12 @@ class CacheFS(pyfuse3.Operations):
         handle = self._files[fh]
         sequential = off == handle.next_offset
         handle.next_offset = off + size
-        return await self.cache.read(handle, off, size, sequential)
+        started = time.perf_counter()
+        data = await self.cache.read(handle, off, size, sequential)
+        self.stats.file_access(
+            handle.relpath, nbytes=len(data), seconds=time.perf_counter() - started
+        )
+        return data
 
     @fuse_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -667,6 +680,8 @@ class CacheFS(pyfuse3.Operations):
             "origin_reads": counters.get("origin_reads", 0),
             "corrupt_chunks": counters.get("corrupt_chunks", 0),
             "compressed_bytes_saved": counters.get("compressed_bytes_saved", 0),
+            "stats_backend": self.stats_backend.name,
+            "stats_pending_files": self.stats.pending_files(),
             "store_skipped": counters.get("store_skipped", 0),
             "fuse_reads": counters.get("fuse_reads", 0),
             "fuse_read_bytes": counters.get("fuse_read_bytes", 0),

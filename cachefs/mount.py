@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 import pyfuse3
 import trio
 
-from .background import janitor
+from .background import Flusher, janitor
 from .config import Config, ConfigError, load_config
 from .disktier import TierInUse
 from .fs import CacheFS
 from .origin import Origin
+from .stats import StatsUnavailable, open_backend
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +213,12 @@ async def serve(fs: CacheFS, mountpoint: str) -> None:
         nursery.start_soon(_tune_kernel, fs, mountpoint)
         await nursery.start(fs.run_background)
         nursery.start_soon(janitor, fs)
+        flusher = Flusher(fs)
+        nursery.start_soon(flusher.run)
         await pyfuse3.main(min_tasks=2, max_tasks=64)
         await fs.cache.drain(timeout=10)
+        with trio.move_on_after(10):
+            await flusher.flush_once()
         nursery.cancel_scope.cancel()
 
 
@@ -230,6 +235,17 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
         fs.open_tiers()
     except (OSError, TierInUse) as exc:
         raise MountError(f"cache tier: {exc} (nothing mounted)") from None
+    try:
+        fs.stats_backend = open_backend(
+            cfg.stats.backend,
+            cfg.stats.redis_url,
+            cfg.monitoring.max_stats_age,
+            mountpoint,
+            fs.disks["ssd"].path,
+        )
+    except StatsUnavailable as exc:
+        fs.close()
+        raise MountError(f"{exc} (nothing mounted)") from None
     try:
         pyfuse3.init(fs, mountpoint, fuse_options(opts, source.root))
     except RuntimeError as exc:

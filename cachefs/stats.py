@@ -1,22 +1,253 @@
-"""Counters kept in process: cheap to bump on the hot path, read by xattrs."""
+"""Access statistics: counted in process on the hot path, flushed in batches.
+
+Nothing here touches the network on a read. ``Stats`` bumps in-memory
+counters (under a lock: worker threads count too) and keeps the deltas not
+yet flushed; the flusher task (background.py) hands those deltas to a
+backend every ``monitoring.stats_interval``:
+
+* ``RedisBackend`` — one pipeline per flush; keys under ``cachefs:<mount>:``;
+* ``EmbeddedBackend`` — the same numbers in a JSON file in the SSD tier
+  directory, so stats survive a restart with no Redis at all.
+
+If a flush fails (Redis gone), the batch is merged back and retried later;
+per-file deltas are bounded, so a long outage costs memory only up to
+``MAX_PENDING_FILES`` entries (the oldest are dropped and counted).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import threading
+import time
 from collections import Counter
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import redis
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_FILES = 100_000
+
+
+@dataclass
+class FileDelta:
+    access_count: int = 0
+    bytes_read: int = 0
+    read_time: float = 0.0
+    last_access: float = 0.0
+
+    def merge(self, other: FileDelta) -> None:
+        self.access_count += other.access_count
+        self.bytes_read += other.bytes_read
+        self.read_time += other.read_time
+        self.last_access = max(self.last_access, other.last_access)
+
+
+@dataclass
+class Batch:
+    counters: Counter[str] = field(default_factory=Counter)
+    files: dict[str, FileDelta] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.counters) or bool(self.files)
 
 
 class Stats:
-    """Global counters. Tier counters live with each tier."""
+    """Counters since mount (for the stats xattr) plus the deltas to flush."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self.counters: Counter[str] = Counter()
+        self._pending = Batch()
+
+    # -- the hot path ---------------------------------------------------------------
 
     def add(self, name: str, amount: int = 1) -> None:
-        self.counters[name] += amount
+        with self._lock:
+            self.counters[name] += amount
+            self._pending.counters[name] += amount
+
+    def tier_access(self, tier: str, content_type: str, hit: bool, nbytes: int) -> None:
+        """A chunk looked up in a tier: hits, misses and bytes per tier and type."""
+        outcome = "hits" if hit else "misses"
+        with self._lock:
+            for counters in (self.counters, self._pending.counters):
+                counters[f"{outcome}:{tier}:{content_type}"] += 1
+                if hit:
+                    counters[f"bytes:{tier}:{content_type}"] += nbytes
+
+    def file_access(
+        self, path: str, opened: bool = False, nbytes: int = 0, seconds: float = 0.0
+    ) -> None:
+        with self._lock:
+            delta = self._pending.files.get(path)
+            if delta is None:
+                if len(self._pending.files) >= MAX_PENDING_FILES:
+                    self._drop_oldest_file()
+                delta = self._pending.files[path] = FileDelta()
+            delta.access_count += opened
+            delta.bytes_read += nbytes
+            delta.read_time += seconds
+            delta.last_access = time.time()
+
+    def _drop_oldest_file(self) -> None:
+        oldest = next(iter(self._pending.files))  # dicts keep insertion order
+        del self._pending.files[oldest]
+        self.counters["stats_file_entries_dropped"] += 1
+
+    # -- flushing ---------------------------------------------------------------------
+
+    def take_batch(self) -> Batch:
+        with self._lock:
+            batch, self._pending = self._pending, Batch()
+        return batch
+
+    def give_back(self, batch: Batch) -> None:
+        """A flush failed: merge its deltas back so the next flush sends them."""
+        with self._lock:
+            self._pending.counters.update(batch.counters)
+            for path, delta in batch.files.items():
+                mine = self._pending.files.get(path)
+                if mine is not None:
+                    mine.merge(delta)
+                elif len(self._pending.files) < MAX_PENDING_FILES:
+                    self._pending.files[path] = delta
+                else:
+                    self.counters["stats_file_entries_dropped"] += 1
+
+    def pending_files(self) -> int:
+        with self._lock:
+            return len(self._pending.files)
+
+    # -- reading ----------------------------------------------------------------------
 
     def get(self, name: str) -> int:
-        return self.counters[name]
+        with self._lock:
+            return self.counters[name]
 
     def snapshot(self) -> dict[str, Any]:
-        return dict(self.counters)
+        with self._lock:
+            return dict(self.counters)
+
+
+class StatsBackend(Protocol):
+    name: str
+
+    def flush(self, batch: Batch) -> None:
+        """Blocking; raises on failure (the batch is then given back)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def mount_prefix(mountpoint: str) -> str:
+    """Redis key prefix for a mount: ``cachefs:srv-media:`` for /srv/media."""
+    name = os.path.realpath(mountpoint).strip("/").replace("/", "-") or "root"
+    return f"cachefs:{name}:"
+
+
+class RedisBackend:
+    """Counters in a hash, one hash per file (expiring), a sorted set of files."""
+
+    name = "redis"
+
+    def __init__(self, url: str, prefix: str, max_age: float) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.max_age = max(1, int(max_age))
+        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+    def ping(self) -> None:
+        self.client.ping()
+
+    def flush(self, batch: Batch) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for name, amount in batch.counters.items():
+            pipe.hincrby(self.prefix + "counters", name, amount)
+        for path, delta in batch.files.items():
+            key = f"{self.prefix}file:{path}"
+            pipe.hincrby(key, "access_count", delta.access_count)
+            pipe.hincrby(key, "bytes_read", delta.bytes_read)
+            pipe.hincrbyfloat(key, "read_time", delta.read_time)
+            pipe.hset(key, "last_access", delta.last_access)
+            pipe.expire(key, self.max_age)
+            pipe.zadd(self.prefix + "files", {path: delta.last_access})
+        pipe.zremrangebyscore(self.prefix + "files", 0, time.time() - self.max_age)
+        pipe.execute()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class EmbeddedBackend:
+    """The same numbers in a JSON file, rewritten atomically at every flush."""
+
+    name = "embedded"
+
+    def __init__(self, path: Path, max_age: float) -> None:
+        self.path = path
+        self.max_age = max_age
+        self.counters: Counter[str] = Counter()
+        self.files: dict[str, FileDelta] = {}
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.path.read_text())
+            self.counters.update({k: int(v) for k, v in data["counters"].items()})
+            self.files = {p: FileDelta(**d) for p, d in data["files"].items()}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("embedded stats: starting afresh, cannot read %s: %s", self.path, exc)
+
+    def flush(self, batch: Batch) -> None:
+        self.counters.update(batch.counters)
+        for path, delta in batch.files.items():
+            self.files.setdefault(path, FileDelta()).merge(delta)
+        horizon = time.time() - self.max_age
+        self.files = {p: d for p, d in self.files.items() if d.last_access >= horizon}
+        payload = {
+            "counters": dict(self.counters),
+            "files": {p: asdict(d) for p, d in self.files.items()},
+        }
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(payload))
+        os.replace(tmp, self.path)
+
+    def close(self) -> None:
+        pass
+
+
+class StatsUnavailable(Exception):
+    """stats.backend = "redis" and Redis does not answer."""
+
+
+def open_backend(
+    backend: str, redis_url: str, max_age: float, mountpoint: str, embedded_dir: Path
+) -> StatsBackend:
+    """The backend for ``stats.backend``: auto falls back to embedded, redis insists."""
+    embedded_path = embedded_dir / "stats.json"
+    if backend == "embedded":
+        return EmbeddedBackend(embedded_path, max_age)
+    candidate = RedisBackend(redis_url, mount_prefix(mountpoint), max_age)
+    try:
+        candidate.ping()
+        return candidate
+    except (redis.RedisError, OSError) as exc:
+        candidate.close()
+        if backend == "redis":
+            raise StatsUnavailable(
+                f"stats.backend = redis: {redis_url} does not answer: {exc}"
+            ) from None
+        log.warning(
+            "stats: Redis at %s does not answer (%s); keeping stats in %s",
+            redis_url,
+            exc,
+            embedded_path,
+        )
+        return EmbeddedBackend(embedded_path, max_age)

@@ -1,0 +1,254 @@
+"""Access stats through a real mount, in a real redis-server and in the embedded store."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from cachefs.stats import Batch, FileDelta, Stats, mount_prefix
+
+from .conftest import Mounted, MountFactory, cachefs_command
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+
+    def start(self) -> None:
+        self.proc = start_redis(self.port)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return proc
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    port = free_port()
+    server = RedisServer(port, start_redis(port))
+    try:
+        yield server
+    finally:
+        server.proc.kill()
+        server.proc.wait()
+
+
+def read_files(mnt: Path, names: list[str], times: int) -> None:
+    for _ in range(times):
+        for name in names:
+            fd = os.open(mnt / name, os.O_RDONLY | os.O_DIRECT)  # every read reaches cachefs
+            try:
+                while os.read(fd, MiB):
+                    pass
+            finally:
+                os.close(fd)
+
+
+def make_origin(origin: Path) -> dict[str, int]:
+    sizes = {"Movies/a.mkv": 3 * MiB, "Movies/a.nfo": 2000, "b.bin": MiB + 3}
+    for name, size in sizes.items():
+        (origin / name).parent.mkdir(parents=True, exist_ok=True)
+        (origin / name).write_bytes(os.urandom(size))
+    return sizes
+
+
+def test_redis_holds_the_expected_counts(
+    origin: Path, mount_factory: MountFactory, redis_server: RedisServer
+) -> None:
+    sizes = make_origin(origin)
+    mounted = mount_factory(
+        origin,
+        [
+            "stats.backend=redis",
+            f"stats.redis_url={redis_server.url}",
+            "monitoring.stats_interval=1s",
+        ],
+    )
+    read_files(mounted.mnt, list(sizes), times=2)
+    mount_factory.unmount(mounted)  # the last flush happens at unmount
+    r = redis_server.client()
+    prefix = mount_prefix(str(mounted.mnt))
+    counters = r.hgetall(prefix + "counters")
+    assert int(counters["origin_bytes_read"]) == sum(sizes.values())
+    # 3 media chunks read twice: at least 6 RAM lookups (the kernel may split
+    # requests); read-ahead turns some misses into hits; bytes served are counted
+    lookups = int(counters["misses:ram:media"]) + int(counters["hits:ram:media"])
+    assert lookups >= 6 and int(counters["misses:ram:media"]) >= 1
+    assert int(counters["bytes:ram:media"]) > 0
+    for name, size in sizes.items():
+        entry = r.hgetall(f"{prefix}file:{name}")
+        assert int(entry["access_count"]) == 2
+        assert int(entry["bytes_read"]) == 2 * size
+        assert float(entry["read_time"]) > 0
+        assert 0 < r.ttl(f"{prefix}file:{name}") <= 86400
+    assert set(r.zrange(prefix + "files", 0, -1)) == set(sizes)
+
+
+def embedded_stats(mounted: Mounted) -> dict:
+    ssd = next(o for o in mounted.options if o.startswith("tiers.ssd.path=")).split("=", 1)[1]
+    return json.loads((Path(ssd) / "stats.json").read_text())
+
+
+def test_embedded_store_keeps_counts_across_remounts(
+    origin: Path, mount_factory: MountFactory
+) -> None:
+    sizes = make_origin(origin)
+    first = mount_factory(origin, ["stats.backend=embedded"])
+    read_files(first.mnt, list(sizes), times=1)
+    options = first.options
+    mount_factory.unmount(first)
+    after_one = embedded_stats(first)
+    assert after_one["counters"]["origin_bytes_read"] == sum(sizes.values())
+    assert after_one["files"]["b.bin"]["access_count"] == 1
+    second = mount_factory(origin, options)
+    read_files(second.mnt, list(sizes), times=1)
+    mount_factory.unmount(second)
+    after_two = embedded_stats(second)
+    assert after_two["counters"]["origin_bytes_read"] == sum(sizes.values())  # served from disk
+    assert after_two["files"]["b.bin"]["access_count"] == 2
+    assert after_two["files"]["b.bin"]["bytes_read"] == 2 * sizes["b.bin"]
+    assert after_two["counters"]["hits:ssd:user_data"] >= 3
+
+
+def test_reads_go_on_while_redis_is_down_and_counts_catch_up(
+    origin: Path, mount_factory: MountFactory, redis_server: RedisServer
+) -> None:
+    sizes = make_origin(origin)
+    mounted = mount_factory(
+        origin,
+        [
+            "stats.backend=redis",
+            f"stats.redis_url={redis_server.url}",
+            "monitoring.stats_interval=1s",
+        ],
+    )
+    read_files(mounted.mnt, list(sizes), times=1)
+    r = redis_server.client()
+    prefix = mount_prefix(str(mounted.mnt))
+    deadline = time.monotonic() + 10
+    while not r.hget(f"{prefix}file:b.bin", "access_count") and time.monotonic() < deadline:
+        time.sleep(0.1)  # the first read has been flushed
+    redis_server.stop()
+    read_files(mounted.mnt, list(sizes), times=3)  # every read succeeds meanwhile
+    time.sleep(1.5)  # a flush fails while Redis is away
+    assert mounted.stats()["stats_pending_files"] == len(sizes)
+    redis_server.start()  # a new, empty Redis: it must receive the 3 reads of the outage
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        entry = r.hgetall(f"{prefix}file:b.bin")
+        if entry and int(entry["access_count"]) == 3:
+            break
+        time.sleep(0.2)
+    assert int(r.hget(f"{prefix}file:b.bin", "access_count")) == 3
+    assert "unavailable" in mounted.log() and "is back" in mounted.log()
+
+
+def test_backend_redis_refuses_to_mount_without_redis(tmp_path: Path, origin: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    opts = (
+        f"stats.backend=redis,stats.redis_url=redis://127.0.0.1:{free_port()}/0,"
+        f"tiers.ssd.path={tmp_path}/ssd,tiers.hdd.path={tmp_path}/hdd"
+    )
+    result = subprocess.run(
+        cachefs_command("mount", str(origin), str(mnt), "-o", opts),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "does not answer" in result.stderr and "nothing mounted" in result.stderr
+    assert not os.path.ismount(mnt)
+
+
+def test_backend_auto_falls_back_to_embedded(origin: Path, mount_factory: MountFactory) -> None:
+    mounted = mount_factory(
+        origin,
+        [
+            "stats.backend=auto",
+            f"stats.redis_url=redis://127.0.0.1:{free_port()}/0",
+        ],
+    )
+    assert mounted.stats()["stats_backend"] == "embedded"
+    assert "keeping stats in" in mounted.log()
+
+
+def test_pending_file_entries_are_bounded(monkeypatch) -> None:
+    monkeypatch.setattr("cachefs.stats.MAX_PENDING_FILES", 3)
+    stats = Stats()
+    for i in range(5):
+        stats.file_access(f"f{i}", opened=True)
+    assert stats.pending_files() == 3
+    assert stats.get("stats_file_entries_dropped") == 2
+    batch = stats.take_batch()
+    stats.file_access("g", opened=True)
+    stats.give_back(batch)
+    assert stats.pending_files() == 3
+
+
+def test_a_batch_given_back_merges() -> None:
+    stats = Stats()
+    stats.add("x", 2)
+    stats.file_access("f", opened=True, nbytes=10)
+    batch = stats.take_batch()
+    stats.add("x", 1)
+    stats.file_access("f", nbytes=5)
+    stats.give_back(batch)
+    again = stats.take_batch()
+    assert again.counters["x"] == 3
+    assert again.files["f"].access_count == 1 and again.files["f"].bytes_read == 15
+    assert isinstance(Batch().files, dict) and FileDelta().access_count == 0
