@@ -242,6 +242,9 @@ class TierConfig:
     eviction: str  # one of EVICTION_POLICIES
     ttl: float  # seconds
     min_free: int  # bytes to leave free on the tier's filesystem
+    # RAM tier: new chunks wait in a probation segment until read again, so a
+    # library scan cannot flush the hot set. Disk tiers rank by lfu / weight.
+    scan_resistant: bool = False
 
 
 @dataclass(frozen=True)
@@ -311,7 +314,7 @@ def default_config() -> Config:
     """The built-in defaults (DESIGN.md, with the sane chunk-size minimums)."""
     return Config(
         tiers={
-            "ram": TierConfig("ram", None, 512 * MiB, "lru", HOUR, 0),
+            "ram": TierConfig("ram", None, 512 * MiB, "lru", HOUR, 0, scan_resistant=True),
             "ssd": TierConfig("ssd", Path("/var/cache/cachefs/ssd"), 5 * GiB, "lfu", DAY, GiB),
             "hdd": TierConfig(
                 "hdd", Path("/var/cache/cachefs/hdd"), 50 * GiB, "weight", 7 * DAY, GiB
@@ -403,6 +406,12 @@ _TIER_FIELDS: dict[str, _Node] = {
     "min_free": _Field("size"),
 }
 _DISK_TIER_FIELDS: dict[str, _Node] = {"path": _Field("path"), **_TIER_FIELDS}
+_RAM_TIER_FIELDS: dict[str, _Node] = {
+    **_TIER_FIELDS,
+    # the RAM tier is an LRU (segmented when scan_resistant); the others rank on disk
+    "eviction": _Field("str", choices=("lru",), what="RAM tier eviction policy"),
+    "scan_resistant": _Field("bool"),
+}
 _CONTENT_TYPE_FIELDS: dict[str, _Node] = {
     "default_tier": _Field("str", choices=TIER_NAMES, what="tier name"),
     "compression": _Field("bool"),
@@ -413,7 +422,7 @@ _CONTENT_TYPE_FIELDS: dict[str, _Node] = {
 
 # Key order here is the order config_to_toml writes.
 _SCHEMA: dict[str, _Node] = {
-    "tiers": {"ram": _TIER_FIELDS, "ssd": _DISK_TIER_FIELDS, "hdd": _DISK_TIER_FIELDS},
+    "tiers": {"ram": _RAM_TIER_FIELDS, "ssd": _DISK_TIER_FIELDS, "hdd": _DISK_TIER_FIELDS},
     "content_types": {name: _CONTENT_TYPE_FIELDS for name in CONTENT_TYPES},
     "rules": _Field("rules"),
     "prediction": {
@@ -883,7 +892,10 @@ class _Loader:
         cfg = Config(
             tiers={
                 n: section(
-                    TierConfig, ("tiers", n), name=n, **({"path": None} if n == "ram" else {})
+                    TierConfig,
+                    ("tiers", n),
+                    name=n,
+                    **({"path": None} if n == "ram" else {"scan_resistant": False}),
                 )
                 for n in TIER_NAMES
             },

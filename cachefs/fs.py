@@ -115,7 +115,7 @@ class CacheFS(pyfuse3.Operations):
         self.inodes = InodeTable(os.fstat(origin.root_fd).st_ino)
         self.resolver = ContentTypeResolver(cfg)
         self.stats = Stats()
-        self.ram = RamTier(cfg.tiers["ram"].max_size)
+        self.ram = RamTier(cfg.tiers["ram"].max_size, cfg.tiers["ram"].scan_resistant)
         namespace = origin_namespace(origin.root)
         self.disks = {
             name: DiskTier(cfg.tiers[name], namespace, self.stats) for name in ("ssd", "hdd")

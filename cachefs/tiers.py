@@ -1,4 +1,12 @@
-"""Cache tiers. The RAM tier keeps decompressed chunks in a byte-bounded LRU."""
+"""The RAM tier: decompressed chunks in memory, bounded in bytes.
+
+Plain mode is one LRU list. Scan-resistant mode (the default) is a segmented
+LRU: a new chunk enters a *probation* segment and moves to the *protected*
+segment (80 % of the tier) only when it is read again a while later; eviction
+takes probation's least recently used first. A media-library scan that reads
+every file once therefore only churns probation, and the chunks people
+actually re-read stay protected.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from .chunks import ChunkKey
+
+PROTECTED_SHARE = 0.8
+# A hit this soon after the chunk arrived is the same read (several FUSE
+# requests per chunk, read-ahead), not a second access: no promotion.
+PROMOTE_AFTER = 1.0
 
 
 @dataclass
@@ -20,52 +33,81 @@ class TierCounters:
 
 
 class RamTier:
-    """Chunks in memory, least recently used evicted first, never over max_size."""
+    """Chunks in memory, never over max_size."""
 
     name = "ram"
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, scan_resistant: bool = True, clock=time.monotonic) -> None:
         self.max_size = max_size
+        self.scan_resistant = scan_resistant
+        self.clock = clock
         self.bytes = 0
+        self.protected_bytes = 0
         self.counters = TierCounters()
-        self._chunks: OrderedDict[ChunkKey, bytes] = OrderedDict()
-        self._last_access: dict[ChunkKey, float] = {}  # monotonic seconds
+        self._probation: OrderedDict[ChunkKey, bytes] = OrderedDict()
+        self._protected: OrderedDict[ChunkKey, bytes] = OrderedDict()
+        self._arrived: dict[ChunkKey, float] = {}
+        self._last_access: dict[ChunkKey, float] = {}
         # file id -> its keys, so a file's chunks can be dropped without a scan
         self._by_file: dict[tuple[int, int], set[ChunkKey]] = {}
 
     def __len__(self) -> int:
-        return len(self._chunks)
+        return len(self._probation) + len(self._protected)
 
     def __contains__(self, key: ChunkKey) -> bool:
-        return key in self._chunks
+        return key in self._probation or key in self._protected
 
     def get(self, key: ChunkKey) -> bytes | None:
-        data = self._chunks.get(key)
-        if data is None:
-            self.counters.misses += 1
-            return None
-        self._chunks.move_to_end(key)
-        self._last_access[key] = time.monotonic()
+        now = self.clock()
+        data = self._protected.get(key)
+        if data is not None:
+            self._protected.move_to_end(key)
+        else:
+            data = self._probation.get(key)
+            if data is None:
+                self.counters.misses += 1
+                return None
+            if self.scan_resistant and now - self._arrived[key] >= PROMOTE_AFTER:
+                self._promote(key, data)
+            else:
+                self._probation.move_to_end(key)
+        self._last_access[key] = now
         self.counters.hits += 1
         return data
 
     def put(self, key: ChunkKey, data: bytes) -> bool:
-        """Store a chunk; False when it cannot fit at all."""
+        """Store a chunk (on probation); False when it cannot fit at all."""
         if len(data) > self.max_size:
             return False
         self.discard(key)
         while self.bytes + len(data) > self.max_size:
             self._evict_one()
-        self._chunks[key] = data
-        self._last_access[key] = time.monotonic()
+        now = self.clock()
+        self._probation[key] = data
+        self._arrived[key] = self._last_access[key] = now
         self.bytes += len(data)
         self._by_file.setdefault(key.file_id, set()).add(key)
         return True
 
+    def _promote(self, key: ChunkKey, data: bytes) -> None:
+        del self._probation[key]
+        self._protected[key] = data
+        self.protected_bytes += len(data)
+        limit = self.max_size * PROTECTED_SHARE
+        while self.protected_bytes > limit and len(self._protected) > 1:
+            # the protected segment's oldest gets one more chance on probation
+            old_key, old_data = self._protected.popitem(last=False)
+            self.protected_bytes -= len(old_data)
+            self._probation[old_key] = old_data
+
     def discard(self, key: ChunkKey) -> None:
-        data = self._chunks.pop(key, None)
+        data = self._probation.pop(key, None)
         if data is None:
-            return
+            data = self._protected.pop(key, None)
+            if data is None:
+                return
+            self.protected_bytes -= len(data)
+        del self._arrived[key]
         del self._last_access[key]
         self.bytes -= len(data)
         keys = self._by_file.get(key.file_id)
@@ -81,29 +123,23 @@ class RamTier:
             self.discard(key)
         return len(keys)
 
-    def keys_of_file(self, file_id: tuple[int, int]) -> set[ChunkKey]:
-        return set(self._by_file.get(file_id, ()))
-
     def expire(self, older_than: float) -> int:
-        """Drop chunks last used before *older_than* (monotonic); LRU order makes it cheap."""
-        dropped = 0
-        while self._chunks:
-            key = next(iter(self._chunks))
-            if self._last_access[key] >= older_than:
-                break
+        """Drop chunks last used before *older_than* (on the tier's clock)."""
+        stale = [k for k, t in self._last_access.items() if t < older_than]
+        for key in stale:
             self.discard(key)
-            dropped += 1
-        return dropped
+        return len(stale)
 
     def _evict_one(self) -> None:
-        key = next(iter(self._chunks))
-        self.discard(key)
+        segment = self._probation or self._protected
+        self.discard(next(iter(segment)))
         self.counters.evictions += 1
 
     def stats(self) -> dict[str, int]:
         return {
-            "chunks": len(self._chunks),
+            "chunks": len(self),
             "bytes": self.bytes,
             "max_size": self.max_size,
+            "protected_bytes": self.protected_bytes,
             **self.counters.as_dict(),
         }

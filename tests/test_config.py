@@ -63,7 +63,7 @@ def test_constants() -> None:
 def test_default_tiers_match_design() -> None:
     tiers = default_config().tiers
     assert list(tiers) == list(TIER_NAMES)
-    assert tiers["ram"] == TierConfig("ram", None, 512 * MiB, "lru", 3600.0, 0)
+    assert tiers["ram"] == TierConfig("ram", None, 512 * MiB, "lru", 3600.0, 0, True)
     assert tiers["ssd"] == TierConfig(
         "ssd", Path("/var/cache/cachefs/ssd"), 5 * GiB, "lfu", 86400.0, GiB
     )
@@ -642,7 +642,7 @@ def test_round_trip_default(tmp_path: Path) -> None:
 def test_round_trip_customised(tmp_path: Path) -> None:
     custom = Config(
         tiers={
-            "ram": TierConfig("ram", None, 3 * GiB // 2, "lfu", 5400.0, 0),
+            "ram": TierConfig("ram", None, 3 * GiB // 2, "lru", 5400.0, 0, False),
             "ssd": TierConfig(
                 "ssd", Path("/mnt/ssd cache/\u00e9t\u00e9"), 100_000, "weight", 0.25, 0
             ),

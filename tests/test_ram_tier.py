@@ -20,7 +20,7 @@ keys = st.builds(ChunkKey, st.sampled_from(VERSIONS), st.just(100), st.integers(
 class RamTierModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.tier = RamTier(MAX)
+        self.tier = RamTier(MAX, scan_resistant=False)
         self.model: OrderedDict[ChunkKey, bytes] = OrderedDict()
 
     @rule(key=keys, size=st.integers(0, 400))
@@ -61,3 +61,98 @@ def test_oversized_chunk_is_refused(size: int) -> None:
     key = ChunkKey(VERSIONS[0], 100, 0)
     assert tier.put(key, b"x" * size) == (size <= MAX)
     assert tier.bytes <= MAX
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def hot_hit_ratio(tier: RamTier, hot: list[ChunkKey], clock: FakeClock, rounds: int) -> float:
+    """Read the hot set *rounds* times (as a media server would); fill misses."""
+    hits = 0
+    for _ in range(rounds):
+        for key in hot:
+            clock.now += 0.1
+            if tier.get(key) is not None:
+                hits += 1
+            else:
+                tier.put(key, b"h" * 4096)
+    return hits / (rounds * len(hot))
+
+
+def scan(tier: RamTier, clock: FakeClock, files: int) -> None:
+    """A library scan: every file opened once, its first 64 KiB read."""
+    for ino in range(1000, 1000 + files):
+        clock.now += 0.001
+        key = ChunkKey(FileVersion(1, ino, 65536, 1), 65536, 0)
+        if tier.get(key) is None:
+            tier.put(key, b"s" * 4096)
+
+
+def scan_drop(scan_resistant: bool) -> tuple[float, float]:
+    clock = FakeClock()
+    tier = RamTier(256 * 4096, scan_resistant=scan_resistant, clock=clock)
+    hot = [ChunkKey(FileVersion(1, 7, 1 << 30, 1), 4096, i) for i in range(100)]
+    hot_hit_ratio(tier, hot, clock, rounds=5)  # warm up
+    before = hot_hit_ratio(tier, hot, clock, rounds=1)
+    scan(tier, clock, files=10_000)
+    after = hot_hit_ratio(tier, hot, clock, rounds=1)
+    return before, after
+
+
+def test_a_library_scan_does_not_flush_the_hot_set() -> None:
+    before, after = scan_drop(scan_resistant=True)
+    assert before == 1.0
+    assert before - after < 0.10  # under 10 percentage points
+
+
+def test_plain_lru_loses_the_hot_set_to_a_scan() -> None:
+    before, after = scan_drop(scan_resistant=False)
+    assert before == 1.0
+    assert before - after > 0.9  # the comparison the scan-resistant tier is measured against
+
+
+def test_hits_within_one_read_do_not_promote() -> None:
+    clock = FakeClock()
+    tier = RamTier(10 * 4096, clock=clock)
+    key = ChunkKey(VERSIONS[0], 100, 1)
+    tier.put(key, b"x" * 4096)
+    clock.now += 0.01
+    tier.get(key)
+    assert tier.protected_bytes == 0
+    clock.now += 5
+    tier.get(key)
+    assert tier.protected_bytes == 4096
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["put", "get", "drop", "tick"]), st.integers(0, 30), st.integers(0, 400)
+        )
+    )
+)
+def test_segmented_tier_is_bounded_and_exact(ops: list[tuple[str, int, int]]) -> None:
+    clock = FakeClock()
+    tier = RamTier(MAX, scan_resistant=True, clock=clock)
+    truth: dict[ChunkKey, bytes] = {}
+    for op, index, size in ops:
+        key = ChunkKey(VERSIONS[index % 3], 100, index)
+        if op == "put":
+            data = bytes([index]) * size
+            if tier.put(key, data):
+                truth[key] = data
+        elif op == "get":
+            got = tier.get(key)
+            assert got is None or got == truth[key]
+        elif op == "drop":
+            tier.drop_file((key.version.dev, key.version.ino))
+        else:
+            clock.now += size / 100
+        assert tier.bytes <= MAX
+        assert tier.protected_bytes <= MAX * 0.8 or len(tier) == 1
