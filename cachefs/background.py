@@ -72,3 +72,48 @@ class Flusher:
             log.warning("stats: %s backend is back; pending counts flushed", backend.name)
         self.failing = False
         return True
+
+
+MIGRATE_INTERVAL = 2.0  # seconds between migrator passes
+MIGRATE_BYTES_PER_SECOND = 64 * 1024 * 1024  # the migrator's I/O budget
+BUSY_FILLS = 2  # chunk fills in flight that mean "foreground I/O is heavy: wait"
+
+
+class Migrator:
+    """Moves chunks up a tier when their score earns it (hdd -> ssd).
+
+    Demotion is the other half: a chunk the SSD evicts goes down to the HDD
+    when its score still passes half of min_confidence (DiskTier.demote_to).
+    The migrator stays out of the way of readers: it skips a pass while
+    foreground fills are in flight and moves at most its byte budget a pass.
+    """
+
+    def __init__(self, fs: CacheFS) -> None:
+        self.fs = fs
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(MIGRATE_INTERVAL)
+            if self.fs.cache.fills_in_flight() >= BUSY_FILLS:
+                continue
+            await trio.to_thread.run_sync(self.promote_once)
+
+    def promote_once(self) -> int:
+        """One pass (blocking, in a worker thread); returns how many chunks moved."""
+        lower, upper = self.fs.disks["hdd"], self.fs.disks["ssd"]
+        if not (lower.ready.is_set() and upper.ready.is_set()):
+            return 0
+        budget = MIGRATE_BYTES_PER_SECOND * MIGRATE_INTERVAL
+        weakest = upper.weakest_score()
+        moved = 0
+        for digest, score, size in lower.hot_chunks(self.fs.cfg.prediction.min_confidence):
+            if size > budget:
+                break
+            # room in the SSD, or this chunk outranks what the SSD would evict
+            if not upper.has_room(size) and score <= weakest:
+                break
+            if lower.move_digest_to(digest, upper):
+                self.fs.stats.add("promotions")
+                budget -= size
+                moved += 1
+        return moved

@@ -174,6 +174,9 @@ class ChunkCache:
         for tier in self.disks.values():
             await trio.to_thread.run_sync(tier.discard, keys, limiter=self._disk_limiter)
 
+    def fills_in_flight(self) -> int:
+        return len(self._inflight)
+
     # -- the read path -----------------------------------------------------------------
 
     async def read(

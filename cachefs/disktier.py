@@ -30,7 +30,7 @@ from pathlib import Path
 from . import chunkfile
 from .chunks import ChunkKey
 from .config import TierConfig
-from .policies import EvictionPolicy, make_policy
+from .policies import EvictionPolicy, make_policy, recency_factor
 from .stats import Stats
 from .tiers import TierCounters
 
@@ -75,6 +75,9 @@ class DiskTier:
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
         self._free_space = (0.0, float("inf"))  # (checked at, bytes free)
+        # Where evicted chunks whose score still deserves it go (ssd -> hdd).
+        self.demote_to: DiskTier | None = None
+        self.demote_threshold = 0.0
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -183,8 +186,8 @@ class DiskTier:
         with self._lock:
             return digest in self._sizes
 
-    def _read_blob(self, digest: bytes) -> bytes | None:
-        if not self._indexed_or_unknown(digest):
+    def _read_blob(self, digest: bytes, check_index: bool = True) -> bytes | None:
+        if check_index and not self._indexed_or_unknown(digest):
             return None
         try:
             with open(self.chunk_path(digest), "rb") as f:
@@ -212,8 +215,17 @@ class DiskTier:
         self.stats.add("compressed_bytes_saved", encoded.saved)
         return True
 
-    def put_blob(self, digest: bytes, blob: bytes, weight: float = 1.0) -> bool:
-        """Store an encoded chunk file, making room first; never over max_size."""
+    def put_blob(
+        self,
+        digest: bytes,
+        blob: bytes,
+        weight: float = 1.0,
+        history: tuple[float | None, int] | None = None,
+    ) -> bool:
+        """Store an encoded chunk file, making room first; never over max_size.
+
+        *history* (last access, access count) carries a moved chunk's record along.
+        """
         size = allocated(len(blob))
         if size > self.cfg.max_size or not self.make_room(size):
             return False
@@ -226,7 +238,11 @@ class DiskTier:
                 self.bytes -= size
             else:
                 self._sizes[digest] = size
-                self.policy.add(digest, size, self.clock(), weight)
+                last, count = history if history is not None else (None, 1)
+                if last is None:
+                    self.policy.add(digest, size, self.clock(), weight)
+                else:
+                    self.policy.restore(digest, size, last, max(1, count), weight)
         return True
 
     def make_room(self, size: int) -> bool:
@@ -242,9 +258,11 @@ class DiskTier:
             victims = self._pick_victims(need) if need else []
             if sum(s for _, s in victims) < need:
                 return False  # cannot free enough: evict nothing
+            demote = self._worth_demoting(victims)
             for digest, _ in victims:
                 self._drop_entry(digest)
             self.bytes += size
+        self._demote(demote)
         self._unlink(victims, evicted=True)
         return True
 
@@ -284,27 +302,37 @@ class DiskTier:
         return False
 
     def move_to(self, key: ChunkKey, target: DiskTier) -> bool:
+        return self.move_digest_to(key.digest(self.namespace), target)
+
+    def move_digest_to(self, digest: bytes, target: DiskTier) -> bool:
         """Move a chunk to another tier: copy, verify, then delete here.
 
         A crash between the steps leaves the chunk in both tiers (or only
         here); it is never lost, and a duplicate is harmless.
         """
-        digest = key.digest(self.namespace)
-        blob = self._read_blob(digest)
+        blob = self._read_verified(digest)
         if blob is None:
-            return False
-        try:
-            chunkfile.decode(blob, digest)  # never spread a corrupt chunk
-        except chunkfile.CorruptChunk:
-            self.stats.add("corrupt_chunks")
-            self.discard_digests([digest])
             return False
         with self._lock:
             weight = self.policy.weight_of(digest)
-        if not target.put_blob(digest, blob, weight):
+            history = (self.policy.last_access(digest), self.policy.access_count(digest))
+        if not target.put_blob(digest, blob, weight, history):
             return False
         self.discard_digests([digest])
         return True
+
+    def _read_verified(self, digest: bytes, check_index: bool = True) -> bytes | None:
+        """A chunk file's bytes after a full check: never spread a corrupt chunk."""
+        blob = self._read_blob(digest, check_index)
+        if blob is None:
+            return None
+        try:
+            chunkfile.decode(blob, digest)
+        except chunkfile.CorruptChunk:
+            self.stats.add("corrupt_chunks")
+            self.discard_digests([digest])
+            return None
+        return blob
 
     # -- removal ------------------------------------------------------------------------
 
@@ -327,9 +355,68 @@ class DiskTier:
     def _evict_bytes(self, nbytes: int) -> None:
         with self._lock:
             victims = self._pick_victims(nbytes)
+            demote = self._worth_demoting(victims)
             for digest, _ in victims:
                 self._drop_entry(digest)
+        self._demote(demote)
         self._unlink(victims, evicted=True)
+
+    # -- scores, promotion and demotion ---------------------------------------------------
+
+    def score(self, digest: bytes, now: float) -> float:
+        """DESIGN.md's promotion score: access count x recency factor x type weight.
+
+        The access count is the reads served from the tier: the read that
+        brought the chunk in does not count, or every chunk ever read once
+        would qualify (1 x 1 x 0.7 > min_confidence 0.6 for media).
+        """
+        last = self.policy.last_access(digest)
+        if last is None:
+            return 0.0
+        count = self.policy.access_count(digest) - 1
+        return max(0, count) * recency_factor(last, now) * self.policy.weight_of(digest)
+
+    def hot_chunks(self, threshold: float) -> list[tuple[bytes, float, int]]:
+        """``(digest, score, size)`` of chunks scoring at least *threshold*, best first."""
+        now = self.clock()
+        with self._lock:
+            scored = [(d, self.score(d, now), size) for d, size in self._sizes.items()]
+        hot = [entry for entry in scored if entry[1] >= threshold]
+        hot.sort(key=lambda entry: entry[1], reverse=True)
+        return hot
+
+    def weakest_score(self) -> float:
+        """Score of the chunk this tier would evict first (0 when empty)."""
+        now = self.clock()
+        with self._lock:
+            for digest in self.policy.victims(now):
+                return self.score(digest, now)
+        return 0.0
+
+    def has_room(self, size: int) -> bool:
+        with self._lock:
+            return self.bytes + size <= self.cfg.max_size
+
+    def _worth_demoting(self, victims: list[tuple[bytes, int]]) -> list[tuple[bytes, float]]:
+        """Victims whose score still deserves the lower tier (called under the lock)."""
+        if self.demote_to is None:
+            return []
+        now = self.clock()
+        return [
+            (digest, self.policy.weight_of(digest))
+            for digest, _ in victims
+            if self.score(digest, now) >= self.demote_threshold
+        ]
+
+    def _demote(self, chunks: list[tuple[bytes, float]]) -> None:
+        """Copy evicted-but-deserving chunks down before they are unlinked here."""
+        target = self.demote_to
+        if target is None:
+            return
+        for digest, weight in chunks:
+            blob = self._read_verified(digest, check_index=False)  # already out of the index
+            if blob is not None and target.put_blob(digest, blob, weight):
+                self.stats.add("demotions")
 
     def _forget(self, digests: Iterable[bytes]) -> None:
         with self._lock:

@@ -120,6 +120,9 @@ class CacheFS(pyfuse3.Operations):
         self.disks = {
             name: DiskTier(cfg.tiers[name], namespace, self.stats) for name in ("ssd", "hdd")
         }
+        # An SSD eviction moves a chunk that still earns it down to the HDD.
+        self.disks["ssd"].demote_to = self.disks["hdd"]
+        self.disks["ssd"].demote_threshold = cfg.prediction.min_confidence / 2
         self._limiter = trio.CapacityLimiter(cfg.mount.max_threads)
         self._disk_limiter = trio.CapacityLimiter(cfg.mount.max_threads)
         self.cache = ChunkCache(self.ram, self.disks, self.stats, self._limiter, self._disk_limiter)
@@ -679,6 +682,8 @@ class CacheFS(pyfuse3.Operations):
             "origin_bytes_read": counters.get("origin_bytes_read", 0),
             "origin_reads": counters.get("origin_reads", 0),
             "corrupt_chunks": counters.get("corrupt_chunks", 0),
+            "promotions": counters.get("promotions", 0),
+            "demotions": counters.get("demotions", 0),
             "compressed_bytes_saved": counters.get("compressed_bytes_saved", 0),
             "stats_backend": self.stats_backend.name,
             "stats_pending_files": self.stats.pending_files(),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pyfuse3
 import trio
 
-from .background import Flusher, janitor
+from .background import Flusher, Migrator, janitor
 from .config import Config, ConfigError, load_config
 from .disktier import TierInUse
 from .fs import CacheFS
@@ -215,6 +215,7 @@ async def serve(fs: CacheFS, mountpoint: str) -> None:
         nursery.start_soon(janitor, fs)
         flusher = Flusher(fs)
         nursery.start_soon(flusher.run)
+        nursery.start_soon(Migrator(fs).run)
         await pyfuse3.main(min_tasks=2, max_tasks=64)
         await fs.cache.drain(timeout=10)
         with trio.move_on_after(10):

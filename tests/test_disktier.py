@@ -242,3 +242,39 @@ def test_a_move_never_spreads_a_corrupt_chunk(tmp_path: Path) -> None:
     path.write_bytes(bytes(blob))
     assert not ssd.move_to(k, hdd)
     assert not hdd.contains(k) and not ssd.contains(k)
+
+
+def test_ssd_evictions_demote_chunks_that_earned_it(tmp_path: Path) -> None:
+    clock = Clock()
+    ssd = open_tier(tmp_path / "ssd", clock, max_size=2 * 4096)
+    hdd = open_tier(tmp_path / "hdd", clock)
+    ssd.demote_to, ssd.demote_threshold = hdd, 0.3
+    hot, cold, new = key(5), key(6), key(7)
+    ssd.put(hot, b"h" * 1000, level=None, weight=0.7)
+    clock.now += 1
+    ssd.put(cold, b"c" * 1000, level=None, weight=0.7)
+    for _ in range(3):  # read again: score 3 x ~1 x 0.7
+        clock.now += 1
+        assert ssd.get(hot) is not None
+    clock.now += 1
+    ssd.put(new, b"n" * 1000, level=None, weight=0.7)  # full: LRU evicts cold, then hot
+    clock.now += 1
+    ssd.put(key(8), b"m" * 1000, level=None, weight=0.7)
+    assert not ssd.contains(hot) and not ssd.contains(cold)
+    assert hdd.get(hot) == b"h" * 1000  # demoted, not lost
+    assert not hdd.contains(cold)  # never read again: dropped
+    assert ssd.stats.get("demotions") == 1
+
+
+def test_scores_follow_the_design_formula(tmp_path: Path) -> None:
+    clock = Clock()
+    tier = open_tier(tmp_path, clock)
+    k = key(3)
+    tier.put(k, b"s" * 1000, level=None, weight=0.5)
+    digest = k.digest(NAMESPACE)
+    assert tier.score(digest, clock.now) == 0  # the read that brought it in does not count
+    tier.get(k)
+    tier.get(k)
+    assert tier.score(digest, clock.now) == 2 * 1.0 * 0.5
+    assert tier.score(digest, clock.now + 3600) == 2 * 0.5 * 0.5  # 1 / (1 + 1 hour)
+    assert tier.hot_chunks(0.6) == [(digest, 1.0, 4096)]
