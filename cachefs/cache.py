@@ -53,6 +53,9 @@ class ChunkSource(Protocol):
     @property
     def write_generation(self) -> int: ...
 
+    @property
+    def pin(self) -> str | None: ...
+
     def fetch(self, key: ChunkKey) -> tuple[bytes, bool]:
         """Blocking: read a chunk from the origin.
 
@@ -74,6 +77,7 @@ class _Store:
     key: ChunkKey
     data: bytes
     policy: ContentTypeConfig
+    pin: str | None
 
 
 class ChunkCache:
@@ -130,23 +134,36 @@ class ChunkCache:
     async def _store_worker(self, receive: trio.MemoryReceiveChannel[_Store]) -> None:
         async for item in receive:
             try:
-                tier = self.home_tier(item.policy)
+                tier = self.home_tier(item.policy, item.pin)
                 if tier is not None:
                     # chunks read right after mounting wait for their tier's index
                     await self._indexes_loaded[tier.name].wait()
-                    level = item.policy.compression_level if item.policy.compression else None
-                    weight = item.policy.prefetch_threshold
                     await trio.to_thread.run_sync(
-                        tier.put, item.key, item.data, level, weight, limiter=self._disk_limiter
+                        self._store, tier, item, limiter=self._disk_limiter
                     )
             finally:
                 self._pending_stores -= 1
 
-    def home_tier(self, policy: ContentTypeConfig) -> DiskTier | None:
-        """The disk tier a new chunk lives in: its type's default, or the SSD for RAM types."""
-        return self.disks.get(policy.default_tier) or self.disks.get("ssd")
+    def _store(self, tier: DiskTier, item: _Store) -> None:
+        policy = item.policy
+        level = policy.compression_level if policy.compression else None
+        if (
+            tier.put(item.key, item.data, level, policy.prefetch_threshold)
+            and item.pin == tier.name
+        ):
+            tier.set_pinned([item.key.digest(tier.namespace)], True)
 
-    async def _store_later(self, key: ChunkKey, data: bytes, policy: ContentTypeConfig) -> None:
+    def home_tier(self, policy: ContentTypeConfig, pin: str | None = None) -> DiskTier | None:
+        """The disk tier a new chunk lives in: its pin's, its type's default, or the SSD."""
+        return (
+            self.disks.get(pin or "")
+            or self.disks.get(policy.default_tier)
+            or self.disks.get("ssd")
+        )
+
+    async def _store_later(
+        self, key: ChunkKey, data: bytes, policy: ContentTypeConfig, pin: str | None
+    ) -> None:
         """Queue a chunk for its disk tier.
 
         When the origin outruns the cache disk the queue fills; the filler then
@@ -155,7 +172,7 @@ class ChunkCache:
         """
         if self._store_queue is None:
             return
-        item = _Store(key, data, policy)
+        item = _Store(key, data, policy, pin)
         self._pending_stores += 1
         with trio.move_on_after(STORE_WAIT):
             try:
@@ -173,6 +190,10 @@ class ChunkCache:
         ]
         for tier in self.disks.values():
             await trio.to_thread.run_sync(tier.discard, keys, limiter=self._disk_limiter)
+
+    async def indexes_loaded(self) -> None:
+        for event in self._indexes_loaded.values():
+            await event.wait()
 
     def fills_in_flight(self) -> int:
         return len(self._inflight)
@@ -285,5 +306,5 @@ class ChunkCache:
         complete = len(data) == key.expected_length
         if current and complete and source.write_generation == generation:
             self.ram.put(key, data)
-            await self._store_later(key, data, source.policy)
+            await self._store_later(key, data, source.policy, source.pin)
         return data

@@ -69,6 +69,7 @@ class DiskTier:
         self.clock = clock
         self.policy: EvictionPolicy = make_policy(cfg.eviction)
         self._sizes: dict[bytes, int] = {}  # the index: digest -> allocated bytes
+        self.pinned: set[bytes] = set()  # never evicted by pressure or TTL (pins.py)
         self.bytes = 0  # allocated bytes of indexed chunks plus writes in progress
         self.counters = TierCounters()
         self.ready = threading.Event()  # set once the index is loaded
@@ -275,6 +276,8 @@ class DiskTier:
         for digest in self.policy.victims(self.clock()):
             if freed >= target:
                 break
+            if digest in self.pinned:
+                continue
             size = self._sizes.get(digest, 0)
             victims.append((digest, size))
             freed += size
@@ -348,7 +351,7 @@ class DiskTier:
         """Drop chunks not accessed within the tier's TTL."""
         with self._lock:
             expired = self.policy.expired(self.clock(), self.cfg.ttl)
-            gone = [(d, self._drop_entry(d)) for d in expired]
+            gone = [(d, self._drop_entry(d)) for d in expired if d not in self.pinned]
         self._unlink(gone, evicted=True)
         return len(gone)
 
@@ -380,7 +383,11 @@ class DiskTier:
         """``(digest, score, size)`` of chunks scoring at least *threshold*, best first."""
         now = self.clock()
         with self._lock:
-            scored = [(d, self.score(d, now), size) for d, size in self._sizes.items()]
+            scored = [
+                (d, self.score(d, now), size)
+                for d, size in self._sizes.items()
+                if d not in self.pinned  # a pin, not a score, decides where these live
+            ]
         hot = [entry for entry in scored if entry[1] >= threshold]
         hot.sort(key=lambda entry: entry[1], reverse=True)
         return hot
@@ -392,6 +399,17 @@ class DiskTier:
             for digest in self.policy.victims(now):
                 return self.score(digest, now)
         return 0.0
+
+    def contains_digest(self, digest: bytes) -> bool:
+        with self._lock:
+            return digest in self._sizes
+
+    def set_pinned(self, digests: list[bytes], pinned: bool) -> None:
+        with self._lock:
+            if pinned:
+                self.pinned.update(digests)
+            else:
+                self.pinned.difference_update(digests)
 
     def has_room(self, size: int) -> bool:
         with self._lock:
@@ -425,6 +443,7 @@ class DiskTier:
 
     def _drop_entry(self, digest: bytes) -> int:
         """Remove from the index; returns the bytes it accounted for."""
+        self.pinned.discard(digest)
         size = self._sizes.pop(digest, 0)
         self.policy.remove(digest)
         self.bytes -= size

@@ -29,6 +29,7 @@ from .config import Config, ContentTypeConfig
 from .disktier import DiskTier
 from .inodes import ROOT_INODE, InodeTable
 from .origin import RENAME_EXCHANGE, FileVersion, Origin, open_flags_for_origin
+from .pins import PinTable
 from .rules import ContentTypeResolver
 from .stats import EmbeddedBackend, Stats, StatsBackend
 from .tiers import RamTier
@@ -79,6 +80,7 @@ class OpenFile:
     state: FileState
     policy: ContentTypeConfig
     relpath: str  # origin-relative path at open time, for per-file stats
+    pin: str | None = None  # the tier a pin keeps this file in (pins.py)
     next_offset: int = 0  # where a sequential reader reads next
 
     @property
@@ -127,6 +129,7 @@ class CacheFS(pyfuse3.Operations):
         self._disk_limiter = trio.CapacityLimiter(cfg.mount.max_threads)
         self.cache = ChunkCache(self.ram, self.disks, self.stats, self._limiter, self._disk_limiter)
         self._nursery: trio.Nursery | None = None
+        self.pins = PinTable(self.disks["ssd"].path / "pins.json")
         self.stats_backend: StatsBackend = EmbeddedBackend(
             self.disks["ssd"].path / "stats.json", cfg.monitoring.max_stats_age
         )
@@ -156,7 +159,64 @@ class CacheFS(pyfuse3.Operations):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.cache.run)
+            nursery.start_soon(self._reapply_pins)
             task_status.started()
+
+    # -- pins ------------------------------------------------------------------------
+
+    async def _reapply_pins(self) -> None:
+        """After a restart, mark the chunks of pinned files again once indexes load."""
+        await self.cache.indexes_loaded()
+        for relpath, _ in self.pins.items():
+            await self.apply_pin(relpath)
+
+    async def apply_pin(self, relpath: str) -> None:
+        """Bring cached chunks of *relpath* (a file, or every file below a directory)
+        in line with its pin: moved into the pinned disk tier and marked there."""
+        files = await self._io(self._pinned_file_versions, relpath)
+        for version, chunk_size, tier in files:
+            await trio.to_thread.run_sync(
+                self._pin_on_disks, version, chunk_size, tier, limiter=self._disk_limiter
+            )
+            file_id = (version.dev, version.ino)
+            if tier == "ram":
+                self.ram.pinned_files.add(file_id)
+            else:
+                self.ram.pinned_files.discard(file_id)
+
+    def _pinned_file_versions(self, relpath: str) -> list[tuple[FileVersion, int, str | None]]:
+        """Blocking: (version, chunk size, effective pin) of the regular files under *relpath*."""
+        root = os.path.join(self.origin.root, relpath)
+        paths = [root]
+        if os.path.isdir(root) and not os.path.islink(root):
+            paths = [os.path.join(d, f) for d, _, names in os.walk(root) for f in names]
+        found = []
+        for path in paths:
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                rel = os.path.relpath(path, self.origin.root)
+                chunk_size = self.resolver.policy(rel).chunk_size
+                found.append((FileVersion.of(st), chunk_size, self.pins.tier_for(rel)))
+        return found
+
+    def _pin_on_disks(self, version: FileVersion, chunk_size: int, tier: str | None) -> None:
+        """Blocking: move a file's disk chunks into its pinned tier and mark them."""
+        count = -(-version.size // chunk_size)
+        keys = [ChunkKey(version, chunk_size, i) for i in range(count)]
+        target = self.disks.get(tier or "")
+        for name, disk in self.disks.items():
+            digests = [k.digest(disk.namespace) for k in keys]
+            if target is not None and name != target.name:
+                for digest in digests:
+                    if disk.contains_digest(digest):
+                        disk.move_digest_to(digest, target)
+            disk.set_pinned(digests, False)
+        if target is not None:
+            digests = [k.digest(target.namespace) for k in keys]
+            target.set_pinned([d for d in digests if target.contains_digest(d)], True)
 
     def _in_background(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         if self._nursery is not None:
@@ -549,7 +609,10 @@ class CacheFS(pyfuse3.Operations):
         policy = self.policy_for(path)
         state.chunk_size = policy.chunk_size
         relpath = os.fsdecode(path)
-        self._files[fh] = OpenFile(fd, inode, state, policy, relpath)
+        pin = self.pins.tier_for(relpath)
+        self._files[fh] = OpenFile(fd, inode, state, policy, relpath, pin)
+        if pin == "ram" and state.version is not None:
+            self.ram.pinned_files.add((state.version.dev, state.version.ino))
         self.stats.file_access(relpath, opened=True)
         state.handles.add(fh)
         self.inodes.opened(inode)

@@ -50,6 +50,7 @@ class RamTier:
         self._last_access: dict[ChunkKey, float] = {}
         # file id -> its keys, so a file's chunks can be dropped without a scan
         self._by_file: dict[tuple[int, int], set[ChunkKey]] = {}
+        self.pinned_files: set[tuple[int, int]] = set()  # never evicted (pins.py)
 
     def __len__(self) -> int:
         return len(self._probation) + len(self._protected)
@@ -81,7 +82,8 @@ class RamTier:
             return False
         self.discard(key)
         while self.bytes + len(data) > self.max_size:
-            self._evict_one()
+            if not self._evict_one():
+                return False  # everything left is pinned
         now = self.clock()
         self._probation[key] = data
         self._arrived[key] = self._last_access[key] = now
@@ -125,15 +127,23 @@ class RamTier:
 
     def expire(self, older_than: float) -> int:
         """Drop chunks last used before *older_than* (on the tier's clock)."""
-        stale = [k for k, t in self._last_access.items() if t < older_than]
+        stale = [
+            k
+            for k, t in self._last_access.items()
+            if t < older_than and k.file_id not in self.pinned_files
+        ]
         for key in stale:
             self.discard(key)
         return len(stale)
 
-    def _evict_one(self) -> None:
-        segment = self._probation or self._protected
-        self.discard(next(iter(segment)))
-        self.counters.evictions += 1
+    def _evict_one(self) -> bool:
+        for segment in (self._probation, self._protected):
+            for key in segment:
+                if key.file_id not in self.pinned_files:
+                    self.discard(key)
+                    self.counters.evictions += 1
+                    return True
+        return False
 
     def stats(self) -> dict[str, int]:
         return {

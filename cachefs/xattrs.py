@@ -20,6 +20,7 @@ from pyfuse3 import FUSEError
 from .chunks import ChunkKey
 from .inodes import ROOT_INODE
 from .origin import FileVersion
+from .pins import PIN_TIERS
 
 if TYPE_CHECKING:
     from .fs import CacheFS
@@ -29,6 +30,7 @@ STATS = PREFIX + b"stats"
 RESIDENCY = PREFIX + b"residency"
 CONTENT_TYPE = PREFIX + b"content_type"
 EVICT = PREFIX + b"evict"
+PIN = PREFIX + b"pin"
 
 
 def is_control(name: bytes) -> bool:
@@ -46,6 +48,8 @@ async def get_control(fs: CacheFS, inode: int, name: bytes) -> bytes:
         return _json(await residency(fs, inode))
     if name == CONTENT_TYPE:
         return fs.policy_for(fs._path(inode)).name.encode()
+    if name == PIN:
+        return (fs.pins.tier_for(os.fsdecode(fs._path(inode))) or "none").encode()
     raise FUSEError(pyfuse3.ENOATTR)
 
 
@@ -55,7 +59,15 @@ async def set_control(fs: CacheFS, inode: int, name: bytes, value: bytes) -> Non
         fs.ram.drop_file((version.dev, version.ino))
         await fs.cache.forget_version(version, fs.policy_for(fs._path(inode)).chunk_size)
         return
-    # pin / prefetch arrive with the background engine.
+    if name == PIN:
+        tier = value.decode(errors="replace").strip()
+        if tier not in (*PIN_TIERS, "none"):
+            raise FUSEError(errno.EINVAL)
+        relpath = os.fsdecode(fs._path(inode))
+        await trio.to_thread.run_sync(fs.pins.set, relpath, tier)
+        await fs.apply_pin(relpath)
+        return
+    # prefetch arrives with the prefetcher.
     raise FUSEError(errno.ENOTSUP)
 
 
