@@ -31,6 +31,7 @@ class FakeSource:
     changed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     policy = default_config().content_types["user_data"]
+    pin = None
 
     @property
     def version(self) -> FileVersion:
