@@ -281,6 +281,7 @@ class MonitoringConfig:
 class StatsConfig:
     backend: str  # one of STATS_BACKENDS
     redis_url: str
+    redis_password_file: str = ""  # a file holding the Redis password; "" = none
 
 
 @dataclass(frozen=True)
@@ -438,6 +439,7 @@ _SCHEMA: dict[str, _Node] = {
     "stats": {
         "backend": _Field("str", choices=STATS_BACKENDS, what="stats backend"),
         "redis_url": _Field("str", _check_redis_url),
+        "redis_password_file": _Field("str"),
     },
     "mount": {
         "attr_timeout": _Field("duration"),

@@ -243,6 +243,7 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
             cfg.monitoring.max_stats_age,
             mountpoint,
             fs.disks["ssd"].path,
+            cfg.stats.redis_password_file,
         )
     except StatsUnavailable as exc:
         fs.close()

@@ -155,11 +155,12 @@ class RedisBackend:
 
     name = "redis"
 
-    def __init__(self, url: str, prefix: str, max_age: float) -> None:
+    def __init__(self, url: str, prefix: str, max_age: float, password: str | None = None) -> None:
         self.url = url
         self.prefix = prefix
         self.max_age = max(1, int(max_age))
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        extra = {"password": password} if password is not None else {}
+        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, **extra)
 
     def ping(self) -> None:
         self.client.ping()
@@ -227,14 +228,29 @@ class StatsUnavailable(Exception):
     """stats.backend = "redis" and Redis does not answer."""
 
 
+def read_password(path: str) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise StatsUnavailable(f"stats.redis_password_file: cannot read {path}: {exc}") from None
+
+
 def open_backend(
-    backend: str, redis_url: str, max_age: float, mountpoint: str, embedded_dir: Path
+    backend: str,
+    redis_url: str,
+    max_age: float,
+    mountpoint: str,
+    embedded_dir: Path,
+    password_file: str = "",
 ) -> StatsBackend:
     """The backend for ``stats.backend``: auto falls back to embedded, redis insists."""
     embedded_path = embedded_dir / "stats.json"
     if backend == "embedded":
         return EmbeddedBackend(embedded_path, max_age)
-    candidate = RedisBackend(redis_url, mount_prefix(mountpoint), max_age)
+    password = read_password(password_file)
+    candidate = RedisBackend(redis_url, mount_prefix(mountpoint), max_age, password)
     try:
         candidate.ping()
         return candidate

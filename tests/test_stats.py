@@ -47,7 +47,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_redis(port: int) -> subprocess.Popen[bytes]:
+def start_redis(port: int, password: str | None = None) -> subprocess.Popen[bytes]:
+    auth = ["--requirepass", password] if password else []
     proc = subprocess.Popen(
         [
             "redis-server",
@@ -59,11 +60,12 @@ def start_redis(port: int) -> subprocess.Popen[bytes]:
             "",
             "--appendonly",
             "no",
+            *auth,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    client = redis.Redis(host="127.0.0.1", port=port)
+    client = redis.Redis(host="127.0.0.1", port=port, password=password)
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -252,3 +254,42 @@ def test_a_batch_given_back_merges() -> None:
     assert again.counters["x"] == 3
     assert again.files["f"].access_count == 1 and again.files["f"].bytes_read == 15
     assert isinstance(Batch().files, dict) and FileDelta().access_count == 0
+
+
+def test_redis_password_from_a_file(
+    tmp_path: Path, origin: Path, mount_factory: MountFactory
+) -> None:
+    port = free_port()
+    server = start_redis(port, password="s3cret")
+    try:
+        (tmp_path / "pw").write_text("s3cret\n")
+        (origin / "f.bin").write_bytes(b"x" * 1000)
+        mounted = mount_factory(
+            origin,
+            [
+                "stats.backend=redis",
+                f"stats.redis_url=redis://127.0.0.1:{port}/0",
+                f"stats.redis_password_file={tmp_path / 'pw'}",
+            ],
+        )
+        read_files(mounted.mnt, ["f.bin"], times=1)
+        mount_factory.unmount(mounted)
+        client = redis.Redis(host="127.0.0.1", port=port, password="s3cret")
+        prefix = mount_prefix(str(mounted.mnt))
+        assert int(client.hget(f"{prefix}file:f.bin", "access_count")) == 1
+        mnt = tmp_path / "again"
+        mnt.mkdir()
+        opts = (
+            f"stats.backend=redis,stats.redis_url=redis://127.0.0.1:{port}/0,"
+            f"tiers.ssd.path={tmp_path}/s2,tiers.hdd.path={tmp_path}/h2"
+        )
+        refused = subprocess.run(
+            cachefs_command("mount", str(origin), str(mnt), "-o", opts),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 1 and "does not answer" in refused.stderr
+    finally:
+        server.kill()
+        server.wait()
