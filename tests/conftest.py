@@ -33,6 +33,15 @@ class Mounted:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def tier_dir(self, tier: str) -> Path:
+        return tier_dir(self.options, tier)
+
+
+def tier_dir(options: list[str], tier: str) -> Path:
+    """The directory a disk tier was given with ``-o tiers.<tier>.path=...``."""
+    prefix = f"tiers.{tier}.path="
+    return Path(next(o for o in options if o.startswith(prefix)).removeprefix(prefix))
+
 
 def cachefs_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "cachefs.cli", *args]

@@ -14,7 +14,7 @@ import pytest
 
 from cachefs.disktier import allocated
 
-from .conftest import Mounted, MountFactory, unmount
+from .conftest import Mounted, MountFactory, tier_dir, unmount
 
 MiB = 1024 * 1024
 
@@ -70,12 +70,7 @@ def test_restart_serves_from_disk_without_origin_reads(
     origin: Path, mount_factory: MountFactory
 ) -> None:
     files = make_files(origin)
-    first = mount_factory(origin)
-    for rel, data in files.items():
-        assert read_direct(first.mnt / rel) == data
-        wait_until_on_disk(first, rel)
-    options = first.options
-    mount_factory.unmount(first)
+    options = cache_and_unmount(origin, mount_factory, files)
     second = mount_factory(origin, options)
     for rel, data in files.items():
         assert read_direct(second.mnt / rel) == data
@@ -84,9 +79,21 @@ def test_restart_serves_from_disk_without_origin_reads(
     assert stats["tiers"]["hdd"]["hits"] >= 4 and stats["tiers"]["ssd"]["hits"] >= 4
 
 
-def flip_a_byte_in_every_chunk(tier_dir: Path) -> int:
+def cache_and_unmount(
+    origin: Path, mount_factory: MountFactory, files: dict[str, bytes]
+) -> list[str]:
+    """Read every file through a mount until it is on disk; unmount; the mount options."""
+    first = mount_factory(origin)
+    for rel, data in files.items():
+        assert read_direct(first.mnt / rel) == data
+        wait_until_on_disk(first, rel)
+    mount_factory.unmount(first)
+    return first.options
+
+
+def flip_a_byte_in_every_chunk(directory: Path) -> int:
     flipped = 0
-    for path in tier_dir.glob("chunks/*/*"):
+    for path in directory.glob("chunks/*/*"):
         blob = bytearray(path.read_bytes())
         blob[len(blob) // 2] ^= 0x5A
         path.write_bytes(bytes(blob))
@@ -96,13 +103,8 @@ def flip_a_byte_in_every_chunk(tier_dir: Path) -> int:
 
 def test_corrupt_chunks_are_never_served(origin: Path, mount_factory: MountFactory) -> None:
     files = make_files(origin)
-    first = mount_factory(origin)
-    for rel, data in files.items():
-        assert read_direct(first.mnt / rel) == data
-        wait_until_on_disk(first, rel)
-    options = first.options
-    mount_factory.unmount(first)
-    cache = Path(next(o for o in options if o.startswith("tiers.ssd.path=")).split("=", 1)[1])
+    options = cache_and_unmount(origin, mount_factory, files)
+    cache = tier_dir(options, "ssd")
     flipped = flip_a_byte_in_every_chunk(cache) + flip_a_byte_in_every_chunk(cache.parent / "hdd")
     assert flipped == 8
     second = mount_factory(origin, options)
@@ -139,7 +141,7 @@ def test_kill_9_while_filling_leaves_a_valid_cache(
     for rel, data in files.items():
         assert read_direct(second.mnt / rel) == data
     assert second.stats()["corrupt_chunks"] == 0  # rename-into-place: no torn chunk files
-    cache = Path(next(o for o in options if o.startswith("tiers.ssd.path=")).split("=", 1)[1])
+    cache = tier_dir(options, "ssd")
     assert list((cache / "tmp").iterdir()) == []
 
 
@@ -152,9 +154,7 @@ def test_tiers_stay_under_max_size(origin: Path, mount_factory: MountFactory) ->
     mounted = mount_factory(
         origin, ["tiers.ram.max_size=2MiB", "tiers.ssd.max_size=4MiB", "stats.backend=embedded"]
     )
-    ssd_dir = Path(
-        next(o for o in mounted.options if o.startswith("tiers.ssd.path=")).split("=")[1]
-    )
+    ssd_dir = mounted.tier_dir("ssd")
     for _ in range(60):
         name = rng.choice(names)
         assert read_direct(mounted.mnt / name) == (origin / name).read_bytes()

@@ -141,8 +141,7 @@ def test_redis_holds_the_expected_counts(
 
 
 def embedded_stats(mounted: Mounted) -> dict:
-    ssd = next(o for o in mounted.options if o.startswith("tiers.ssd.path=")).split("=", 1)[1]
-    return json.loads((Path(ssd) / "stats.json").read_text())
+    return json.loads((mounted.tier_dir("ssd") / "stats.json").read_text())
 
 
 def test_embedded_store_keeps_counts_across_remounts(
