@@ -10,7 +10,7 @@ APT_PACKAGES := fuse3 libfuse3-dev pkg-config redis-server attr gcc python3-dev 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO := $(CURDIR)/demo
 
-.PHONY: setup system-packages demo demo-stop test lint typecheck clean install-helper bench-seq
+.PHONY: setup system-packages demo demo-stop test lint typecheck clean install-helper bench-seq bench bench-quick bench-deps
 
 setup: system-packages $(VENV)/.installed
 
@@ -71,3 +71,25 @@ install-helper: setup
 # Sequential read of a cached 256 MiB file vs the origin (root: drops caches).
 bench-seq: setup
 	$(PY) bench/seq_read.py --runs 3
+
+# Benchmark tools: matplotlib for the chart, Debian's rclone as the peer.
+# (fio is not needed: every workload is a small Python reader, so each system
+# gets exactly the same requests.)
+bench-deps: setup
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
+	@dpkg-query -W -f='$${Status}' rclone 2>/dev/null | grep -q "ok installed" || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq rclone; }
+
+# cachefs vs rclone's VFS cache vs the slow origin (root: mounts, loop devices,
+# drop_caches). 3 repetitions on the full data set, ~15 min on 2 cores; results
+# in bench-results/, tables and chart in docs/benchmarks.md.
+bench: bench-deps
+	results=$$($(SUDO) $(PY) bench/run.py --reps 3 --out bench-results) && \
+	$(PY) bench/report.py "$$results"
+
+# One repetition of (a), (b'), (e), (f') on the small data set, < 3 min; the
+# report goes beside the results (bench-results/*.md), not into the docs.
+bench-quick: bench-deps
+	results=$$($(SUDO) $(PY) bench/run.py --quick --out bench-results) && \
+	$(PY) bench/report.py "$$results"

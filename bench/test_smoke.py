@@ -1,4 +1,8 @@
-"""Smoke test of the slow origin: up --small, check, down, in a throw-away BENCH_DIR.
+"""Smoke tests of the benchmark harness, each in a throw-away BENCH_DIR.
+
+* the slow origin: up --small, check, down;
+* bench/run.py: one workload, one repetition, against cachefs only (no rclone
+  needed), and bench/report.py on what it wrote.
 
 Needs root and /dev/fuse (skipped otherwise).  Run with::
 
@@ -28,16 +32,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def slow_origin(bench_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
+def bench_env(bench_dir: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "BENCH_DIR": str(bench_dir),
         "SLOW_ORIGIN_LATENCY_MS": str(LATENCY_MS),
         "SLOW_ORIGIN_MBPS": str(MBPS),
     }
+
+
+def slow_origin(bench_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(HERE / "slow_origin.py"), *args],
-        env=env,
+        env=bench_env(bench_dir),
         capture_output=True,
         text=True,
         timeout=240,
@@ -97,3 +104,51 @@ def test_slow_origin_small(bench_dir: Path) -> None:
 def test_down_is_idempotent(bench_dir: Path) -> None:
     assert slow_origin(bench_dir, "down").returncode == 0
     assert slow_origin(bench_dir, "down").returncode == 0
+
+
+def test_run_one_workload_against_cachefs(bench_dir: Path, tmp_path: Path) -> None:
+    """(f') with 20 files, 1 repetition: valid JSON lines, then a report of them."""
+    run = subprocess.run(
+        [
+            sys.executable, str(HERE / "run.py"), "--small", "--systems", "cachefs",
+            "--workloads", "f2", "--reps", "1", "--small-files", "20", "--out", str(tmp_path),
+        ],
+        env=bench_env(bench_dir),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    results = Path(run.stdout.strip().splitlines()[-1])
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    meta, *measured, end = records
+    assert meta["type"] == "meta" and end["type"] == "end"
+    assert meta["origin_check"]["profile"] == "small"
+    assert {"cpu", "cores", "ram_bytes", "kernel"} <= meta["machine"].keys()
+    assert {"python", "cachefs", "pyfuse3"} <= meta["versions"].keys()
+
+    by_workload = {r["workload"]: r for r in measured}
+    assert set(by_workload) == {"f2_small_heads", "rss"}, measured
+    heads = by_workload["f2_small_heads"]
+    assert {"system", "workload", "rep", "metrics"} <= heads.keys()
+    assert (heads["system"], heads["rep"]) == ("cachefs", 0)
+    metrics = heads["metrics"]
+    assert "error" not in metrics, metrics
+    assert metrics["files"] == 20 and metrics["complete"] is True
+    assert 0 < metrics["p50_ms"] <= metrics["p99_ms"]
+    assert by_workload["rss"]["metrics"]["peak_rss_mib"] > 0
+
+    # run.py tears its own mounts and the slow origin down (the fixture checks again).
+    assert not attached(bench_dir), attached(bench_dir)
+
+    doc = tmp_path / "report.md"
+    report = subprocess.run(
+        [sys.executable, str(HERE / "report.py"), str(results), "--doc", str(doc), "--no-chart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert report.returncode == 0, report.stderr
+    text = doc.read_text()
+    assert "<!-- bench:start -->" in text and "<!-- bench:end -->" in text
+    assert "p50 ≤ 0.3 ms" in text

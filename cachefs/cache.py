@@ -28,9 +28,10 @@ from .tiers import RamTier
 
 log = logging.getLogger(__name__)
 
-# Chunks waiting to be written to a disk tier. They are mostly the same bytes
-# objects the RAM tier holds, so the queue costs little memory of its own.
-STORE_QUEUE = 256
+# Chunks waiting to be written to a disk tier. Mostly the same bytes objects
+# the RAM tier holds; those RAM has already evicted are extra memory, so the
+# queue stays short (fillers wait up to STORE_WAIT for room).
+STORE_QUEUE = 64
 STORE_WORKERS = 2
 STORE_WAIT = 0.25  # seconds a filler may wait for room in the store queue
 # A sequential reader gets this much read ahead (in whole chunks, at most 8).
@@ -72,6 +73,14 @@ class _Flight:
     error: OSError | None = None
 
 
+@dataclass
+class _ReadAhead:
+    """One sequential reader's read-ahead: fill chunks [next, until)."""
+
+    next: int
+    until: int
+
+
 @dataclass(frozen=True)
 class _Store:
     key: ChunkKey
@@ -99,6 +108,7 @@ class ChunkCache:
         self._pending_stores = 0
         self._nursery: trio.Nursery | None = None
         self._indexes_loaded = {name: trio.Event() for name in self.disks}
+        self._streams: dict[int, _ReadAhead] = {}  # id(source) -> its read-ahead
 
     # -- background work ------------------------------------------------------------
 
@@ -229,22 +239,56 @@ class ChunkCache:
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _read_ahead(self, source: ChunkSource, first: int) -> None:
+        """Extend this reader's read-ahead window; start its filler if it is idle."""
         if self._nursery is None:
             return
         count = max(1, min(READ_AHEAD_MAX_CHUNKS, READ_AHEAD_BYTES // source.chunk_size))
         last = min(first + count, -(-source.version.size // source.chunk_size))
-        for index in range(first, last):
-            key = ChunkKey(source.version, source.chunk_size, index)
-            if key not in self.ram and key not in self._inflight:
-                self._nursery.start_soon(self._fill_quietly, source, key)
+        stream = self._streams.get(id(source))
+        if stream is None:
+            stream = self._streams[id(source)] = _ReadAhead(first, last)
+            self._nursery.start_soon(self._run_read_ahead, source, stream)
+        else:
+            stream.next = max(stream.next, first)  # the reader may have overtaken it
+            stream.until = max(stream.until, last)
 
-    async def _fill_quietly(self, source: ChunkSource, key: ChunkKey) -> None:
+    async def _run_read_ahead(self, source: ChunkSource, stream: _ReadAhead) -> None:
+        """Fill a reader's window in order.
+
+        Chunks a disk tier holds are filled in parallel (a local disk serves
+        them fast); chunks that need the origin are fetched one after the
+        other, in file order, because interleaved requests make a disk or NAS
+        origin seek between them.
+        """
+        try:
+            while stream.next < stream.until:
+                key = ChunkKey(source.version, source.chunk_size, stream.next)
+                stream.next += 1
+                if key in self.ram:
+                    continue
+                flight = self._inflight.get(key)
+                if flight is not None:
+                    await flight.done.wait()
+                elif any(tier.known_to_hold(key) for tier in self.disks.values()):
+                    self._nursery_or_fail().start_soon(self._fill_quietly, source, key)
+                elif not await self._fill_quietly(source, key):
+                    break
+        finally:
+            del self._streams[id(source)]
+
+    def _nursery_or_fail(self) -> trio.Nursery:
+        assert self._nursery is not None
+        return self._nursery
+
+    async def _fill_quietly(self, source: ChunkSource, key: ChunkKey) -> bool:
         if key in self.ram or key in self._inflight:
-            return
+            return True
         try:
             await self._fill(source, key)
+            return True
         except OSError as exc:  # the reader will meet the error itself, if it comes
             log.debug("read-ahead of %s failed: %s", key, exc)
+            return False
 
     async def chunk(self, source: ChunkSource, key: ChunkKey) -> bytes:
         data = self.ram.get(key)

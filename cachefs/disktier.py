@@ -127,6 +127,14 @@ class DiskTier:
         name = digest.hex()
         return self.path / "chunks" / name[:2] / name
 
+    def known_to_hold(self, key: ChunkKey) -> bool:
+        """From the index alone (no I/O: safe on the trio thread); False until it loads."""
+        if not self.ready.is_set():
+            return False
+        # No lock: a dict lookup is atomic under the GIL, and the trio thread
+        # must not wait while a worker holds the lock for an eviction sort.
+        return key.digest(self.namespace) in self._sizes
+
     def contains(self, key: ChunkKey) -> bool:
         digest = key.digest(self.namespace)
         if self.ready.is_set():
