@@ -108,18 +108,16 @@ def make_origin(origin: Path) -> dict[str, int]:
     return sizes
 
 
+def redis_options(server: RedisServer) -> list[str]:
+    """Stats into the test's Redis, flushed every second."""
+    return ["stats.backend=redis", f"stats.redis_url={server.url}", "monitoring.stats_interval=1s"]
+
+
 def test_redis_holds_the_expected_counts(
     origin: Path, mount_factory: MountFactory, redis_server: RedisServer
 ) -> None:
     sizes = make_origin(origin)
-    mounted = mount_factory(
-        origin,
-        [
-            "stats.backend=redis",
-            f"stats.redis_url={redis_server.url}",
-            "monitoring.stats_interval=1s",
-        ],
-    )
+    mounted = mount_factory(origin, redis_options(redis_server))
     read_files(mounted.mnt, list(sizes), times=2)
     mount_factory.unmount(mounted)  # the last flush happens at unmount
     r = redis_server.client()
@@ -169,14 +167,7 @@ def test_reads_go_on_while_redis_is_down_and_counts_catch_up(
     origin: Path, mount_factory: MountFactory, redis_server: RedisServer
 ) -> None:
     sizes = make_origin(origin)
-    mounted = mount_factory(
-        origin,
-        [
-            "stats.backend=redis",
-            f"stats.redis_url={redis_server.url}",
-            "monitoring.stats_interval=1s",
-        ],
-    )
+    mounted = mount_factory(origin, redis_options(redis_server))
     read_files(mounted.mnt, list(sizes), times=1)
     r = redis_server.client()
     prefix = mount_prefix(str(mounted.mnt))
