@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
 
-from .chunks import ChunkKey, chunk_range
+from .chunks import ChunkKey, chunk_count, chunk_range, file_chunk_keys
 from .config import ContentTypeConfig
 from .disktier import DiskTier
 from .origin import FileVersion
@@ -195,9 +194,7 @@ class ChunkCache:
 
     async def forget_version(self, version: FileVersion, chunk_size: int) -> None:
         """Delete every disk chunk of a file version that can no longer be read."""
-        keys = [
-            ChunkKey(version, chunk_size, i) for i in range(math.ceil(version.size / chunk_size))
-        ]
+        keys = file_chunk_keys(version, chunk_size)
         for tier in self.disks.values():
             await trio.to_thread.run_sync(tier.discard, keys, limiter=self._disk_limiter)
 
@@ -243,7 +240,7 @@ class ChunkCache:
         if self._nursery is None:
             return
         count = max(1, min(READ_AHEAD_MAX_CHUNKS, READ_AHEAD_BYTES // source.chunk_size))
-        last = min(first + count, -(-source.version.size // source.chunk_size))
+        last = min(first + count, chunk_count(source.version.size, source.chunk_size))
         stream = self._streams.get(id(source))
         if stream is None:
             stream = self._streams[id(source)] = _ReadAhead(first, last)

@@ -55,6 +55,16 @@ class ChunkKey:
         return hashlib.blake2b(fields, digest_size=16, key=namespace).digest()
 
 
+def chunk_count(size: int, chunk_size: int) -> int:
+    """How many chunks a file of *size* bytes has."""
+    return -(-size // chunk_size)
+
+
+def file_chunk_keys(version: FileVersion, chunk_size: int) -> list[ChunkKey]:
+    """The keys of every chunk of one file version."""
+    return [ChunkKey(version, chunk_size, i) for i in range(chunk_count(version.size, chunk_size))]
+
+
 def chunk_range(offset: int, size: int, chunk_size: int) -> range:
     """Indices of the chunks covering ``[offset, offset + size)``."""
     if size <= 0:

@@ -138,8 +138,7 @@ class DiskTier:
     def contains(self, key: ChunkKey) -> bool:
         digest = key.digest(self.namespace)
         if self.ready.is_set():
-            with self._lock:
-                return digest in self._sizes
+            return self.contains_digest(digest)
         return self.chunk_path(digest).exists()
 
     def get(self, key: ChunkKey) -> bytes | None:
@@ -190,10 +189,7 @@ class DiskTier:
 
     def _indexed_or_unknown(self, digest: bytes) -> bool:
         """False only when the loaded index says the chunk is not here."""
-        if not self.ready.is_set():
-            return True
-        with self._lock:
-            return digest in self._sizes
+        return not self.ready.is_set() or self.contains_digest(digest)
 
     def _read_blob(self, digest: bytes, check_index: bool = True) -> bytes | None:
         if check_index and not self._indexed_or_unknown(digest):

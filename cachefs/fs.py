@@ -24,14 +24,14 @@ from pyfuse3 import FUSEError
 
 from . import xattrs
 from .cache import ChunkCache
-from .chunks import ChunkKey, origin_namespace
+from .chunks import ChunkKey, file_chunk_keys, origin_namespace
 from .config import Config, ContentTypeConfig
 from .disktier import DiskTier
 from .inodes import ROOT_INODE, InodeTable
 from .origin import RENAME_EXCHANGE, FileVersion, Origin, open_flags_for_origin
 from .pins import PinTable
 from .rules import ContentTypeResolver
-from .stats import EmbeddedBackend, Stats, StatsBackend
+from .stats import Stats, StatsBackend
 from .tiers import RamTier
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class DirHandle:
 class CacheFS(pyfuse3.Operations):
     supports_dot_lookup = False  # no NFS export, so the kernel never asks for . and ..
 
-    def __init__(self, origin: Origin, cfg: Config) -> None:
+    def __init__(self, origin: Origin, cfg: Config, stats_backend: StatsBackend) -> None:
         super().__init__()
         self.origin = origin
         self.cfg = cfg
@@ -130,9 +130,7 @@ class CacheFS(pyfuse3.Operations):
         self.cache = ChunkCache(self.ram, self.disks, self.stats, self._limiter, self._disk_limiter)
         self._nursery: trio.Nursery | None = None
         self.pins = PinTable(self.disks["ssd"].path / "pins.json")
-        self.stats_backend: StatsBackend = EmbeddedBackend(
-            self.disks["ssd"].path / "stats.json", cfg.monitoring.max_stats_age
-        )
+        self.stats_backend = stats_backend
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, DirHandle] = {}
         self._states: dict[int, FileState] = {}
@@ -204,8 +202,7 @@ class CacheFS(pyfuse3.Operations):
 
     def _pin_on_disks(self, version: FileVersion, chunk_size: int, tier: str | None) -> None:
         """Blocking: move a file's disk chunks into its pinned tier and mark them."""
-        count = -(-version.size // chunk_size)
-        keys = [ChunkKey(version, chunk_size, i) for i in range(count)]
+        keys = file_chunk_keys(version, chunk_size)
         target = self.disks.get(tier or "")
         for name, disk in self.disks.items():
             digests = [k.digest(disk.namespace) for k in keys]

@@ -230,24 +230,26 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
     setup_logging(opts, foreground)
     os.umask(0)  # modes from the kernel already have the caller's umask applied
     mountpoint = os.path.realpath(mountpoint)  # before mounting: afterwards it stats the mount
-    source = Origin(origin)
-    fs = CacheFS(source, cfg)
+    ssd_dir = cfg.tiers["ssd"].path
+    assert ssd_dir is not None  # config gives every disk tier a path
     try:
-        fs.open_tiers()
-    except (OSError, TierInUse) as exc:
-        raise MountError(f"cache tier: {exc} (nothing mounted)") from None
-    try:
-        fs.stats_backend = open_backend(
+        stats_backend = open_backend(
             cfg.stats.backend,
             cfg.stats.redis_url,
             cfg.monitoring.max_stats_age,
             mountpoint,
-            fs.disks["ssd"].path,
+            ssd_dir,
             cfg.stats.redis_password_file,
         )
     except StatsUnavailable as exc:
-        fs.close()
         raise MountError(f"{exc} (nothing mounted)") from None
+    source = Origin(origin)
+    fs = CacheFS(source, cfg, stats_backend)
+    try:
+        fs.open_tiers()
+    except (OSError, TierInUse) as exc:
+        fs.close()
+        raise MountError(f"cache tier: {exc} (nothing mounted)") from None
     try:
         pyfuse3.init(fs, mountpoint, fuse_options(opts, source.root))
     except RuntimeError as exc:

@@ -17,7 +17,7 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from .chunks import ChunkKey
+from .chunks import ChunkKey, file_chunk_keys
 from .inodes import ROOT_INODE
 from .origin import FileVersion
 from .pins import PIN_TIERS
@@ -85,7 +85,7 @@ async def residency(fs: CacheFS, inode: int) -> dict[str, int]:
     """How many of a file's chunks each tier holds (current version only)."""
     version = await _current_version(fs, inode)
     chunk_size = fs.policy_for(fs._path(inode)).chunk_size
-    keys = [ChunkKey(version, chunk_size, i) for i in range(-(-version.size // chunk_size))]
+    keys = file_chunk_keys(version, chunk_size)
     in_ram = {key for key in keys if key in fs.ram}
 
     def on_disks() -> dict[str, set[ChunkKey]]:
