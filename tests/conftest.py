@@ -47,6 +47,11 @@ def cachefs_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "cachefs.cli", *args]
 
 
+def run_cachefs(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the cachefs command to completion, output captured as text."""
+    return subprocess.run(cachefs_command(*args), capture_output=True, text=True, timeout=60)
+
+
 def wait_for_mount(mnt: Path, proc: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + MOUNT_TIMEOUT
     while time.monotonic() < deadline:

@@ -10,11 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Mounted, MountFactory, cachefs_command, unmount
-
-
-def run_cachefs(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cachefs_command(*args), capture_output=True, text=True, timeout=60)
+from .conftest import Mounted, MountFactory, run_cachefs, unmount
 
 
 def tier_options(tmp_path: Path) -> str:

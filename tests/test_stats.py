@@ -16,7 +16,7 @@ import redis
 
 from cachefs.stats import Batch, FileDelta, Stats, mount_prefix
 
-from .conftest import Mounted, MountFactory, cachefs_command
+from .conftest import Mounted, MountFactory, run_cachefs
 
 MiB = 1024 * 1024
 
@@ -189,19 +189,19 @@ def test_reads_go_on_while_redis_is_down_and_counts_catch_up(
     assert "unavailable" in mounted.log() and "is back" in mounted.log()
 
 
-def test_backend_redis_refuses_to_mount_without_redis(tmp_path: Path, origin: Path) -> None:
-    mnt = tmp_path / "mnt"
+def mount_requiring_redis(origin: Path, mnt: Path, port: int) -> subprocess.CompletedProcess[str]:
+    """``cachefs mount`` with stats.backend=redis on *port*, tier dirs beside *mnt*."""
     mnt.mkdir()
     opts = (
-        f"stats.backend=redis,stats.redis_url=redis://127.0.0.1:{free_port()}/0,"
-        f"tiers.ssd.path={tmp_path}/ssd,tiers.hdd.path={tmp_path}/hdd"
+        f"stats.backend=redis,stats.redis_url=redis://127.0.0.1:{port}/0,"
+        f"tiers.ssd.path={mnt}.ssd,tiers.hdd.path={mnt}.hdd"
     )
-    result = subprocess.run(
-        cachefs_command("mount", str(origin), str(mnt), "-o", opts),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cachefs("mount", str(origin), str(mnt), "-o", opts)
+
+
+def test_backend_redis_refuses_to_mount_without_redis(tmp_path: Path, origin: Path) -> None:
+    mnt = tmp_path / "mnt"
+    result = mount_requiring_redis(origin, mnt, free_port())
     assert result.returncode == 1
     assert "does not answer" in result.stderr and "nothing mounted" in result.stderr
     assert not os.path.ismount(mnt)
@@ -267,18 +267,7 @@ def test_redis_password_from_a_file(
         client = redis.Redis(host="127.0.0.1", port=port, password="s3cret")
         prefix = mount_prefix(str(mounted.mnt))
         assert int(client.hget(f"{prefix}file:f.bin", "access_count")) == 1
-        mnt = tmp_path / "again"
-        mnt.mkdir()
-        opts = (
-            f"stats.backend=redis,stats.redis_url=redis://127.0.0.1:{port}/0,"
-            f"tiers.ssd.path={tmp_path}/s2,tiers.hdd.path={tmp_path}/h2"
-        )
-        refused = subprocess.run(
-            cachefs_command("mount", str(origin), str(mnt), "-o", opts),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        refused = mount_requiring_redis(origin, tmp_path / "again", port)  # no password
         assert refused.returncode == 1 and "does not answer" in refused.stderr
     finally:
         server.kill()
