@@ -28,12 +28,15 @@ __all__ = [
     "EVICTION_POLICIES",
     "STATS_BACKENDS",
     "TIER_NAMES",
+    "WATCH_MODES",
     "Config",
     "ConfigError",
     "ContentTypeConfig",
     "FrozenMap",
+    "MetadataConfig",
     "MonitoringConfig",
     "MountConfig",
+    "OriginConfig",
     "PredictionConfig",
     "Rule",
     "StatsConfig",
@@ -61,6 +64,9 @@ CONTENT_TYPES = ("media", "metadata", "thumbnail", "config", "user_data")
 EVICTION_POLICIES = ("lru", "lfu", "weight")
 STATS_BACKENDS = ("auto", "redis", "embedded")
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+# How changes made directly on the origin are noticed: auto = inotify on a local
+# file system, poll on a network/FUSE one (whose remote changes raise no events).
+WATCH_MODES = ("auto", "inotify", "poll", "off")
 
 MIN_CHUNK_SIZE = 4 * KiB
 MAX_CHUNK_SIZE = 64 * MiB
@@ -293,6 +299,24 @@ class MountConfig:
 
 
 @dataclass(frozen=True)
+class MetadataConfig:
+    # seconds; attributes/listings confirmed this recently are served from the
+    # cache; 0 = always ask the origin
+    revalidate_after: float
+    watch: str  # one of WATCH_MODES
+    poll_window: float  # seconds; directories read within this window are polled for changes
+    poll_budget: int  # directory re-listings per second the poller may spend (I/O budget), >= 1
+    max_entries: int  # attributes kept in memory and in the store (bounded), >= 1000
+    persist: bool  # keep the metadata store (SQLite, WAL) in the SSD tier directory
+
+
+@dataclass(frozen=True)
+class OriginConfig:
+    timeout: float  # seconds; an origin operation slower than this marks the origin offline
+    probe_interval: float  # seconds between checks of an offline origin
+
+
+@dataclass(frozen=True)
 class Config:
     tiers: Mapping[str, TierConfig]  # always all of TIER_NAMES
     content_types: Mapping[str, ContentTypeConfig]  # always all of CONTENT_TYPES
@@ -301,6 +325,8 @@ class Config:
     monitoring: MonitoringConfig
     stats: StatsConfig
     mount: MountConfig
+    metadata: MetadataConfig
+    origin: OriginConfig
     # Where it came from is not part of its value: a round-trip through TOML is equal.
     source: str | None = field(default=None, compare=False)
 
@@ -333,6 +359,8 @@ def default_config() -> Config:
         monitoring=MonitoringConfig(5 * MINUTE, HOUR, DAY),
         stats=StatsConfig("auto", "redis://localhost:6379/11"),
         mount=MountConfig(1.0, 1.0, 16, MiB),
+        metadata=MetadataConfig(1.0, "auto", 10 * MINUTE, 20, 500_000, True),
+        origin=OriginConfig(5.0, 2.0),
         source=None,
     )
 
@@ -378,6 +406,13 @@ def _duration_at_least(low: float) -> Check:
 def _between(low: float, high: float) -> Check:
     def check(v: float) -> str | None:
         return None if low <= v <= high else f"must be between {low} and {high}, got {v}"
+
+    return check
+
+
+def _int_at_least(low: int) -> Check:
+    def check(v: int) -> str | None:
+        return None if v >= low else f"must be at least {low}, got {v}"
 
     return check
 
@@ -446,6 +481,18 @@ _SCHEMA: dict[str, _Node] = {
         "entry_timeout": _Field("duration"),
         "max_threads": _Field("int", _between(1, 1024)),
         "read_ahead": _Field("size"),
+    },
+    "metadata": {
+        "revalidate_after": _Field("duration"),  # 0 allowed: always ask the origin
+        "watch": _Field("str", choices=WATCH_MODES, what="watch mode"),
+        "poll_window": _Field("duration", _check_positive_duration),  # watch = "off" stops polling
+        "poll_budget": _Field("int", _int_at_least(1)),
+        "max_entries": _Field("int", _int_at_least(1000)),
+        "persist": _Field("bool"),
+    },
+    "origin": {
+        "timeout": _Field("duration", _check_positive_duration),
+        "probe_interval": _Field("duration", _check_positive_duration),
     },
 }
 _TABLE_NOUNS: dict[KeyPath, str] = {("tiers",): "tier", ("content_types",): "content type"}
@@ -909,6 +956,8 @@ class _Loader:
             monitoring=section(MonitoringConfig, ("monitoring",)),
             stats=section(StatsConfig, ("stats",)),
             mount=section(MountConfig, ("mount",)),
+            metadata=section(MetadataConfig, ("metadata",)),
+            origin=section(OriginConfig, ("origin",)),
             source=source,
         )
         self.check_tier_paths(cfg)

@@ -15,11 +15,14 @@ from cachefs.config import (
     CONTENT_TYPES,
     EVICTION_POLICIES,
     TIER_NAMES,
+    WATCH_MODES,
     Config,
     ConfigError,
     ContentTypeConfig,
+    MetadataConfig,
     MonitoringConfig,
     MountConfig,
+    OriginConfig,
     PredictionConfig,
     Rule,
     StatsConfig,
@@ -57,6 +60,7 @@ def test_constants() -> None:
     assert TIER_NAMES == ("ram", "ssd", "hdd")
     assert CONTENT_TYPES == ("media", "metadata", "thumbnail", "config", "user_data")
     assert EVICTION_POLICIES == ("lru", "lfu", "weight")
+    assert WATCH_MODES == ("auto", "inotify", "poll", "off")
     assert ConfigError.exit_code == 2
 
 
@@ -93,6 +97,8 @@ def test_default_other_sections() -> None:
     assert cfg.monitoring == MonitoringConfig(300.0, 3600.0, 86400.0)
     assert cfg.stats == StatsConfig("auto", "redis://localhost:6379/11")
     assert cfg.mount == MountConfig(1.0, 1.0, 16, MiB)
+    assert cfg.metadata == MetadataConfig(1.0, "auto", 600.0, 20, 500_000, True)
+    assert cfg.origin == OriginConfig(5.0, 2.0)
     assert cfg.source is None
 
 
@@ -324,6 +330,41 @@ def test_dotted_keys_and_inline_tables(tmp_path: Path) -> None:
     assert cfg.rules == (Rule("*.iso", "media"),)
 
 
+def test_metadata_and_origin_sections(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[metadata]
+revalidate_after = "250ms"
+watch = "poll"
+poll_window = "1h"
+poll_budget = 5
+max_entries = 1000
+persist = false
+
+[origin]
+timeout = 10
+probe_interval = "500ms"
+""",
+    )
+    cfg = load_config(path)
+    assert cfg.metadata == MetadataConfig(0.25, "poll", 3600.0, 5, 1000, False)
+    assert cfg.origin == OriginConfig(10.0, 0.5)
+    assert cfg.mount == default_config().mount
+
+
+@pytest.mark.parametrize("mode", WATCH_MODES)
+def test_every_watch_mode_is_accepted(tmp_path: Path, mode: str) -> None:
+    path = write(tmp_path, f'[metadata]\nwatch = "{mode}"\n')
+    assert load_config(path).metadata.watch == mode
+
+
+def test_revalidate_after_zero_means_always_ask(tmp_path: Path) -> None:
+    path = write(tmp_path, '[metadata]\nrevalidate_after = "0s"\n')
+    assert load_config(path).metadata.revalidate_after == 0.0
+    assert load_config(None, {"metadata.revalidate_after": "0"}).metadata.revalidate_after == 0.0
+
+
 def test_relative_tier_path_resolves_next_to_config(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
     path = write(tmp_path, '[tiers.ssd]\npath = "../cache/ssd"\n', "etc/cachefs.toml")
@@ -440,6 +481,53 @@ def test_bad_stats_backend_and_redis_url(tmp_path: Path) -> None:
     assert f"{name}:2: stats.backend: invalid stats backend 'memcached'" in msg
     msg, name = load_error(tmp_path, '[stats]\nredis_url = "http://localhost"\n')
     assert f"{name}:2: stats.redis_url: invalid Redis URL" in msg
+
+
+def test_bad_watch_mode(tmp_path: Path) -> None:
+    msg, name = load_error(tmp_path, '[metadata]\npersist = true\nwatch = "fanotify"\n')
+    assert msg == (
+        f"{name}:3: metadata.watch: invalid watch mode 'fanotify' "
+        "(expected one of: auto, inotify, poll, off)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("revalidate_after = -1", "metadata.revalidate_after: invalid duration -1"),
+        ('revalidate_after = "-1s"', "metadata.revalidate_after: invalid duration '-1s'"),
+        ("revalidate_after = true", "metadata.revalidate_after: expected a duration"),
+        ('poll_window = "0s"', "metadata.poll_window: must be greater than 0"),
+        ("poll_budget = 0", "metadata.poll_budget: must be at least 1, got 0"),
+        ('poll_budget = "20"', "metadata.poll_budget: expected an integer, got string '20'"),
+        ("max_entries = 999", "metadata.max_entries: must be at least 1000, got 999"),
+        ('persist = "yes"', "metadata.persist: expected true or false"),
+    ],
+)
+def test_bad_metadata_values(tmp_path: Path, line: str, problem: str) -> None:
+    msg, name = load_error(tmp_path, f"# cache of attributes\n[metadata]\n{line}\n")
+    assert msg.startswith(f"{name}:3: {problem}")
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("timeout = 0", "origin.timeout: must be greater than 0"),
+        ('timeout = "0ms"', "origin.timeout: must be greater than 0"),
+        ('timeout = "slow"', "origin.timeout: invalid duration 'slow'"),
+        ("probe_interval = 0", "origin.probe_interval: must be greater than 0"),
+        ("probe_interval = -2", "origin.probe_interval: invalid duration -2"),
+    ],
+)
+def test_bad_origin_values(tmp_path: Path, line: str, problem: str) -> None:
+    msg, name = load_error(tmp_path, f"[origin]\n\n{line}\n")
+    assert msg.startswith(f"{name}:3: {problem}")
+
+
+def test_unknown_metadata_key_suggests(tmp_path: Path) -> None:
+    msg, name = load_error(tmp_path, "[metadata]\nrevalidate = 1\n")
+    assert f"{name}:2: metadata.revalidate: unknown key 'revalidate'" in msg
+    assert "did you mean 'revalidate_after'?" in msg
 
 
 @pytest.mark.parametrize("url", ["redis://h:1/0", "rediss://h/1", "unix:///run/redis.sock"])
@@ -566,6 +654,25 @@ def test_overrides_coerce_and_beat_the_file(tmp_path: Path) -> None:
     assert cfg.mount.max_threads == 8
 
 
+def test_overrides_of_metadata_and_origin(tmp_path: Path) -> None:
+    path = write(tmp_path, '[metadata]\nwatch = "inotify"\n[origin]\ntimeout = "30s"\n')
+    cfg = load_config(
+        path,
+        {
+            "metadata.watch": "poll",
+            "metadata.revalidate_after": "2.5s",
+            "metadata.poll_window": "1h30m",
+            "metadata.poll_budget": "100",
+            "metadata.max_entries": "2000000",
+            "metadata.persist": "no",
+            "origin.timeout": "250ms",
+            "origin.probe_interval": "10",
+        },
+    )
+    assert cfg.metadata == MetadataConfig(2.5, "poll", 5400.0, 100, 2_000_000, False)
+    assert cfg.origin == OriginConfig(0.25, 10.0)
+
+
 @pytest.mark.parametrize(
     ("word", "value"),
     [
@@ -600,6 +707,14 @@ def test_override_relative_path_uses_cwd(tmp_path: Path, monkeypatch: pytest.Mon
         ("content_types.media.compression", "maybe", "invalid boolean 'maybe'"),
         ("content_types.media.default_tier", "nvme", "invalid tier name 'nvme'"),
         ("tiers.ssd.eviction", "fifo", "invalid eviction policy 'fifo'"),
+        ("metadata.watch", "fanotify", "metadata.watch: invalid watch mode 'fanotify'"),
+        ("metadata.revalidate_after", "-1s", "metadata.revalidate_after: invalid duration"),
+        ("metadata.max_entries", "10", "metadata.max_entries: must be at least 1000"),
+        ("metadata.poll_budget", "lots", "metadata.poll_budget: invalid integer 'lots'"),
+        ("origin.timeout", "0", "origin.timeout: must be greater than 0"),
+        ("origin.probe_interval", "0ms", "origin.probe_interval: must be greater than 0"),
+        ("origin.retries", "3", "origin.retries: unknown key 'retries'"),
+        ("origin", "5s", "is a table"),
         ("tiers.ram.max_sise", "1GiB", "tiers.ram.max_sise: unknown key 'max_sise'"),
         ("tiers.nvme.max_size", "1GiB", "tiers.nvme: unknown tier 'nvme'"),
         ("verbose", "1", "verbose: unknown key 'verbose'"),
@@ -635,6 +750,9 @@ def test_round_trip_default(tmp_path: Path) -> None:
     assert 'max_size = "512MiB"' in text
     assert 'ttl = "1h"' in text
     assert 'ttl = "7d"' in text
+    assert '[metadata]\nrevalidate_after = "1s"\nwatch = "auto"\npoll_window = "10m"\n' in text
+    assert "poll_budget = 20\nmax_entries = 500000\npersist = true\n" in text
+    assert '[origin]\ntimeout = "5s"\nprobe_interval = "2s"\n' in text
     cfg = load_config(write(tmp_path, text))
     assert cfg == default_config()
 
@@ -661,6 +779,8 @@ def test_round_trip_customised(tmp_path: Path) -> None:
         monitoring=MonitoringConfig(1.0, 93784.005, 1.5),
         stats=StatsConfig("redis", "rediss://user:p#ss@host:6380/2"),
         mount=MountConfig(0.0, 0.1, 1, 0),
+        metadata=MetadataConfig(0.0, "off", 0.001, 1, 1000, False),
+        origin=OriginConfig(1e-4, 93784.005),
     )
     text = config_to_toml(custom)
     cfg = load_config(write(tmp_path, text))
@@ -672,7 +792,15 @@ def test_round_trip_of_loaded_file_with_overrides(tmp_path: Path) -> None:
     path = write(
         tmp_path, '[tiers.ssd]\npath = "rel/ssd"\n[[rules]]\nglob = "a/**"\ntype = "media"\n'
     )
-    cfg = load_config(path, {"mount.attr_timeout": "2.5s", "tiers.ram.ttl": "90m"})
+    cfg = load_config(
+        path,
+        {
+            "mount.attr_timeout": "2.5s",
+            "tiers.ram.ttl": "90m",
+            "metadata.watch": "inotify",
+            "origin.timeout": "250ms",
+        },
+    )
     again = load_config(write(tmp_path, config_to_toml(cfg), "effective.toml"))
     assert again == cfg
     assert again.source != cfg.source  # where it came from is not part of equality
