@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,42 @@ async def clean_once(fs: CacheFS) -> None:
         await trio.to_thread.run_sync(tier.save_index)
     if expired:
         log.info("janitor: %d chunks expired", expired)
+
+
+class MetadataSaver:
+    """Writes the metadata cache's journal to its store, about once a second.
+
+    Off the hot path: handlers only touch memory. A failing store (disk full)
+    costs persistence, never a request; it is logged once per outage.
+    """
+
+    INTERVAL = 1.0
+
+    def __init__(self, fs: CacheFS) -> None:
+        self.fs = fs
+        self._failing = False
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self.INTERVAL)
+            await self.save_once()
+
+    async def save_once(self) -> None:
+        meta, store = self.fs.meta, self.fs.meta_store
+        meta.trim()
+        journal = meta.journal.take()
+        if store is None or not len(journal):
+            return
+        try:
+            await trio.to_thread.run_sync(store.write, journal)
+        except (sqlite3.Error, OSError) as exc:
+            if not self._failing:
+                log.warning("metadata store: cannot write (%s); the cache keeps working", exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("metadata store: writing again")
+        self._failing = False
 
 
 class Flusher:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -26,6 +26,9 @@ from .stats import Stats
 from .tiers import RamTier
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+OriginCall = Callable[..., Awaitable[Any]]
 
 # Chunks waiting to be written to a disk tier. Mostly the same bytes objects
 # the RAM tier holds; those RAM has already evicted are extra memory, so the
@@ -96,11 +99,15 @@ class ChunkCache:
         stats: Stats,
         origin_limiter: trio.CapacityLimiter,
         disk_limiter: trio.CapacityLimiter,
+        origin_call: OriginCall | None = None,
     ) -> None:
         self.ram = ram
         self.disks = dict(disks)  # fastest first
         self.stats = stats
         self._origin_limiter = origin_limiter
+        # How a blocking origin fetch is run: the filesystem passes its outage
+        # monitor (timeouts, fail fast while offline); plain worker threads otherwise.
+        self._origin_call = origin_call or self._in_thread
         self._disk_limiter = disk_limiter
         self._inflight: dict[ChunkKey, _Flight] = {}
         self._store_queue: trio.MemorySendChannel[_Store] | None = None
@@ -337,11 +344,12 @@ class ChunkCache:
                 return data
         return None
 
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._origin_limiter)
+
     async def _from_origin(self, source: ChunkSource, key: ChunkKey) -> bytes:
         generation = source.write_generation
-        data, current = await trio.to_thread.run_sync(
-            source.fetch, key, limiter=self._origin_limiter
-        )
+        data, current = await self._origin_call(source.fetch, key)
         self.stats.add("origin_bytes_read", len(data))
         self.stats.add("origin_reads")
         complete = len(data) == key.expected_length

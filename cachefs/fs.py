@@ -1,7 +1,11 @@
-"""FUSE operations: metadata passes through to the origin, reads go through the cache.
+"""FUSE operations: metadata from the metadata cache, reads through the chunk cache.
 
 Every handler is async; origin I/O runs in worker threads behind one
-``trio.CapacityLimiter`` so a slow origin never blocks the trio loop.
+``trio.CapacityLimiter``, through the outage monitor (health.py), so a slow
+origin never blocks the trio loop and a dead one is noticed. Lookups, getattr,
+readdir and read-only opens are answered from the metadata cache while its
+entries are fresh (metadata.py); changes go to the origin first, then update
+the cache.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import itertools
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -24,17 +29,32 @@ from pyfuse3 import FUSEError
 
 from . import xattrs
 from .cache import ChunkCache
+from .changes import ChangeDetector
 from .chunks import ChunkKey, file_chunk_keys, origin_namespace
 from .config import Config, ContentTypeConfig
 from .disktier import DiskTier
+from .health import OriginMonitor, OriginOffline
 from .inodes import ROOT_INODE, InodeTable
-from .origin import RENAME_EXCHANGE, FileVersion, Origin, open_flags_for_origin
+from .metadata import MetadataCache, StatInfo, join, split
+from .metastore import MetadataStore
+from .origin import (
+    RENAME_EXCHANGE,
+    FileVersion,
+    Origin,
+    is_mountpoint,
+    open_flags_for_origin,
+)
 from .pins import PinTable
 from .rules import ContentTypeResolver
 from .stats import Stats, StatsBackend
 from .tiers import RamTier
 
 log = logging.getLogger(__name__)
+
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
+# Our own changes make the origin's watch report them too; the kernel needs no
+# notice of those (it saw the change itself).
+OWN_CHANGE_SECONDS = 2.0
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -73,15 +93,31 @@ class FileState:
 
 @dataclass
 class OpenFile:
-    """One open file handle: an origin fd plus what the read path needs."""
+    """One open file handle: an origin fd plus what the read path needs.
 
-    fd: int
+    A read-only handle opened from fresh cached metadata has no origin fd
+    until a read misses every tier (*reopen* makes it): opening a cached
+    file costs the origin nothing.
+    """
+
+    fd: int | None
     inode: int
     state: FileState
     policy: ContentTypeConfig
     relpath: str  # origin-relative path at open time, for per-file stats
     pin: str | None = None  # the tier a pin keeps this file in (pins.py)
     next_offset: int = 0  # where a sequential reader reads next
+    writable: bool = False
+    reopen: Callable[[], int] | None = None  # blocking: opens the origin file read-only
+    fd_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def origin_fd(self) -> int:
+        """Blocking: the origin fd, opened now if this handle was opened lazily."""
+        with self.fd_lock:
+            if self.fd is None:
+                assert self.reopen is not None
+                self.fd = self.reopen()
+            return self.fd
 
     @property
     def version(self) -> FileVersion:
@@ -97,14 +133,15 @@ class OpenFile:
         return self.state.write_generation
 
     def fetch(self, key: ChunkKey) -> tuple[bytes, bool]:
-        data = os.pread(self.fd, key.expected_length, key.offset)
-        return data, FileVersion.of(os.fstat(self.fd)) == key.version
+        fd = self.origin_fd()
+        data = os.pread(fd, key.expected_length, key.offset)
+        return data, FileVersion.of(os.fstat(fd)) == key.version
 
 
 @dataclass
 class DirHandle:
     inode: int
-    entries: list[tuple[bytes, os.stat_result]] | None = None
+    entries: list[tuple[bytes, StatInfo]] | None = None
 
 
 class CacheFS(pyfuse3.Operations):
@@ -114,7 +151,13 @@ class CacheFS(pyfuse3.Operations):
         super().__init__()
         self.origin = origin
         self.cfg = cfg
-        self.inodes = InodeTable(os.fstat(origin.root_fd).st_ino)
+        self.inodes = InodeTable(origin.root_ino)
+        self.monitor = OriginMonitor(origin, cfg.origin.timeout, cfg.origin.probe_interval)
+        self.meta = MetadataCache(cfg.metadata.revalidate_after, cfg.metadata.max_entries)
+        self.meta_store: MetadataStore | None = None
+        # The kernel may keep attributes and names no longer than we would trust them.
+        self.attr_timeout = min(cfg.mount.attr_timeout, cfg.metadata.revalidate_after)
+        self.entry_timeout = min(cfg.mount.entry_timeout, cfg.metadata.revalidate_after)
         self.resolver = ContentTypeResolver(cfg)
         self.stats = Stats()
         self.ram = RamTier(cfg.tiers["ram"].max_size, cfg.tiers["ram"].scan_resistant)
@@ -127,7 +170,19 @@ class CacheFS(pyfuse3.Operations):
         self.disks["ssd"].demote_threshold = cfg.prediction.min_confidence / 2
         self._limiter = trio.CapacityLimiter(cfg.mount.max_threads)
         self._disk_limiter = trio.CapacityLimiter(cfg.mount.max_threads)
-        self.cache = ChunkCache(self.ram, self.disks, self.stats, self._limiter, self._disk_limiter)
+        self._notify_limiter = trio.CapacityLimiter(2)  # kernel cache invalidations
+        self.cache = ChunkCache(
+            self.ram,
+            self.disks,
+            self.stats,
+            self._limiter,
+            self._disk_limiter,
+            origin_call=functools.partial(self.monitor.call, limiter=self._limiter),
+        )
+        self.detector = ChangeDetector(self, cfg.metadata)
+        self.monitor.on_online.append(self._back_online)
+        self._own_changes: dict[bytes, float] = {}  # path -> when we changed it
+        self._last_statvfs: os.statvfs_result | None = None
         self._nursery: trio.Nursery | None = None
         self.pins = PinTable(self.disks["ssd"].path / "pins.json")
         self.stats_backend = stats_backend
@@ -141,13 +196,41 @@ class CacheFS(pyfuse3.Operations):
         self.initialized = trio.Event()
 
     def open_tiers(self) -> None:
-        """Create and lock the disk tier directories (before mounting: fail early)."""
+        """Create and lock the disk tier directories (before mounting: fail early),
+        then open the metadata store in the (now ours) SSD tier directory."""
         for tier in self.disks.values():
             tier.open()
+        if self.cfg.metadata.persist:
+            store = MetadataStore(self.disks["ssd"].path, self.origin.root)
+            store.open()
+            restored = store.load_into(self.meta)
+            self.meta_store = store
+            log.info("metadata store %s: %d entries restored", store.path, restored)
+
+    def connect_origin(self) -> None:
+        """Blocking, at mount: reach the origin, or start offline from the metadata store."""
+        facts = self.meta_store.meta() if self.meta_store is not None else {}
+        self.origin.expect_mountpoint = bool(facts.get("root_mountpoint"))
+        try:
+            _with_timeout(self.origin.reconnect, self.cfg.origin.timeout)
+        except OSError as exc:
+            if self.meta.root.st is None:
+                raise
+            self.origin.root_ino = self.meta.root.st.st_ino
+            self.monitor.mark_offline(f"at mount: {exc}")
+        else:
+            # A mount point now must stay one: if it turns into a plain directory
+            # later, the share was unmounted, not emptied.
+            self.origin.expect_mountpoint = is_mountpoint(self.origin.root)
+            if self.meta_store is not None:
+                self.meta_store.set_meta(root_mountpoint=self.origin.expect_mountpoint)
+        self.inodes.root_ino = self.origin.root_ino
 
     def close(self) -> None:
         for tier in self.disks.values():
             tier.close()
+        if self.meta_store is not None:
+            self.meta_store.close()
         self.stats_backend.close()
 
     async def run_background(
@@ -157,6 +240,8 @@ class CacheFS(pyfuse3.Operations):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.cache.run)
+            await nursery.start(self.monitor.run)
+            await nursery.start(self.detector.run)
             nursery.start_soon(self._reapply_pins)
             task_status.started()
 
@@ -171,7 +256,10 @@ class CacheFS(pyfuse3.Operations):
     async def apply_pin(self, relpath: str) -> None:
         """Bring cached chunks of *relpath* (a file, or every file below a directory)
         in line with its pin: moved into the pinned disk tier and marked there."""
-        files = await self._io(self._pinned_file_versions, relpath)
+        # A walk of a whole pinned tree may take long: untimed.
+        files = await self.monitor.call(
+            self._pinned_file_versions, relpath, limiter=self._limiter, timed=False
+        )
         for version, chunk_size, tier in files:
             await trio.to_thread.run_sync(
                 self._pin_on_disks, version, chunk_size, tier, limiter=self._disk_limiter
@@ -226,7 +314,126 @@ class CacheFS(pyfuse3.Operations):
     # -- helpers -------------------------------------------------------------
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        """A blocking origin call that reads (timed: a hang marks the origin offline)."""
+        return await self.monitor.call(fn, *args, limiter=self._limiter)
+
+    async def _change(self, fn: Callable[..., T], *args: Any) -> T:
+        """A blocking origin call that changes something: EROFS while offline, never cut short."""
+        self._require_online()
+        return await self.monitor.call(fn, *args, limiter=self._limiter, timed=False)
+
+    def _require_online(self) -> None:
+        if not self.monitor.online:
+            raise FUSEError(errno.EROFS)  # changes are refused, never queued and lost
+
+    def _changed_here(self, *paths: bytes) -> None:
+        now = time.monotonic()
+        for path in paths:
+            self._own_changes[path] = now
+        if len(self._own_changes) > 4096:
+            self._own_changes = {
+                p: t for p, t in self._own_changes.items() if now - t < OWN_CHANGE_SECONDS
+            }
+
+    # -- metadata: cache first, origin when stale -------------------------------------
+
+    async def _attr(self, path: bytes) -> StatInfo:
+        """lstat of origin *path*: from the metadata cache while fresh, else the origin."""
+        entry = self.meta.get(path)
+        if entry is not None and (self.meta.fresh(entry) or not self.monitor.online):
+            self.stats.add("metadata_hits")
+            return _existing(entry.st)
+        if not self.monitor.online:
+            raise OriginOffline()  # never seen: nothing true to say
+        self.stats.add("metadata_revalidations")
+        dirpath = split(path)[0]
+        if path:
+            await self.detector.cover(dirpath)
+        token = self.meta.token(dirpath)
+        try:
+            st = StatInfo.of(await self._io(self.origin.lstat, path))
+        except FileNotFoundError:
+            self._observed(path, None, token)
+            raise
+        except OriginOffline:
+            if entry is None:
+                raise
+            return _existing(entry.st)
+        self._observed(path, st, token)
+        return st
+
+    def _observed(self, path: bytes, st: StatInfo | None, token: Any = None) -> None:
+        """Record what the origin said of *path*; a changed file loses its old chunks."""
+        before = self.meta.put(path, st, token)
+        if before is not None and before != st:
+            self._forget_content(path, before, st)
+
+    def _forget_content(self, path: bytes, before: StatInfo, now: StatInfo | None) -> None:
+        if not stat.S_ISREG(before.st_mode):
+            return
+        old = FileVersion.of(before)
+        if now is not None and FileVersion.of(now) == old:
+            return
+        self.ram.drop_file((old.dev, old.ino))
+        chunk_size = self.policy_for(path).chunk_size
+        self._in_background(self.cache.forget_version, old, chunk_size)
+
+    async def _listing(self, dirpath: bytes) -> list[tuple[bytes, StatInfo]]:
+        """Entries of origin directory *dirpath* with their lstat, cache first."""
+        cached = self.meta.listing(dirpath)
+        if cached is not None and (self.meta.listing_fresh(dirpath) or not self.monitor.online):
+            self.stats.add("metadata_hits")
+            return cached
+        if not self.monitor.online:
+            raise OriginOffline()
+        try:
+            return await self.relist(dirpath)
+        except OriginOffline:
+            if cached is None:
+                raise
+            return cached
+
+    async def relist(self, dirpath: bytes) -> list[tuple[bytes, StatInfo]]:
+        """Read *dirpath* at the origin and bring the cache in line; returns its entries."""
+        await self.detector.cover(dirpath)
+        token = self.meta.token(dirpath)
+        self.stats.add("metadata_listings")
+        raw = await self._io(self.origin.listdir, dirpath)
+        entries = [(name, StatInfo.of(st)) for name, st in raw]
+        for name, before, now in self.meta.put_listing(dirpath, entries, token):
+            if before is not None:
+                self._forget_content(join(dirpath, name), before, now)
+        return entries
+
+    # -- changes seen at the origin (watch events, the poller) --------------------------
+
+    def tell_kernel(self, dirpath: bytes, name: bytes, content: bool) -> None:
+        """*name* in *dirpath* changed at the origin: drop what the kernel caches of it."""
+        path = join(dirpath, name)
+        changed_at = self._own_changes.get(path)
+        if changed_at is not None and time.monotonic() - changed_at < OWN_CHANGE_SECONDS:
+            return  # our own change: the kernel saw it happen
+        parent = self.inodes.find(dirpath)
+        child = self.inodes.find(path)
+        if parent is not None and name:
+            self._in_background(self._notify_kernel, pyfuse3.invalidate_entry, parent, name)
+        if child is not None:
+            self._in_background(self._notify_kernel, pyfuse3.invalidate_inode, child, not content)
+
+    @property
+    def limiter(self) -> trio.CapacityLimiter:
+        """Worker threads for origin I/O."""
+        return self._limiter
+
+    async def _notify_kernel(self, fn: Callable[..., None], *args: Any) -> None:
+        # From a worker thread: the kernel may wait on a request this loop must answer.
+        with contextlib.suppress(OSError):  # ENOENT: the kernel had forgotten it already
+            await trio.to_thread.run_sync(fn, *args, limiter=self._notify_limiter)
+
+    def _back_online(self) -> None:
+        """What was served while offline is revalidated before it is trusted again."""
+        self.meta.stale_all()
+        self.detector.reset()
 
     def _path(self, inode: int) -> bytes:
         try:
@@ -240,12 +447,12 @@ class CacheFS(pyfuse3.Operations):
         except KeyError:
             raise FUSEError(errno.ENOENT) from None
 
-    def attributes(self, st: os.stat_result) -> pyfuse3.EntryAttributes:
+    def attributes(self, st: StatInfo | os.stat_result) -> pyfuse3.EntryAttributes:
         attrs = pyfuse3.EntryAttributes()
         attrs.st_ino = self.inodes.fuse_ino(st.st_ino)
         attrs.generation = self.inodes.generation(attrs.st_ino)
-        attrs.entry_timeout = self.cfg.mount.entry_timeout
-        attrs.attr_timeout = self.cfg.mount.attr_timeout
+        attrs.entry_timeout = self.entry_timeout
+        attrs.attr_timeout = self.attr_timeout
         attrs.st_mode = st.st_mode
         attrs.st_nlink = st.st_nlink
         attrs.st_uid = st.st_uid
@@ -261,12 +468,14 @@ class CacheFS(pyfuse3.Operations):
             self._kernel_view[attrs.st_ino] = FileVersion.of(st)
         return attrs
 
-    def _entry(self, parent: int, name: bytes, st: os.stat_result) -> pyfuse3.EntryAttributes:
+    def _entry(
+        self, parent: int, name: bytes, st: StatInfo | os.stat_result
+    ) -> pyfuse3.EntryAttributes:
         """Attributes for a reply that makes the kernel count one more lookup."""
         self._remember(parent, name, st)
         return self.attributes(st)
 
-    def _remember(self, parent: int, name: bytes, st: os.stat_result) -> None:
+    def _remember(self, parent: int, name: bytes, st: StatInfo | os.stat_result) -> None:
         inode = self.inodes.fuse_ino(st.st_ino)
         if self.inodes.remember(parent, name, inode, stat.S_IFMT(st.st_mode)):
             # A new file under a reused number: nothing known of the old one applies.
@@ -282,7 +491,7 @@ class CacheFS(pyfuse3.Operations):
             state = self._states[inode] = FileState()
         return state
 
-    def _note_version(self, inode: int, st: os.stat_result) -> bool:
+    def _note_version(self, inode: int, st: StatInfo | os.stat_result) -> bool:
         """Record a regular file's current version; True if it was unchanged."""
         state = self._state(inode)
         version = FileVersion.of(st)
@@ -296,7 +505,7 @@ class CacheFS(pyfuse3.Operations):
         state.write_generation += 1
         return False
 
-    async def _stat_inode(self, inode: int) -> os.stat_result:
+    async def _stat_inode(self, inode: int) -> StatInfo:
         """lstat by path, or fstat an open handle once the file is unlinked."""
         try:
             path = self.inodes.path(inode)
@@ -304,16 +513,30 @@ class CacheFS(pyfuse3.Operations):
             path = None
         if path is not None:
             try:
-                return await self._io(self.origin.lstat, path)
+                return await self._attr(path)
             except FileNotFoundError:
                 pass
         state = self._states.get(inode)
-        if state is not None and state.handles:
-            fd = self._files[next(iter(state.handles))].fd
-            return await self._io(os.fstat, fd)
+        fds = [self._files[fh].fd for fh in state.handles] if state is not None else []
+        for fd in fds:
+            if fd is not None:
+                return StatInfo.of(await self._io(os.fstat, fd))
         raise FUSEError(errno.ENOENT)
 
-    def _owner(self, ctx: pyfuse3.RequestContext, parent_st: os.stat_result) -> tuple[int, int]:
+    def _meta_update(self, inode: int, st: os.stat_result) -> None:
+        """Our change gave *inode* these attributes, under every name it has."""
+        for path in self.inodes.paths(inode):
+            self._observed(path, StatInfo.of(st))
+            self._changed_here(path)
+
+    def _links_changed(self, inode: int | None) -> None:
+        """A link of *inode* came or went: the link count its other names show is old."""
+        for path in self.inodes.paths(inode) if inode is not None else []:
+            self.meta.stale(path)
+
+    def _owner(
+        self, ctx: pyfuse3.RequestContext, parent_st: StatInfo | os.stat_result
+    ) -> tuple[int, int]:
         """Owner of a new entry: the caller, with BSD group semantics under setgid dirs."""
         gid = parent_st.st_gid if parent_st.st_mode & stat.S_ISGID else ctx.gid
         return ctx.uid, gid
@@ -332,7 +555,9 @@ class CacheFS(pyfuse3.Operations):
                 self.origin.chown(path, uid, gid)
             return self.origin.lstat(path)
 
-        st = await self._io(work)
+        st = await self._change(work)
+        self.meta.added(path, StatInfo.of(st))
+        self._changed_here(path, parent_path)
         return self._entry(parent, name, st)
 
     # -- lookup and attributes ------------------------------------------------
@@ -347,10 +572,10 @@ class CacheFS(pyfuse3.Operations):
             grand = self.inodes.parent_of(parent_inode)
             return self._entry_for_known(grand, await self._stat_inode(grand))
         path = self._child_path(parent_inode, name)
-        st = await self._io(self.origin.lstat, path)
+        st = await self._attr(path)
         return self._entry(parent_inode, name, st)
 
-    def _entry_for_known(self, inode: int, st: os.stat_result) -> pyfuse3.EntryAttributes:
+    def _entry_for_known(self, inode: int, st: StatInfo) -> pyfuse3.EntryAttributes:
         if inode != ROOT_INODE:
             parent = self.inodes.parent_of(inode)
             self._remember(parent, self._path(inode).rpartition(b"/")[2], st)
@@ -371,7 +596,7 @@ class CacheFS(pyfuse3.Operations):
             self._revalidate_open_file(inode, st)
         return self.attributes(st)
 
-    def _revalidate_open_file(self, inode: int, st: os.stat_result) -> None:
+    def _revalidate_open_file(self, inode: int, st: StatInfo) -> None:
         """A file changed at the origin while open: switch to the new version.
 
         The kernel drops its own stale pages when it sees the new size / mtime
@@ -397,6 +622,7 @@ class CacheFS(pyfuse3.Operations):
         fh: int | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
+        self._require_online()
         handle = self._files.get(fh) if fh is not None else None
         fd = handle.fd if handle is not None else None
         path = b"" if fd is not None else self._path(inode)  # the path is used without an fd
@@ -418,7 +644,8 @@ class CacheFS(pyfuse3.Operations):
                 self._set_times(path, fd, attr, fields)
             return os.fstat(fd) if fd is not None else self.origin.lstat(path)
 
-        st = await self._io(work)
+        st = await self._change(work)
+        self._meta_update(inode, st)
         if stat.S_ISREG(st.st_mode) and inode in self._states:
             self._note_version(inode, st)
         return self.attributes(st)
@@ -444,7 +671,12 @@ class CacheFS(pyfuse3.Operations):
 
     @fuse_handler
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        sv = await self._io(self.origin.statvfs)
+        try:
+            sv = self._last_statvfs = await self._io(self.origin.statvfs)
+        except OriginOffline:
+            if self._last_statvfs is None:
+                raise
+            sv = self._last_statvfs  # df keeps working while the origin is away
         data = pyfuse3.StatvfsData()
         for name in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail"):
             setattr(data, name, getattr(sv, name))
@@ -504,18 +736,40 @@ class CacheFS(pyfuse3.Operations):
             self.origin.link(src, dst)
             return self.origin.lstat(dst)
 
-        st = await self._io(work)
+        st = await self._change(work)
+        self._links_changed(inode)
+        self.meta.added(dst, StatInfo.of(st))
+        self._changed_here(src, dst, split(dst)[0])
         return self._entry(new_parent_inode, new_name, st)
 
     @fuse_handler
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._io(self.origin.unlink, self._child_path(parent_inode, name))
-        self.inodes.unlinked(parent_inode, name)
+        path = self._child_path(parent_inode, name)
+        await self._open_lazy_handles(self.inodes.child(parent_inode, name))
+        await self._change(self.origin.unlink, path)
+        self._removed(parent_inode, name, path)
 
     @fuse_handler
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._io(self.origin.rmdir, self._child_path(parent_inode, name))
+        path = self._child_path(parent_inode, name)
+        await self._change(self.origin.rmdir, path)
+        self._removed(parent_inode, name, path)
+
+    def _removed(self, parent_inode: int, name: bytes, path: bytes) -> None:
+        inode = self.inodes.child(parent_inode, name)
         self.inodes.unlinked(parent_inode, name)
+        self.meta.removed(path)
+        self._links_changed(inode)
+        self._changed_here(path, split(path)[0])
+
+    async def _open_lazy_handles(self, inode: int | None) -> None:
+        """Give lazily opened handles of *inode* their origin fd before its name goes:
+        an open file stays readable after unlink, as on a local disk."""
+        state = self._states.get(inode) if inode is not None else None
+        for fh in list(state.handles) if state is not None else []:
+            handle = self._files.get(fh)
+            if handle is not None and handle.fd is None:
+                await self._io(handle.origin_fd)
 
     @fuse_handler
     async def rename(
@@ -529,7 +783,16 @@ class CacheFS(pyfuse3.Operations):
     ) -> None:
         old = self._child_path(parent_inode_old, name_old)
         new = self._child_path(parent_inode_new, name_new)
-        await self._io(self.origin.rename, old, new, flags)
+        await self._open_lazy_handles(self.inodes.child(parent_inode_new, name_new))
+        await self._change(self.origin.rename, old, new, flags)
+        if flags & RENAME_EXCHANGE:
+            for path in (old, new):  # both names still exist, with the other's file
+                self.meta.stale(path)
+                self.meta.stale_listing(split(path)[0])
+                self.meta.forget_tree(path)
+        else:
+            self.meta.moved(old, new)
+        self._changed_here(old, new, split(old)[0], split(new)[0])
         self.inodes.renamed(
             (parent_inode_old, name_old),
             (parent_inode_new, name_new),
@@ -541,12 +804,19 @@ class CacheFS(pyfuse3.Operations):
     @fuse_handler
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         path = self._path(inode)
-
-        def work() -> tuple[int, os.stat_result]:
-            fd = self.origin.open(path, open_flags_for_origin(flags))
-            return fd, os.fstat(fd)
-
-        fd, st = await self._io(work)
+        writable = bool(flags & WRITE_FLAGS)
+        fd: int | None = None
+        if writable:
+            fd, raw = await self._change(self._open_origin, path, flags)
+            self._meta_update(inode, raw)
+            st = StatInfo.of(raw)
+        else:
+            st = await self._attr(path)
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or device: open it for real, untimed
+                fd, raw = await self.monitor.call(
+                    self._open_origin, path, flags, limiter=self._limiter, timed=False
+                )
+                st = StatInfo.of(raw)
         unchanged = self._note_version(inode, st)
         if self._kernel_view.get(inode) != FileVersion.of(st):
             # Close-to-open: the kernel may hold attributes (size!) of an older
@@ -554,10 +824,20 @@ class CacheFS(pyfuse3.Operations):
             self._kernel_view.pop(inode, None)
             with contextlib.suppress(OSError):  # ENOENT: the kernel holds no attributes
                 pyfuse3.invalidate_inode(inode, attr_only=True)
-        fh = self._add_handle(fd, inode, path)
+        fh = self._add_handle(fd, inode, path, flags)
         # keep_cache lets the kernel keep its page cache across opens; only safe
         # while the origin file is the version those pages came from.
         return pyfuse3.FileInfo(fh=fh, keep_cache=unchanged)
+
+    def _open_origin(self, path: bytes, flags: int) -> tuple[int, os.stat_result]:
+        fd = self.origin.open(path, open_flags_for_origin(flags))
+        return fd, os.fstat(fd)
+
+    def _reopen_read_only(self, inode: int, path: bytes, flags: int) -> int:
+        """Blocking: the origin fd of a lazily opened handle, under its current name."""
+        with contextlib.suppress(KeyError):  # unlinked: the name it was opened under will do
+            path = self.inodes.path(inode)
+        return self.origin.open(path, open_flags_for_origin(flags & ~WRITE_FLAGS))
 
     @fuse_handler
     async def create(
@@ -568,6 +848,7 @@ class CacheFS(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self._require_online()
         path = self._child_path(parent_inode, name)
         parent_path = self._path(parent_inode)
         open_flags = open_flags_for_origin(flags) | os.O_CREAT
@@ -594,20 +875,25 @@ class CacheFS(pyfuse3.Operations):
                 os.close(fd)
                 raise
 
-        fd, st = await self._io(work)
+        fd, st = await self._change(work)
+        self.meta.added(path, StatInfo.of(st))
+        self._changed_here(path, parent_path)
         attrs = self._entry(parent_inode, name, st)
         self._note_version(attrs.st_ino, st)
-        fh = self._add_handle(fd, attrs.st_ino, path)
+        fh = self._add_handle(fd, attrs.st_ino, path, flags | os.O_RDWR)
         return pyfuse3.FileInfo(fh=fh), attrs
 
-    def _add_handle(self, fd: int, inode: int, path: bytes) -> int:
+    def _add_handle(self, fd: int | None, inode: int, path: bytes, flags: int) -> int:
         fh = next(self._handle_ids)
         state = self._state(inode)
         policy = self.policy_for(path)
         state.chunk_size = policy.chunk_size
         relpath = os.fsdecode(path)
         pin = self.pins.tier_for(relpath)
-        self._files[fh] = OpenFile(fd, inode, state, policy, relpath, pin)
+        writable = bool(flags & WRITE_FLAGS)
+        handle = OpenFile(fd, inode, state, policy, relpath, pin, writable=writable)
+        handle.reopen = functools.partial(self._reopen_read_only, inode, path, flags)
+        self._files[fh] = handle
         if pin == "ram" and state.version is not None:
             self.ram.pinned_files.add((state.version.dev, state.version.ino))
         self.stats.file_access(relpath, opened=True)
@@ -635,12 +921,14 @@ class CacheFS(pyfuse3.Operations):
         handle.state.write_generation += 1
 
         def work() -> tuple[int, os.stat_result]:
-            return os.pwrite(handle.fd, buf, off), os.fstat(handle.fd)
+            fd = handle.origin_fd()
+            return os.pwrite(fd, buf, off), os.fstat(fd)
 
         try:
-            written, st = await self._io(work)
+            written, st = await self._change(work)
         finally:
             handle.state.write_generation += 1
+        self._meta_update(handle.inode, st)
         self._note_version(handle.inode, st)
         return written
 
@@ -648,13 +936,19 @@ class CacheFS(pyfuse3.Operations):
     async def flush(self, fh: int) -> None:
         # Closing a duplicate makes origins that report errors at close (NFS,
         # SMB) report them now, to the process that called close().
-        fd = self._files[fh].fd
-        await self._io(lambda: os.close(os.dup(fd)))
+        handle = self._files[fh]
+        fd = handle.fd
+        if fd is None or not handle.writable:
+            return  # nothing written through this handle: nothing to report
+        await self.monitor.call(lambda: os.close(os.dup(fd)), limiter=self._limiter, timed=False)
 
     @fuse_handler
     async def fsync(self, fh: int, datasync: bool) -> None:
         fd = self._files[fh].fd
-        await self._io(os.fdatasync if datasync else os.fsync, fd)
+        if fd is None:
+            return  # opened read-only and never read from the origin
+        sync = os.fdatasync if datasync else os.fsync
+        await self.monitor.call(sync, fd, limiter=self._limiter, timed=False)
 
     @fuse_handler
     async def release(self, fh: int) -> None:
@@ -663,7 +957,13 @@ class CacheFS(pyfuse3.Operations):
         self.inodes.closed(handle.inode)
         if not self.inodes.known(handle.inode):
             self._states.pop(handle.inode, None)
-        await self._io(os.close, handle.fd)
+        if handle.fd is not None:
+            # Not awaited: close() returns at once; on a hung origin the thread waits alone.
+            self._in_background(self._close_origin_fd, handle.fd)
+
+    async def _close_origin_fd(self, fd: int) -> None:
+        with contextlib.suppress(OSError):
+            await trio.to_thread.run_sync(os.close, fd, abandon_on_cancel=True)
 
     # -- directories ------------------------------------------------------------
 
@@ -678,7 +978,7 @@ class CacheFS(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle = self._dirs[fh]
         if start_id == 0 or handle.entries is None:
-            handle.entries = await self._io(self.origin.listdir, self._path(handle.inode))
+            handle.entries = await self._listing(self._path(handle.inode))
         for index in range(start_id, len(handle.entries)):
             name, st = handle.entries[index]
             # Remember first (it may bump the generation), undo if the reply is full.
@@ -702,7 +1002,7 @@ class CacheFS(pyfuse3.Operations):
             finally:
                 os.close(fd)
 
-        await self._io(work)
+        await self.monitor.call(work, limiter=self._limiter, timed=False)
 
     # -- extended attributes ------------------------------------------------------
 
@@ -719,7 +1019,10 @@ class CacheFS(pyfuse3.Operations):
         if xattrs.is_control(name):
             await xattrs.set_control(self, inode, name, value)
             return
-        await self._io(self.origin.setxattr, self._path(inode), name, value)
+        path = self._path(inode)
+        await self._change(self.origin.setxattr, path, name, value)
+        self.meta.stale(path)  # its ctime changed
+        self._changed_here(path)
 
     @fuse_handler
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
@@ -730,7 +1033,10 @@ class CacheFS(pyfuse3.Operations):
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         if xattrs.is_control(name):
             raise FUSEError(errno.EPERM)
-        await self._io(self.origin.removexattr, self._path(inode), name)
+        path = self._path(inode)
+        await self._change(self.origin.removexattr, path, name)
+        self.meta.stale(path)
+        self._changed_here(path)
 
     # -- introspection --------------------------------------------------------------
 
@@ -752,4 +1058,36 @@ class CacheFS(pyfuse3.Operations):
             "fuse_read_bytes": counters.get("fuse_read_bytes", 0),
             "open_files": len(self._files),
             "known_inodes": self.inodes.count(),
-        }
+            "metadata_entries": self.meta.count(),
+            "metadata_hits": counters.get("metadata_hits", 0),
+            "metadata_revalidations": counters.get("metadata_revalidations", 0),
+            "metadata_listings": counters.get("metadata_listings", 0),
+            "watched_directories": self.detector.watched_count(),
+            "change_detection": self.detector.mode,
+        } | self.monitor.describe()
+
+
+def _existing(st: StatInfo | None) -> StatInfo:
+    """A cached entry's attributes; a cached "no such entry" is ENOENT."""
+    if st is None:
+        raise FileNotFoundError(errno.ENOENT, "no such entry")
+    return st
+
+
+def _with_timeout(fn: Callable[[], None], timeout: float) -> None:
+    """Blocking, before trio runs: *fn* in a daemon thread, ETIMEDOUT if it hangs."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True, name="origin-connect")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise OSError(errno.ETIMEDOUT, f"no answer within {timeout:g}s")
+    if failure:
+        raise failure[0]

@@ -33,7 +33,7 @@ class InodeEntry:
 
 class InodeTable:
     def __init__(self, origin_root_ino: int) -> None:
-        self._root_ino = origin_root_ino
+        self.root_ino = origin_root_ino  # set again once an offline origin answers
         self._entries: dict[int, InodeEntry] = {ROOT_INODE: InodeEntry(lookups=1)}
         self._dentries: dict[Link, int] = {}
 
@@ -41,10 +41,10 @@ class InodeTable:
 
     def fuse_ino(self, st_ino: int) -> int:
         """Map an origin st_ino to a FUSE inode (a bijection swapping root and 1)."""
-        if st_ino == self._root_ino:
+        if st_ino == self.root_ino:
             return ROOT_INODE
         if st_ino == ROOT_INODE:
-            return self._root_ino
+            return self.root_ino
         return st_ino
 
     # -- paths --------------------------------------------------------------
@@ -65,6 +65,19 @@ class InodeTable:
                 raise KeyError(inode)
         return b"/".join(reversed(parts))
 
+    def paths(self, inode: int) -> list[bytes]:
+        """Every known path of *inode* (hard links have several)."""
+        entry = self._entries.get(inode)
+        if entry is None or inode == ROOT_INODE:
+            return [b""] if inode == ROOT_INODE else []
+        found = []
+        for parent, name in entry.links:
+            try:
+                found.append(self.child_path(parent, name))
+            except KeyError:
+                continue
+        return found
+
     def child_path(self, parent: int, name: bytes) -> bytes:
         base = self.path(parent)
         return base + b"/" + name if base else name
@@ -77,6 +90,15 @@ class InodeTable:
 
     def child(self, parent: int, name: bytes) -> int | None:
         return self._dentries.get((parent, name))
+
+    def find(self, path: bytes) -> int | None:
+        """The inode the kernel knows under relative *path*, if any."""
+        inode: int | None = ROOT_INODE
+        for name in path.split(b"/") if path else []:
+            inode = self._dentries.get((inode, name))  # type: ignore[arg-type]
+            if inode is None:
+                return None
+        return inode
 
     def parent_of(self, inode: int) -> int:
         entry = self._entries.get(inode)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pyfuse3
 import trio
 
-from .background import Flusher, Migrator, janitor
+from .background import Flusher, MetadataSaver, Migrator, janitor
 from .config import Config, ConfigError, load_config
 from .disktier import TierInUse
 from .fs import CacheFS
@@ -216,10 +216,13 @@ async def serve(fs: CacheFS, mountpoint: str) -> None:
         flusher = Flusher(fs)
         nursery.start_soon(flusher.run)
         nursery.start_soon(Migrator(fs).run)
+        saver = MetadataSaver(fs)
+        nursery.start_soon(saver.run)
         await pyfuse3.main(min_tasks=2, max_tasks=64)
         await fs.cache.drain(timeout=10)
         with trio.move_on_after(10):
             await flusher.flush_once()
+            await saver.save_once()
         nursery.cancel_scope.cancel()
 
 
@@ -250,6 +253,17 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
     except (OSError, TierInUse) as exc:
         fs.close()
         raise MountError(f"cache tier: {exc} (nothing mounted)") from None
+    try:
+        fs.connect_origin()
+    except OSError as exc:
+        fs.close()
+        reason = exc.strerror or str(exc)
+        raise MountError(
+            f"origin {origin}: {reason}, and no cached metadata to serve it offline "
+            "(nothing mounted)"
+        ) from None
+    if not fs.monitor.online:
+        log.warning("origin %s does not answer: mounting offline from the cache", source.root)
     try:
         pyfuse3.init(fs, mountpoint, fuse_options(opts, source.root))
     except RuntimeError as exc:

@@ -18,6 +18,7 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 # Longest relative path handed to one *at() call. Longer ones are resolved by
 # walking directory fds component group by component group.
@@ -42,6 +43,19 @@ if _renameat2 is not None:
     _renameat2.restype = ctypes.c_int
 
 
+class StatLike(Protocol):
+    """What FileVersion needs of a stat: os.stat_result or metadata.StatInfo."""
+
+    @property
+    def st_dev(self) -> int: ...
+    @property
+    def st_ino(self) -> int: ...
+    @property
+    def st_size(self) -> int: ...
+    @property
+    def st_mtime_ns(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class FileVersion:
     """What identifies one version of one origin file's content.
@@ -56,7 +70,7 @@ class FileVersion:
     mtime_ns: int
 
     @classmethod
-    def of(cls, st: os.stat_result) -> FileVersion:
+    def of(cls, st: StatLike) -> FileVersion:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
@@ -65,21 +79,60 @@ def open_flags_for_origin(flags: int) -> int:
     return (flags & ~_STRIPPED_OPEN_FLAGS) | os.O_CLOEXEC
 
 
-class Origin:
-    """The slow directory cachefs is mounted over."""
+def is_mountpoint(path: str) -> bool:
+    """True when *path* is the root of a mounted file system (a NAS share, a USB disk)."""
+    st = os.stat(path)
+    parent = os.stat(os.path.join(path, ".."))
+    return st.st_dev != parent.st_dev or st.st_ino == parent.st_ino
 
-    def __init__(self, root: str) -> None:
+
+class Origin:
+    """The slow directory cachefs is mounted over.
+
+    *expect_mountpoint*: the origin was a mount point when last seen (a NAS or
+    USB disk). If the path is a plain directory now, the share is not mounted:
+    an empty mount point must never be taken for an origin whose files all
+    vanished, so it counts as unreachable.
+    """
+
+    def __init__(self, root: str, expect_mountpoint: bool = False) -> None:
         self.root = os.path.abspath(root)
-        self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.expect_mountpoint = expect_mountpoint
+        self.root_fd = -1  # until reconnect() succeeds: every call fails with ENOTCONN
+        self.root_ino = 0
+        self._retired: list[int] = []  # earlier root fds hung threads may still use
+
+    def reconnect(self) -> None:
+        """Blocking: (re)open the origin root; OSError (ENOTCONN if not mounted) if it is gone."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if self.expect_mountpoint and not is_mountpoint(self.root):
+                raise OSError(errno.ENOTCONN, f"{self.root} is not mounted")
+            # A dead NAS may open its root from cache but cannot read it.
+            with os.scandir(fd) as entries:
+                next(entries, None)
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self.root_fd >= 0:
+            self._retired.append(self.root_fd)
+        self.root_fd, self.root_ino = fd, st.st_ino
 
     def close(self) -> None:
-        os.close(self.root_fd)
+        for fd in [self.root_fd, *self._retired]:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.root_fd, self._retired = -1, []
 
     # -- path resolution -------------------------------------------------
 
     @contextlib.contextmanager
     def at(self, relpath: bytes) -> Iterator[tuple[int, bytes]]:
         """Yield ``(dir_fd, name)`` naming *relpath* for an ``*at()`` call."""
+        if self.root_fd < 0:
+            raise OSError(errno.ENOTCONN, f"origin {self.root} is not connected")
         if not relpath:
             yield self.root_fd, b"."
             return
@@ -147,7 +200,8 @@ class Origin:
             return os.readlink(name, dir_fd=fd)
 
     def statvfs(self) -> os.statvfs_result:
-        return os.statvfs(self.root_fd)
+        with self.at(b"") as (fd, _):
+            return os.statvfs(fd)
 
     def chmod(self, relpath: bytes, mode: int) -> None:
         with self.at(relpath) as (fd, name):

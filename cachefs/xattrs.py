@@ -75,7 +75,7 @@ async def _current_version(fs: CacheFS, inode: int) -> FileVersion:
     state = fs._states.get(inode)
     if state is not None and state.handles and state.version is not None:
         return state.version
-    st: os.stat_result = await fs._stat_inode(inode)
+    st = await fs._stat_inode(inode)
     if not stat.S_ISREG(st.st_mode):
         raise FUSEError(pyfuse3.ENOATTR)
     return FileVersion.of(st)

@@ -78,9 +78,16 @@ def mount_cachefs(origin: Path, mnt: Path, options: list[str], log_path: Path) -
     return Mounted(origin, mnt, proc, log_path, options)
 
 
+def is_mounted(mnt: Path) -> bool:
+    """From /proc: a mount whose daemon died (ENOTCONN) still counts, unlike ismount()."""
+    target = os.fsencode(os.path.abspath(mnt)).replace(b" ", b"\\040")
+    with open("/proc/self/mounts", "rb") as mounts:
+        return any(line.split()[1] == target for line in mounts)
+
+
 def unmount(mnt: Path, proc: subprocess.Popen[bytes] | None) -> None:
     """Unmount however it takes: politely, then lazily, then by killing the daemon."""
-    if os.path.ismount(mnt):
+    if is_mounted(mnt):
         subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
     if proc is not None:
         try:
@@ -88,7 +95,7 @@ def unmount(mnt: Path, proc: subprocess.Popen[bytes] | None) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    if os.path.ismount(mnt):
+    if is_mounted(mnt):
         subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
 
 

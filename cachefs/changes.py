@@ -1,0 +1,190 @@
+"""Changes made directly on the origin: seen by inotify, or by polling.
+
+On a local origin (ext4, xfs, a USB disk...) every change goes through this
+kernel, so an inotify watch on each directory cachefs has read reports it at
+once: entries confirmed under a watch stay fresh until an event says
+otherwise, and the kernel's caches are invalidated as the event arrives.
+
+On NFS, SMB or FUSE origins a change made on another machine produces no
+event. There the poller re-lists directories read within
+``metadata.poll_window``, oldest confirmation first, at most
+``metadata.poll_budget`` listings a second. Either way a lookup or open of an
+entry older than ``metadata.revalidate_after`` asks the origin first, so the
+promise holds even for what neither has looked at yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from .config import MetadataConfig
+from .health import OriginOffline
+from .metadata import StatInfo, join, split
+from .origin import FileVersion
+from .watch import IN_CLOSE_WRITE, IN_MODIFY, Inotify, WatchEvent, filesystem_type_name
+from .watch import supports_inotify as local_filesystem
+
+if TYPE_CHECKING:
+    from .fs import CacheFS
+
+log = logging.getLogger(__name__)
+
+IDLE_SLEEP = 0.5  # seconds the poller rests when nothing is due
+
+
+class ChangeDetector:
+    def __init__(self, fs: CacheFS, cfg: MetadataConfig) -> None:
+        self.fs = fs
+        self.cfg = cfg
+        self.mode = cfg.watch  # "auto" is settled by run()
+        self._inotify: Inotify | None = None
+        self._covered: set[bytes] = set()  # directories watched
+        self._adding: dict[bytes, trio.Event] = {}
+        self._limit_reached = False
+
+    def watched_count(self) -> int:
+        return len(self._covered)
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.mode = await self._settle_mode()
+        task_status.started()
+        if self.mode == "inotify":
+            await self._watch_events()
+        elif self.mode == "poll":
+            await self._poll()
+
+    async def _settle_mode(self) -> str:
+        mode, why = self.cfg.watch, "configured"
+        if mode == "auto":
+            if not self.fs.monitor.online:
+                mode, why = "poll", "origin offline at mount"
+            else:
+                local, kind = await trio.to_thread.run_sync(self._probe_filesystem)
+                mode, why = ("inotify" if local else "poll"), f"origin is {kind}"
+        if mode == "inotify":
+            try:
+                self._inotify = Inotify()
+            except OSError as exc:
+                mode, why = "poll", f"inotify unavailable: {exc}"
+        log.info("origin change detection: %s (%s)", mode, why)
+        return mode
+
+    def _probe_filesystem(self) -> tuple[bool, str]:
+        root = self.fs.origin.root
+        return local_filesystem(root), filesystem_type_name(root)
+
+    def reset(self) -> None:
+        """The origin came back (maybe remounted): watches on the old one mean nothing."""
+        if self._inotify is not None:
+            for key in self._covered:
+                self._inotify.remove(key)
+        self._covered.clear()
+        self._limit_reached = False
+
+    # -- inotify -------------------------------------------------------------------
+
+    async def cover(self, dirpath: bytes) -> None:
+        """Watch *dirpath* before its entries are confirmed at the origin (once)."""
+        if self._inotify is None or dirpath in self._covered or self._limit_reached:
+            return
+        pending = self._adding.get(dirpath)
+        if pending is not None:
+            await pending.wait()
+            return
+        done = self._adding[dirpath] = trio.Event()
+        try:
+            watched = await self.fs.monitor.call(self._add_watch, dirpath, limiter=self.fs.limiter)
+        except OSError as exc:  # gone, not a directory, offline: no watch, no harm
+            log.debug("no watch on %r: %s", dirpath, exc)
+            return
+        finally:
+            del self._adding[dirpath]
+            done.set()
+        if watched:
+            self._covered.add(dirpath)
+            self.fs.meta.set_watched(dirpath, True)
+        else:
+            self._limit_reached = True  # Inotify logged it; entries fall back to revalidate_after
+
+    def _add_watch(self, dirpath: bytes) -> bool:
+        assert self._inotify is not None
+        with self.fs.origin.proc_path(dirpath) as path:
+            return self._inotify.add(dirpath, path)
+
+    async def _watch_events(self) -> None:
+        assert self._inotify is not None
+        while True:
+            self._apply(await self._inotify.read_events())
+
+    def _apply(self, events: list[WatchEvent]) -> None:
+        meta = self.fs.meta
+        seen: dict[tuple[bytes, bytes], bool] = {}
+        for event in events:
+            if event.overflow:
+                log.warning("inotify queue overflowed: revalidating every cached entry")
+                meta.stale_all()
+                for dirpath in self._covered:
+                    meta.set_watched(dirpath, True)
+                continue
+            if event.key is None:
+                continue
+            if event.directory_gone and not event.name:
+                self._covered.discard(event.key)
+                meta.stale_tree(event.key)
+                continue
+            content = bool(event.mask & (IN_MODIFY | IN_CLOSE_WRITE))
+            key = (event.key, event.name)
+            seen[key] = seen.get(key, False) or content
+            if event.is_dir:
+                meta.stale_tree(join(event.key, event.name))
+        for (dirpath, name), content in seen.items():
+            meta.changed(dirpath, name)
+            self.fs.tell_kernel(dirpath, name, content)
+
+    # -- polling ---------------------------------------------------------------------
+
+    async def _poll(self) -> None:
+        pause = 1.0 / self.cfg.poll_budget
+        while True:
+            due = self.fs.meta.poll_candidates(self.cfg.poll_window)
+            if not due or not self.fs.monitor.online:
+                await trio.sleep(IDLE_SLEEP)
+                continue
+            for dirpath in due[: self.cfg.poll_budget]:
+                await self.poll_directory(dirpath)
+                await trio.sleep(pause)
+
+    async def poll_directory(self, dirpath: bytes) -> None:
+        """Re-list *dirpath*; tell the kernel about every entry that changed."""
+        before = dict(self.fs.meta.listing(dirpath) or [])
+        try:
+            now = dict(await self.fs.relist(dirpath))
+        except OriginOffline:
+            return
+        except (FileNotFoundError, NotADirectoryError):
+            parent, name = split(dirpath)
+            self.fs.meta.changed(parent, name)
+            self.fs.meta.forget_tree(dirpath)
+            self.fs.tell_kernel(parent, name, False)
+            return
+        except OSError as exc:
+            log.debug("poll of %r: %s", dirpath, exc)
+            return
+        for name in before.keys() | now.keys():
+            old, new = before.get(name), now.get(name)
+            if _differs(old, new):
+                self.fs.tell_kernel(dirpath, name, _content_differs(old, new))
+
+
+def _differs(old: StatInfo | None, new: StatInfo | None) -> bool:
+    """A change worth telling the kernel (an atime update is not)."""
+    if old is None or new is None:
+        return old is not new
+    return old._replace(st_atime_ns=0) != new._replace(st_atime_ns=0)
+
+
+def _content_differs(old: StatInfo | None, new: StatInfo | None) -> bool:
+    return old is None or new is None or FileVersion.of(old) != FileVersion.of(new)

@@ -1,0 +1,457 @@
+"""The metadata cache: origin attributes and directory listings, kept and persisted.
+
+A library scan stats every file; against a NAS or a spun-down disk each stat
+costs a seek. This cache answers lookups, getattr, readdir and read-only opens
+from memory while an entry is *fresh*:
+
+* confirmed at the origin less than ``metadata.revalidate_after`` ago, or
+* confirmed while an inotify watch covered its directory, with no event since
+  (``watched``): the watch reports any change, so the entry stays true.
+
+A stale entry is revalidated (one stat) before it is used, so a change made on
+the origin is seen within ``revalidate_after``. While the origin is offline
+every entry is served, fresh or not.
+
+Entries are grouped by directory (:class:`DirNode`); a node whose listing was
+read whole is *complete*: a name it does not hold does not exist. The cache is
+persisted to SQLite (WAL) by :class:`MetadataStore`, off the hot path: changes
+are journaled in memory and written in one transaction by a background task.
+Entries restored from the store are never fresh: they are served only while
+the origin is offline, and otherwise revalidated on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+log = logging.getLogger(__name__)
+
+STORE_NAME = "metadata.sqlite"
+STORE_FORMAT = 1
+
+
+class StatInfo(NamedTuple):
+    """The part of an lstat the filesystem hands out; duck-types as os.stat_result."""
+
+    st_mode: int
+    st_ino: int
+    st_dev: int
+    st_nlink: int
+    st_uid: int
+    st_gid: int
+    st_rdev: int
+    st_size: int
+    st_blksize: int
+    st_blocks: int
+    st_atime_ns: int
+    st_mtime_ns: int
+    st_ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result | StatInfo) -> StatInfo:
+        if isinstance(st, StatInfo):
+            return st
+        return cls(
+            st.st_mode,
+            st.st_ino,
+            st.st_dev,
+            st.st_nlink,
+            st.st_uid,
+            st.st_gid,
+            st.st_rdev,
+            st.st_size,
+            st.st_blksize,
+            st.st_blocks,
+            st.st_atime_ns,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+        )
+
+
+@dataclass(slots=True)
+class Entry:
+    st: StatInfo | None  # None: the origin said there is no such entry
+    confirmed: float = 0.0  # time.monotonic() of the last confirmation; 0 = never
+    watched: bool = False  # confirmed under a watch of its directory, no event since
+
+
+@dataclass(slots=True)
+class DirNode:
+    entries: dict[bytes, Entry] = field(default_factory=dict)
+    complete: bool = False  # entries hold every name the directory has
+    listed: float = 0.0  # monotonic time the whole listing was last confirmed
+    listed_watched: bool = False
+    watch_active: bool = False  # an inotify watch covers this directory
+    events: int = 0  # watch events seen; a confirmation that raced one is not "watched"
+    used: float = 0.0  # last access (monotonic), for the poller and for trimming
+
+
+class Token(NamedTuple):
+    """Taken before asking the origin: was the answer covered by a watch throughout?"""
+
+    dirpath: bytes
+    events: int
+    watched: bool
+
+
+def split(path: bytes) -> tuple[bytes, bytes]:
+    """``b"a/b/c"`` -> ``(b"a/b", b"c")``; the root's parent is itself."""
+    parent, _, name = path.rpartition(b"/")
+    return parent, name
+
+
+def join(dirpath: bytes, name: bytes) -> bytes:
+    return dirpath + b"/" + name if dirpath else name
+
+
+def _below(path: bytes, prefix: bytes) -> bool:
+    return not prefix or path == prefix or path.startswith(prefix + b"/")
+
+
+class MetadataCache:
+    def __init__(
+        self,
+        revalidate_after: float,
+        max_entries: int = 500_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.revalidate_after = revalidate_after
+        self.max_entries = max_entries
+        self.clock = clock
+        self.root = Entry(None)
+        self.dirs: dict[bytes, DirNode] = {}
+        self.journal = Journal()
+        self._count = 0
+
+    # -- reading ------------------------------------------------------------------
+
+    def fresh(self, entry: Entry) -> bool:
+        return entry.watched or self.clock() - entry.confirmed < self.revalidate_after
+
+    def get(self, path: bytes) -> Entry | None:
+        """The entry for *path*, or a negative one if a complete listing lacks it."""
+        if not path:
+            return self.root if self.root.st is not None else None
+        dirpath, name = split(path)
+        node = self.dirs.get(dirpath)
+        if node is None:
+            return None
+        node.used = self.clock()
+        entry = node.entries.get(name)
+        if entry is None and node.complete:
+            return Entry(None, node.listed, node.listed_watched)
+        return entry
+
+    def listing(self, dirpath: bytes) -> list[tuple[bytes, StatInfo]] | None:
+        """A complete listing of *dirpath* (fresh or not), or None if never read whole."""
+        node = self.dirs.get(dirpath)
+        if node is None or not node.complete:
+            return None
+        node.used = self.clock()
+        return [(name, e.st) for name, e in node.entries.items() if e.st is not None]
+
+    def listing_fresh(self, dirpath: bytes) -> bool:
+        node = self.dirs.get(dirpath)
+        if node is None or not node.complete:
+            return False
+        return node.listed_watched or self.clock() - node.listed < self.revalidate_after
+
+    def count(self) -> int:
+        return self._count
+
+    # -- confirmations from the origin ------------------------------------------------
+
+    def token(self, dirpath: bytes) -> Token:
+        node = self.dirs.get(dirpath)
+        if node is None:
+            return Token(dirpath, 0, False)
+        return Token(dirpath, node.events, node.watch_active)
+
+    def _covered(self, node: DirNode, token: Token) -> bool:
+        return token.watched and node.watch_active and node.events == token.events
+
+    def put(self, path: bytes, st: StatInfo | None, token: Token | None = None) -> StatInfo | None:
+        """Record what the origin says of *path*; returns what was known before."""
+        if not path:
+            before = self.root.st
+            self.root = Entry(st, self.clock())
+            if st != before:
+                self.journal.root(st)
+            return before
+        dirpath, name = split(path)
+        node = self._node(dirpath)
+        entry = node.entries.get(name)
+        before = entry.st if entry is not None else None
+        # A watch reports changes made through the name in its directory; a file
+        # with other hard links can change through those, unseen here.
+        watched = token is not None and self._covered(node, token) and not _shared(st)
+        if entry is None:
+            if st is None and not node.complete:
+                return None  # a negative entry is only worth keeping beside a listing
+            node.entries[name] = Entry(st, self.clock(), watched)
+            self._count += 1
+        else:
+            entry.st, entry.confirmed, entry.watched = st, self.clock(), watched
+        if st != before:
+            self.journal.put(dirpath, name, st)
+        if before is not None and _is_dir(before) and (st is None or not _is_dir(st)):
+            self.forget_tree(path)  # the directory that was there is gone
+        return before
+
+    def put_listing(
+        self, dirpath: bytes, entries: Iterable[tuple[bytes, StatInfo]], token: Token | None = None
+    ) -> list[tuple[bytes, StatInfo | None, StatInfo | None]]:
+        """Record a whole listing; returns ``(name, before, now)`` for every change."""
+        node = self._node(dirpath)
+        now = self.clock()
+        watched = token is not None and self._covered(node, token)
+        seen: set[bytes] = set()
+        changes: list[tuple[bytes, StatInfo | None, StatInfo | None]] = []
+        for name, st in entries:
+            seen.add(name)
+            before = self.put(join(dirpath, name), st, token)
+            if before != st:
+                changes.append((name, before, st))
+        for name in [n for n in node.entries if n not in seen]:
+            before = node.entries[name].st
+            if before is not None:
+                changes.append((name, before, None))
+            self._drop(dirpath, node, name)
+        if not node.complete:
+            self.journal.listed_dir(dirpath, True)
+        node.complete, node.listed, node.listed_watched = True, now, watched
+        return changes
+
+    def _drop(self, dirpath: bytes, node: DirNode, name: bytes) -> None:
+        entry = node.entries.pop(name)
+        self._count -= 1
+        if entry.st is not None:
+            self.journal.put(dirpath, name, None)
+            if _is_dir(entry.st):
+                self.forget_tree(join(dirpath, name))
+
+    def _node(self, dirpath: bytes) -> DirNode:
+        node = self.dirs.get(dirpath)
+        if node is None:
+            node = self.dirs[dirpath] = DirNode()
+        node.used = self.clock()
+        return node
+
+    # -- what cachefs itself changed ---------------------------------------------------
+
+    def removed(self, path: bytes) -> None:
+        """*path* was unlinked / rmdir'ed / renamed away through the mount."""
+        dirpath, name = split(path)
+        node = self.dirs.get(dirpath)
+        if node is not None and name in node.entries:
+            self._drop(dirpath, node, name)
+        self.forget_tree(path)
+        self.touched(dirpath)
+
+    def added(self, path: bytes, st: StatInfo) -> None:
+        """*path* was created through the mount."""
+        self.put(path, st)
+        self.touched(split(path)[0])
+
+    def moved(self, old: bytes, new: bytes) -> None:
+        """A rename through the mount: the entry and everything below it move."""
+        if old == new:
+            return
+        old_dir, old_name = split(old)
+        node = self.dirs.get(old_dir)
+        entry = node.entries.get(old_name) if node is not None else None
+        self.removed(new)  # whatever the name held before is replaced
+        if entry is not None and entry.st is not None:
+            self._drop_quietly(old_dir, old_name)
+            self.journal.put(old_dir, old_name, None)
+            self.put(new, entry.st)
+            self.stale(new)  # its ctime changed
+        below = [d for d in self.dirs if _below(d, old)]
+        for dirpath in below:
+            self.dirs[_rebase(dirpath, old, new)] = self.dirs.pop(dirpath)
+        if below:
+            self.journal.moved_dir(old, new)
+        self.touched(old_dir)
+
+    def _drop_quietly(self, dirpath: bytes, name: bytes) -> None:
+        node = self.dirs.get(dirpath)
+        if node is not None and node.entries.pop(name, None) is not None:
+            self._count -= 1
+
+    def touched(self, dirpath: bytes) -> None:
+        """A directory's own attributes (mtime, nlink) changed."""
+        self.stale(dirpath)
+
+    # -- invalidation -------------------------------------------------------------------
+
+    def stale(self, path: bytes) -> None:
+        """Make the next use of *path* ask the origin (keeps the entry for offline use)."""
+        entry = self.root if not path else None
+        if path:
+            dirpath, name = split(path)
+            node = self.dirs.get(dirpath)
+            entry = node.entries.get(name) if node is not None else None
+        if entry is not None:
+            entry.confirmed, entry.watched = 0.0, False
+
+    def stale_listing(self, dirpath: bytes) -> None:
+        node = self.dirs.get(dirpath)
+        if node is not None:
+            node.listed, node.listed_watched = 0.0, False
+
+    def changed(self, dirpath: bytes, name: bytes) -> None:
+        """A watch event about *name* in *dirpath*."""
+        node = self.dirs.get(dirpath)
+        if node is not None:
+            node.events += 1
+        self.stale(join(dirpath, name))
+        self.stale_listing(dirpath)
+        self.stale(dirpath)
+
+    def stale_tree(self, path: bytes) -> None:
+        """Nothing at or below *path* can be trusted without asking (a watch was lost)."""
+        self.stale(path)
+        for dirpath, node in self.dirs.items():
+            if _below(dirpath, path):
+                node.watch_active = False
+                node.listed, node.listed_watched = 0.0, False
+                for entry in node.entries.values():
+                    entry.confirmed, entry.watched = 0.0, False
+
+    def stale_all(self) -> None:
+        self.stale_tree(b"")
+
+    def forget_tree(self, path: bytes) -> None:
+        """Drop every directory node at or below *path* (its paths no longer exist)."""
+        for dirpath in [d for d in self.dirs if _below(d, path) and (path or d)]:
+            node = self.dirs.pop(dirpath)
+            self._count -= len(node.entries)
+            self.journal.forget_dir(dirpath)
+
+    def set_watched(self, dirpath: bytes, active: bool) -> None:
+        node = self._node(dirpath)
+        node.watch_active = active
+        if not active:  # nothing confirmed under the watch can rely on it any more
+            node.listed_watched = False
+            for entry in node.entries.values():
+                entry.watched = False
+
+    # -- background helpers ---------------------------------------------------------------
+
+    def poll_candidates(self, window: float) -> list[bytes]:
+        """Listed directories used within *window* and not covered by a watch, oldest first."""
+        now = self.clock()
+        due = [
+            (node.listed, dirpath)
+            for dirpath, node in self.dirs.items()
+            if node.complete
+            and not node.watch_active
+            and now - node.used < window
+            and now - node.listed >= self.revalidate_after
+        ]
+        return [dirpath for _, dirpath in sorted(due)]
+
+    def trim(self) -> int:
+        """Drop the least recently used directories until under max_entries."""
+        if self._count <= self.max_entries:
+            return 0
+        target = int(self.max_entries * 0.9)
+        dropped = 0
+        for _, dirpath in sorted((n.used, d) for d, n in self.dirs.items()):
+            if self._count <= target:
+                break
+            node = self.dirs.pop(dirpath)
+            self._count -= len(node.entries)
+            dropped += len(node.entries)
+            self.journal.forget_dir(dirpath, recursive=False)
+        return dropped
+
+    # -- restoring ---------------------------------------------------------------------------
+
+    def restore(
+        self,
+        root: StatInfo | None,
+        rows: Iterable[tuple[bytes, bytes, StatInfo]],
+        complete: Iterable[bytes],
+    ) -> None:
+        """Fill from the store: every entry unconfirmed (revalidated before use)."""
+        self.root = Entry(root)
+        for dirpath, name, st in rows:
+            node = self.dirs.get(dirpath)
+            if node is None:
+                node = self.dirs[dirpath] = DirNode()
+            node.entries[name] = Entry(st)
+            self._count += 1
+        for dirpath in complete:
+            if dirpath in self.dirs:
+                self.dirs[dirpath].complete = True
+            else:
+                self.dirs[dirpath] = DirNode(complete=True)
+
+
+def _shared(st: StatInfo | None) -> bool:
+    return st is not None and st.st_nlink > 1 and not _is_dir(st)
+
+
+def _is_dir(st: StatInfo) -> bool:
+    return st.st_mode & 0o170000 == 0o040000
+
+
+# ------------------------------------------------------------------------------- journal
+
+
+@dataclass
+class Journal:
+    """Changes not yet in the store, coalesced: tree operations in order, then puts."""
+
+    puts: dict[tuple[bytes, bytes], StatInfo | None] = field(default_factory=dict)
+    listed: dict[bytes, bool] = field(default_factory=dict)
+    # ("forget", dir, b"" or b"r") drops a directory's rows (recursively with b"r");
+    # ("move", old, new) renames a directory tree.
+    tree_ops: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    root_st: list[StatInfo | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.puts) + len(self.listed) + len(self.tree_ops) + len(self.root_st)
+
+    def put(self, dirpath: bytes, name: bytes, st: StatInfo | None) -> None:
+        self.puts[dirpath, name] = st
+
+    def listed_dir(self, dirpath: bytes, complete: bool) -> None:
+        self.listed[dirpath] = complete
+
+    def root(self, st: StatInfo | None) -> None:
+        self.root_st[:] = [st]
+
+    def forget_dir(self, dirpath: bytes, recursive: bool = True) -> None:
+        # Earlier, unwritten changes under it are moot; later ones come after this.
+        def gone(d: bytes) -> bool:
+            return _below(d, dirpath) if recursive else d == dirpath
+
+        for key in [k for k in self.puts if gone(k[0])]:
+            del self.puts[key]
+        for d in [d for d in self.listed if gone(d)]:
+            del self.listed[d]
+        self.tree_ops.append(("forget", dirpath, b"r" if recursive else b""))
+
+    def moved_dir(self, old: bytes, new: bytes) -> None:
+        self.puts = {(_rebase(d, old, new), n): st for (d, n), st in self.puts.items()}
+        self.listed = {_rebase(d, old, new): flag for d, flag in self.listed.items()}
+        self.tree_ops.append(("move", old, new))
+
+    def take(self) -> Journal:
+        taken = Journal(self.puts, self.listed, self.tree_ops, self.root_st)
+        self.puts, self.listed, self.tree_ops, self.root_st = {}, {}, [], []
+        return taken
+
+
+def _rebase(path: bytes, old: bytes, new: bytes) -> bytes:
+    """*path* with the directory *old* it lies in renamed to *new*."""
+    if not _below(path, old):
+        return path
+    return new + path[len(old) :] if old else join(new, path)

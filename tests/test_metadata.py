@@ -1,0 +1,270 @@
+"""The metadata cache and its SQLite store, without a mount."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cachefs.metadata import MetadataCache, StatInfo
+from cachefs.metastore import MetadataStore, pack, unpack
+
+DIR = 0o040755
+FILE = 0o100644
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def info(mode: int = FILE, size: int = 1, ino: int = 7, nlink: int = 1) -> StatInfo:
+    return StatInfo(mode, ino, 1, nlink, 0, 0, 0, size, 4096, 8, 1, 2, 3)
+
+
+def cache(revalidate_after: float = 1.0) -> tuple[MetadataCache, Clock]:
+    clock = Clock()
+    return MetadataCache(revalidate_after, clock=clock), clock
+
+
+def test_entries_are_fresh_for_revalidate_after() -> None:
+    meta, clock = cache()
+    meta.put(b"a/b", info())
+    entry = meta.get(b"a/b")
+    assert entry is not None and entry.st == info() and meta.fresh(entry)
+    clock.now += 1.0
+    assert not meta.fresh(entry)
+
+
+def test_zero_means_always_ask() -> None:
+    meta, _ = cache(revalidate_after=0)
+    meta.put(b"x", info())
+    entry = meta.get(b"x")
+    assert entry is not None and not meta.fresh(entry)
+
+
+def test_a_complete_listing_answers_for_absent_names() -> None:
+    meta, clock = cache()
+    assert meta.get(b"d/missing") is None  # unknown: must ask
+    meta.put_listing(b"d", [(b"one", info())])
+    absent = meta.get(b"d/missing")
+    assert absent is not None and absent.st is None and meta.fresh(absent)
+    clock.now += 2
+    assert not meta.fresh(absent)
+
+
+def test_put_listing_reports_changes_and_drops_vanished_entries() -> None:
+    meta, _ = cache()
+    meta.put_listing(b"", [(b"keep", info(size=1)), (b"grow", info(size=1)), (b"gone", info())])
+    changes = meta.put_listing(b"", [(b"keep", info(size=1)), (b"grow", info(size=2))])
+    assert sorted(changes) == [(b"gone", info(), None), (b"grow", info(size=1), info(size=2))]
+    assert meta.listing(b"") == [(b"keep", info(size=1)), (b"grow", info(size=2))]
+    assert meta.count() == 2
+
+
+def test_watched_entries_stay_fresh_until_an_event() -> None:
+    meta, clock = cache()
+    meta.set_watched(b"d", True)
+    meta.put(b"d/f", info(), meta.token(b"d"))
+    clock.now += 3600
+    entry = meta.get(b"d/f")
+    assert entry is not None and meta.fresh(entry)
+    meta.changed(b"d", b"f")
+    assert not meta.fresh(entry)
+
+
+def test_an_answer_that_raced_an_event_is_not_trusted_as_watched() -> None:
+    meta, clock = cache()
+    meta.set_watched(b"d", True)
+    token = meta.token(b"d")  # taken before the stat went out
+    meta.changed(b"d", b"f")  # the event arrives while the stat is in flight
+    meta.put(b"d/f", info(), token)
+    clock.now += 2
+    entry = meta.get(b"d/f")
+    assert entry is not None and not meta.fresh(entry)
+
+
+def test_hard_linked_files_are_never_watched() -> None:
+    meta, clock = cache()
+    meta.set_watched(b"d", True)
+    meta.put(b"d/f", info(nlink=2), meta.token(b"d"))
+    clock.now += 2
+    entry = meta.get(b"d/f")
+    assert entry is not None and not meta.fresh(entry)
+
+
+def test_rename_moves_the_subtree() -> None:
+    meta, _ = cache()
+    meta.put(b"a", info(DIR))
+    meta.put_listing(b"a", [(b"sub", info(DIR))])
+    meta.put_listing(b"a/sub", [(b"f", info())])
+    meta.moved(b"a", b"b")
+    assert meta.get(b"a") is None
+    assert meta.listing(b"b/sub") == [(b"f", info())]
+    assert meta.listing(b"a/sub") is None
+
+
+def test_removing_a_directory_forgets_what_was_below() -> None:
+    meta, _ = cache()
+    meta.put_listing(b"", [(b"a", info(DIR))])
+    meta.put_listing(b"a", [(b"f", info())])
+    meta.removed(b"a")
+    assert meta.listing(b"a") is None
+    absent = meta.get(b"a")
+    assert absent is not None and absent.st is None
+    assert meta.count() == 0
+
+
+def test_trim_keeps_the_recently_used() -> None:
+    meta, clock = cache()
+    meta.max_entries = 100
+    for d in range(5):
+        clock.now += 1
+        meta.put_listing(b"d%d" % d, [(b"f%d" % i, info()) for i in range(30)])
+    assert meta.trim() > 0
+    assert meta.count() <= 100
+    assert meta.listing(b"d4") is not None and meta.listing(b"d0") is None
+
+
+def test_stat_packing_round_trips() -> None:
+    st_ = StatInfo(DIR, 2**64 - 1, 2**40, 3, 1000, 1000, 0, 2**50, 4096, 9, -5, 2**62, 0)
+    assert unpack(pack(st_)) == st_
+
+
+def store_at(tmp_path: Path, origin: str = "/srv/nas") -> MetadataStore:
+    store = MetadataStore(tmp_path, origin)
+    store.open()
+    return store
+
+
+def reload(tmp_path: Path, origin: str = "/srv/nas") -> MetadataCache:
+    store = store_at(tmp_path, origin)
+    restored, _ = cache()
+    store.load_into(restored)
+    store.close()
+    return restored
+
+
+# A tiny file-system history: paths in two levels, puts, listings, removals, renames.
+names = st.sampled_from([b"a", b"b", b"c"])
+paths = st.lists(names, min_size=1, max_size=3).map(b"/".join)
+ops = st.one_of(
+    st.tuples(st.just("put"), paths, st.integers(0, 3)),
+    st.tuples(st.just("dir"), paths, st.integers(0, 0)),
+    st.tuples(st.just("list"), paths, st.integers(0, 3)),
+    st.tuples(st.just("removed"), paths, st.integers(0, 0)),
+    st.tuples(st.just("moved"), paths, st.integers(0, 0)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(ops, max_size=25), st.integers(1, 4))
+def test_the_store_holds_what_the_cache_holds(tmp_path_factory, history, flush_every) -> None:  # type: ignore[no-untyped-def]
+    """After any history, flushed in any batches, a restart restores the same entries."""
+    tmp_path = tmp_path_factory.mktemp("store")
+    store = store_at(tmp_path)
+    meta, _ = cache()
+    for i, (op, path, n) in enumerate(history):
+        if op == "put":
+            meta.put(path, info(size=n))
+        elif op == "dir":
+            meta.put(path, info(DIR))
+        elif op == "list":
+            meta.put_listing(path, [(b"x%d" % k, info(size=k)) for k in range(n)])
+        elif op == "removed":
+            meta.removed(path)
+        elif op == "moved":
+            meta.moved(path, path + b"2")
+        if i % flush_every == 0:
+            store.write(meta.journal.take())
+    store.write(meta.journal.take())
+    store.close()
+    restored = reload(tmp_path)
+    assert snapshot(restored) == snapshot(meta)
+
+
+def snapshot(meta: MetadataCache) -> dict[bytes, dict[bytes, StatInfo]]:
+    return {
+        d: {n: e.st for n, e in node.entries.items() if e.st is not None}
+        for d, node in meta.dirs.items()
+        if any(e.st is not None for e in node.entries.values())
+    }
+
+
+def test_restored_entries_are_never_fresh(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    meta, _ = cache()
+    meta.put(b"", info(DIR))
+    meta.put_listing(b"", [(b"f", info())])
+    store.write(meta.journal.take())
+    store.close()
+    restored = reload(tmp_path)
+    entry = restored.get(b"f")
+    assert entry is not None and entry.st == info() and not restored.fresh(entry)
+    assert restored.root.st == info(DIR)
+    assert restored.listing(b"") == [(b"f", info())] and not restored.listing_fresh(b"")
+
+
+def test_a_store_of_another_origin_starts_empty(tmp_path: Path) -> None:
+    store = store_at(tmp_path, "/srv/one")
+    meta, _ = cache()
+    meta.put(b"f", info())
+    store.write(meta.journal.take())
+    store.close()
+    assert reload(tmp_path, "/srv/two").count() == 0
+
+
+def test_an_unreadable_store_is_moved_aside(tmp_path: Path) -> None:
+    (tmp_path / "metadata.sqlite").write_bytes(b"this is not a database" * 100)
+    store = store_at(tmp_path)
+    meta, _ = cache()
+    meta.put(b"f", info())
+    store.write(meta.journal.take())
+    store.close()
+    assert (tmp_path / "metadata.sqlite.corrupt").exists()
+    assert reload(tmp_path).count() == 1
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from cachefs.metadata import MetadataCache, StatInfo
+from cachefs.metastore import MetadataStore
+store = MetadataStore(Path(sys.argv[1]), "/srv/nas")
+store.open()
+meta = MetadataCache(1.0)
+print("ready", flush=True)
+n = 0
+while True:
+    n += 1
+    entries = [(b"f%d" % i, StatInfo(0o100644, i, 1, 1, 0, 0, 0, n, 4096, 8, 1, 2, 3))
+               for i in range(500)]
+    meta.put_listing(b"d%d" % (n % 50), entries)
+    store.write(meta.journal.take())
+"""
+
+
+def test_kill_9_in_the_middle_of_writes_leaves_a_store_that_opens(tmp_path: Path) -> None:
+    for delay in (0.05, 0.2, 0.5):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        )
+        assert writer.stdout is not None and writer.stdout.readline() == b"ready\n"
+        time.sleep(delay)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        restored = reload(tmp_path)
+        assert not (tmp_path / "metadata.sqlite.corrupt").exists()
+        # Every transaction is whole: each directory has all 500 entries or none.
+        assert all(len(node.entries) == 500 for node in restored.dirs.values())
