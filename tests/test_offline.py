@@ -110,6 +110,17 @@ def unmount_stack(mount_factory: MountFactory, m: Mounted) -> None:
     mount_factory.close()
 
 
+def warm_stack(
+    origin: Path, mount_factory: MountFactory, tmp_path: Path
+) -> tuple[dict[str, bytes], Mounted, Mounted]:
+    """A library on the stand-in NAS, cachefs over it, and the cache warmed."""
+    files = make_library(origin)
+    nas = mount_nas(mount_factory, origin, tmp_path)
+    m = mount_factory(nas.mnt, OUTER_OPTIONS)
+    warm(m, files)
+    return files, nas, m
+
+
 @contextlib.contextmanager
 def stopped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
     os.kill(proc.pid, signal.SIGSTOP)
@@ -122,10 +133,7 @@ def stopped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
 def test_hung_origin_goes_offline_and_recovers(
     origin: Path, mount_factory: MountFactory, tmp_path: Path
 ) -> None:
-    files = make_library(origin)
-    nas = mount_nas(mount_factory, origin, tmp_path)
-    m = mount_factory(nas.mnt, OUTER_OPTIONS)
-    warm(m, files)
+    files, nas, m = warm_stack(origin, mount_factory, tmp_path)
     with stopped(nas.proc):
         time.sleep(1.2)  # past revalidate_after: the next lookup asks the hung origin
         took = assert_errno(errno.EIO, read_direct, m.mnt / "uncached.bin")
@@ -139,10 +147,7 @@ def test_hung_origin_goes_offline_and_recovers(
 def test_dead_origin_remounted_is_picked_up_without_remount(
     origin: Path, mount_factory: MountFactory, tmp_path: Path
 ) -> None:
-    files = make_library(origin)
-    nas = mount_nas(mount_factory, origin, tmp_path)
-    m = mount_factory(nas.mnt, OUTER_OPTIONS)
-    warm(m, files)
+    files, nas, m = warm_stack(origin, mount_factory, tmp_path)
     nas.proc.kill()  # the NAS connection dies: ENOTCONN from now on
     nas.proc.wait()
     time.sleep(1.2)
@@ -161,10 +166,7 @@ def test_mounts_offline_from_the_metadata_store(
     origin: Path, mount_factory: MountFactory, tmp_path: Path
 ) -> None:
     """Boot with the NAS down: the library is still there, read-only, from the cache."""
-    files = make_library(origin)
-    nas = mount_nas(mount_factory, origin, tmp_path)
-    m = mount_factory(nas.mnt, OUTER_OPTIONS)
-    warm(m, files)
+    files, nas, m = warm_stack(origin, mount_factory, tmp_path)
     tree = walk_lstat(m.mnt)
     for rel in files:
         if rel != "uncached.bin":
