@@ -248,6 +248,8 @@ class ChunkCache:
             return
         count = max(1, min(READ_AHEAD_MAX_CHUNKS, READ_AHEAD_BYTES // source.chunk_size))
         last = min(first + count, chunk_count(source.version.size, source.chunk_size))
+        if first >= last:
+            return  # the reader is at the last chunk: a small file read whole, say
         stream = self._streams.get(id(source))
         if stream is None:
             stream = self._streams[id(source)] = _ReadAhead(first, last)

@@ -135,6 +135,9 @@ class ChangeDetector:
                 self._covered.discard(event.key)
                 meta.stale_tree(event.key)
                 continue
+            if not event.name:  # the watched directory's own attributes
+                meta.stale(event.key)
+                continue
             content = bool(event.mask & (IN_MODIFY | IN_CLOSE_WRITE))
             key = (event.key, event.name)
             seen[key] = seen.get(key, False) or content
@@ -165,6 +168,8 @@ class ChangeDetector:
         except OriginOffline:
             return
         except (FileNotFoundError, NotADirectoryError):
+            if not dirpath:
+                return  # the origin root itself: the outage monitor's business
             parent, name = split(dirpath)
             self.fs.meta.changed(parent, name)
             self.fs.meta.forget_tree(dirpath)
