@@ -87,12 +87,15 @@ class DirNode:
     listed: float = 0.0  # monotonic time the whole listing was last confirmed
     listed_watched: bool = False
     watch_active: bool = False  # an inotify watch covers this directory
-    events: int = 0  # watch events seen; a confirmation that raced one is not "watched"
+    # Bumped by every change seen (watch events, changes made through the mount):
+    # an answer the origin gave before one (see Token) is not trusted as fresh.
+    events: int = 0
     used: float = 0.0  # last access (monotonic), for the poller and for trimming
 
 
 class Token(NamedTuple):
-    """Taken before asking the origin: was the answer covered by a watch throughout?"""
+    """Taken before asking the origin: did anything change in the directory meanwhile,
+    and was the answer covered by a watch throughout?"""
 
     dirpath: bytes
     events: int
@@ -176,7 +179,13 @@ class MetadataCache:
         return token.watched and node.watch_active and node.events == token.events
 
     def put(self, path: bytes, st: StatInfo | None, token: Token | None = None) -> StatInfo | None:
-        """Record what the origin says of *path*; returns what was known before."""
+        """Record what the origin says of *path*; returns what was known before.
+
+        With a *token* this is an answer to a question asked earlier: if the
+        directory changed since, the answer may predate the change and is kept
+        as stale (revalidated before use). Without one it is a change cachefs
+        made itself, which makes answers still in flight stale.
+        """
         if not path:
             before = self.root.st
             self.root = Entry(st, self.clock())
@@ -187,16 +196,21 @@ class MetadataCache:
         node = self._node(dirpath)
         entry = node.entries.get(name)
         before = entry.st if entry is not None else None
+        confirmed = self.clock()
+        if token is None:
+            node.events += 1
+        elif node.events != token.events:
+            confirmed = 0.0
         # A watch reports changes made through the name in its directory; a file
         # with other hard links can change through those, unseen here.
         watched = token is not None and self._covered(node, token) and not _shared(st)
         if entry is None:
             if st is None and not node.complete:
                 return None  # a negative entry is only worth keeping beside a listing
-            node.entries[name] = Entry(st, self.clock(), watched)
+            node.entries[name] = Entry(st, confirmed, watched)
             self._count += 1
         else:
-            entry.st, entry.confirmed, entry.watched = st, self.clock(), watched
+            entry.st, entry.confirmed, entry.watched = st, confirmed, watched
         if st != before:
             self.journal.put(dirpath, name, st)
         if before is not None and _is_dir(before) and (st is None or not _is_dir(st)):
@@ -208,7 +222,8 @@ class MetadataCache:
     ) -> list[tuple[bytes, StatInfo | None, StatInfo | None]]:
         """Record a whole listing; returns ``(name, before, now)`` for every change."""
         node = self._node(dirpath)
-        now = self.clock()
+        raced = token is not None and node.events != token.events
+        now = 0.0 if raced else self.clock()
         watched = token is not None and self._covered(node, token)
         seen: set[bytes] = set()
         changes: list[tuple[bytes, StatInfo | None, StatInfo | None]] = []
@@ -248,8 +263,10 @@ class MetadataCache:
         """*path* was unlinked / rmdir'ed / renamed away through the mount."""
         dirpath, name = split(path)
         node = self.dirs.get(dirpath)
-        if node is not None and name in node.entries:
-            self._drop(dirpath, node, name)
+        if node is not None:
+            node.events += 1
+            if name in node.entries:
+                self._drop(dirpath, node, name)
         self.forget_tree(path)
         self.touched(dirpath)
 
@@ -280,8 +297,10 @@ class MetadataCache:
 
     def _drop_quietly(self, dirpath: bytes, name: bytes) -> None:
         node = self.dirs.get(dirpath)
-        if node is not None and node.entries.pop(name, None) is not None:
-            self._count -= 1
+        if node is not None:
+            node.events += 1
+            if node.entries.pop(name, None) is not None:
+                self._count -= 1
 
     def touched(self, dirpath: bytes) -> None:
         """A directory's own attributes (mtime, nlink) changed."""
@@ -296,6 +315,8 @@ class MetadataCache:
             dirpath, name = split(path)
             node = self.dirs.get(dirpath)
             entry = node.entries.get(name) if node is not None else None
+            if node is not None:
+                node.events += 1
         if entry is not None:
             entry.confirmed, entry.watched = 0.0, False
 

@@ -268,3 +268,22 @@ def test_kill_9_in_the_middle_of_writes_leaves_a_store_that_opens(tmp_path: Path
         assert not (tmp_path / "metadata.sqlite.corrupt").exists()
         # Every transaction is whole: each directory has all 500 entries or none.
         assert all(len(node.entries) == 500 for node in restored.dirs.values())
+
+
+def test_an_answer_older_than_a_change_made_through_the_mount_is_not_fresh() -> None:
+    """An lstat in flight while cachefs unlinks (or writes) the file must not bring it back."""
+    meta, _ = cache()
+    meta.put_listing(b"d", [(b"f", info())])
+    token = meta.token(b"d")  # a getattr asks the origin ...
+    meta.removed(b"d/f")  # ... while an unlink through the mount completes
+    meta.put(b"d/f", info(), token)  # the getattr's (older) answer arrives
+    entry = meta.get(b"d/f")
+    assert entry is not None and not meta.fresh(entry)
+
+
+def test_a_listing_that_raced_a_change_is_not_fresh() -> None:
+    meta, _ = cache()
+    token = meta.token(b"d")
+    meta.added(b"d/new", info())  # created through the mount while the listing was read
+    meta.put_listing(b"d", [], token)
+    assert not meta.listing_fresh(b"d")
