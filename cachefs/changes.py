@@ -32,7 +32,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IDLE_SLEEP = 0.5  # seconds the poller rests when nothing is due
+# A listing is re-read once half of revalidate_after has passed, and the poller
+# looks for due listings every quarter: entries it keeps are never stale.
+POLL_AHEAD = 0.5
+IDLE_SLEEP_MAX = 0.5
 
 
 class ChangeDetector:
@@ -151,10 +154,13 @@ class ChangeDetector:
 
     async def _poll(self) -> None:
         pause = 1.0 / self.cfg.poll_budget
+        idle = min(IDLE_SLEEP_MAX, self.cfg.revalidate_after / 4)
+        if self.cfg.revalidate_after <= 0:
+            return  # every lookup asks the origin anyway: nothing to keep fresh
         while True:
-            due = self.fs.meta.poll_candidates(self.cfg.poll_window)
+            due = self.fs.meta.poll_candidates(self.cfg.poll_window, POLL_AHEAD)
             if not due or not self.fs.monitor.online:
-                await trio.sleep(IDLE_SLEEP)
+                await trio.sleep(idle)
                 continue
             for dirpath in due[: self.cfg.poll_budget]:
                 await self.poll_directory(dirpath)

@@ -671,13 +671,15 @@ class CacheFS(pyfuse3.Operations):
 
     @fuse_handler
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
         try:
             sv = self._last_statvfs = await self._io(self.origin.statvfs)
         except OriginOffline:
-            if self._last_statvfs is None:
-                raise
+            if self._last_statvfs is None:  # offline since mount: an empty file system
+                data.f_bsize = data.f_frsize = 4096
+                data.f_namemax = 255
+                return data
             sv = self._last_statvfs  # df keeps working while the origin is away
-        data = pyfuse3.StatvfsData()
         for name in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail"):
             setattr(data, name, getattr(sv, name))
         for name in ("f_files", "f_ffree", "f_favail", "f_namemax"):

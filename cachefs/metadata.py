@@ -252,9 +252,8 @@ class MetadataCache:
 
     def _node(self, dirpath: bytes) -> DirNode:
         node = self.dirs.get(dirpath)
-        if node is None:
-            node = self.dirs[dirpath] = DirNode()
-        node.used = self.clock()
+        if node is None:  # "used" counts the client's reads only, not the poller's
+            node = self.dirs[dirpath] = DirNode(used=self.clock())
         return node
 
     # -- what cachefs itself changed ---------------------------------------------------
@@ -364,8 +363,10 @@ class MetadataCache:
 
     # -- background helpers ---------------------------------------------------------------
 
-    def poll_candidates(self, window: float) -> list[bytes]:
-        """Listed directories used within *window* and not covered by a watch, oldest first."""
+    def poll_candidates(self, window: float, ahead: float = 0.5) -> list[bytes]:
+        """Listed directories read within *window* and not covered by a watch whose
+        listing is *ahead* of the way to going stale, oldest first: re-listed in
+        time, their entries never make a lookup wait for the origin."""
         now = self.clock()
         due = [
             (node.listed, dirpath)
@@ -373,7 +374,7 @@ class MetadataCache:
             if node.complete
             and not node.watch_active
             and now - node.used < window
-            and now - node.listed >= self.revalidate_after
+            and now - node.listed >= self.revalidate_after * ahead
         ]
         return [dirpath for _, dirpath in sorted(due)]
 

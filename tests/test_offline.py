@@ -175,6 +175,7 @@ def test_mounts_offline_from_the_metadata_store(
     mount_factory.unmount(nas)  # nothing mounted at the origin path now
     m = mount_factory(nas.mnt, OUTER_OPTIONS)
     assert "mounting offline" in m.log()
+    assert os.statvfs(m.mnt).f_namemax == 255  # df works too
     assert walk_lstat(m.mnt) == tree  # the whole walk, with no origin at all
     assert_serves_offline(m, files)
     mount_nas(mount_factory, origin, tmp_path)

@@ -172,3 +172,22 @@ def test_warm_walk_after_drop_caches(
     before = origin_lookups(m)
     assert walk_lstat(m.mnt) == first
     assert (origin_lookups(m) > before) == asks_origin
+
+
+def test_the_poller_revalidates_recently_read_directories_in_the_background(
+    origin: Path, mount_factory: MountFactory
+) -> None:
+    """On an origin without inotify the poller re-lists what was read, so lookups
+    find fresh entries instead of waiting on the origin, and sees changes itself."""
+    make_tree(origin)
+    m = mount_factory(origin, [*DEFAULT_TEST_OPTIONS, "metadata.watch=poll"])
+    warm(m.mnt)
+    listings = m.stats()["metadata_listings"]
+    (origin / "show/new.nfo").write_bytes(b"<new/>")
+    time.sleep(PROMISE + SLACK + 0.5)  # nothing touches the mount meanwhile
+    assert m.stats()["metadata_listings"] > listings  # the poller listed on its own
+    drop_kernel_caches()  # so the lookups below reach the daemon
+    before = m.stats()["metadata_revalidations"]
+    assert os.listdir(m.mnt / "show").count("new.nfo") == 1
+    (m.mnt / "show/overwrite.nfo").stat()
+    assert m.stats()["metadata_revalidations"] == before  # answered from fresh entries
