@@ -65,7 +65,10 @@ class ChangeDetector:
             if not self.fs.monitor.online:
                 mode, why = "poll", "origin offline at mount"
             else:
-                local, kind = await trio.to_thread.run_sync(self._probe_filesystem)
+                try:  # statfs of a hung NAS must not hold the mount up
+                    local, kind = await self.fs.monitor.call(self._probe_filesystem)
+                except OSError as exc:
+                    local, kind = False, f"not answering ({exc})"
                 mode, why = ("inotify" if local else "poll"), f"origin is {kind}"
         if mode == "inotify":
             try:
@@ -112,6 +115,10 @@ class ChangeDetector:
         else:
             self._limit_reached = True  # Inotify logged it; entries fall back to revalidate_after
 
+    def _inotify_remove(self, key: bytes) -> None:
+        if self._inotify is not None:
+            self._inotify.remove(key)
+
     def _add_watch(self, dirpath: bytes) -> bool:
         assert self._inotify is not None
         with self.fs.origin.proc_path(dirpath) as path:
@@ -135,7 +142,9 @@ class ChangeDetector:
             if event.key is None:
                 continue
             if event.directory_gone and not event.name:
+                # Moved or deleted: the watch no longer stands for this path.
                 self._covered.discard(event.key)
+                self._inotify_remove(event.key)
                 meta.stale_tree(event.key)
                 continue
             if not event.name:  # the watched directory's own attributes

@@ -432,6 +432,7 @@ class CacheFS(pyfuse3.Operations):
 
     def _back_online(self) -> None:
         """What was served while offline is revalidated before it is trusted again."""
+        self.inodes.root_ino = self.origin.root_ino  # a remounted share may number it anew
         self.meta.stale_all()
         self.detector.reset()
 
