@@ -188,6 +188,7 @@ def test_the_store_holds_what_the_cache_holds(tmp_path_factory, history, flush_e
             store.write(meta.journal.take())
     store.write(meta.journal.take())
     store.close()
+    assert meta.count() == sum(len(node.entries) for node in meta.dirs.values())
     restored = reload(tmp_path)
     assert snapshot(restored) == snapshot(meta)
 
