@@ -54,10 +54,31 @@ class ChangeDetector:
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.mode = await self._settle_mode()
         task_status.started()
-        if self.mode == "inotify":
-            await self._watch_events()
-        elif self.mode == "poll":
-            await self._poll()
+        async with trio.open_nursery() as nursery:
+            if self.cfg.watch != "off" and self.fs.monitor.online:
+                nursery.start_soon(self._warm_up)
+            if self.mode == "inotify":
+                await self._watch_events()
+            elif self.mode == "poll":
+                await self._poll()
+
+    async def _warm_up(self) -> None:
+        """After a restart, re-read the listings the store brought back, paced by
+        poll_budget, so the first library scan finds its entries confirmed (and,
+        with inotify, watched) instead of asking the origin file by file."""
+        pending = self.fs.meta.restored_listings()
+        if not pending:
+            return
+        started = trio.current_time()
+        pause = 1.0 / self.cfg.poll_budget
+        for dirpath in pending:
+            if not self.fs.monitor.online:
+                return  # revalidation on use takes over when it comes back
+            if not self.fs.meta.listing_fresh(dirpath):
+                await self.poll_directory(dirpath)
+                await trio.sleep(pause)
+        took = trio.current_time() - started
+        log.info("metadata: %d restored directories revalidated in %.1fs", len(pending), took)
 
     async def _settle_mode(self) -> str:
         mode, why = self.cfg.watch, "configured"

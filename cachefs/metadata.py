@@ -378,6 +378,11 @@ class MetadataCache:
         ]
         return [dirpath for _, dirpath in sorted(due)]
 
+    def restored_listings(self) -> list[bytes]:
+        """Listings read back from the store and not confirmed since, shallowest first."""
+        stale = [d for d, node in self.dirs.items() if node.complete and node.listed == 0.0]
+        return sorted(stale, key=lambda d: (d.count(b"/") if d else -1, d))
+
     def trim(self) -> int:
         """Drop the least recently used directories until under max_entries."""
         if self._count <= self.max_entries:

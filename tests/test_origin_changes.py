@@ -191,3 +191,27 @@ def test_the_poller_revalidates_recently_read_directories_in_the_background(
     assert os.listdir(m.mnt / "show").count("new.nfo") == 1
     (m.mnt / "show/overwrite.nfo").stat()
     assert m.stats()["metadata_revalidations"] == before  # answered from fresh entries
+
+
+def test_after_a_restart_restored_listings_are_revalidated_in_the_background(
+    origin: Path, mount_factory: MountFactory
+) -> None:
+    """The first scan after a reboot finds the tree confirmed (and watched), not a
+    store to check file by file; what changed while unmounted shows."""
+    make_tree(origin)
+    options = [*DEFAULT_TEST_OPTIONS, "metadata.watch=inotify"]
+    m = mount_factory(origin, options)
+    first = walk_lstat(m.mnt)
+    mount_factory.unmount(m)
+    (origin / "show/new.nfo").write_bytes(b"<new/>")  # while nothing is mounted
+    first["show/new.nfo"] = walk_lstat(origin)["show/new.nfo"]
+    first["show"] = walk_lstat(origin)["show"]
+    m = mount_factory(origin, options)
+    deadline = time.monotonic() + 10
+    while "restored directories revalidated" not in m.log():
+        assert time.monotonic() < deadline, m.log()
+        time.sleep(0.05)
+    time.sleep(PROMISE + SLACK)  # past revalidate_after: only the watches keep entries fresh
+    before = origin_lookups(m)
+    assert walk_lstat(m.mnt) == first
+    assert origin_lookups(m) == before
