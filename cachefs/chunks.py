@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .origin import FileVersion
 
@@ -16,23 +16,23 @@ def origin_namespace(origin_root: str) -> bytes:
     return hashlib.blake2b(origin_root.encode(), digest_size=32).digest()
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkKey:
+class ChunkKey(NamedTuple):
     """A chunk of one *version* of one origin file.
 
     The version (size + mtime_ns + dev/ino) is part of the key, so a file
     changed at the origin can never be answered from chunks of its old
     content. The chunk size is part of it too, so a changed content-type rule
-    never mixes chunk geometries.
+    never mixes chunk geometries. A named tuple, so the hashing every cache
+    lookup does runs in C.
     """
 
     version: FileVersion
     chunk_size: int
-    index: int
+    number: int  # which chunk of the file, from 0
 
     @property
     def offset(self) -> int:
-        return self.index * self.chunk_size
+        return self.number * self.chunk_size
 
     @property
     def expected_length(self) -> int:
@@ -50,7 +50,7 @@ class ChunkKey:
         every mount, which would throw the whole cache away at each reboot.
         """
         fields = _KEY_FIELDS.pack(
-            self.version.ino, self.version.size, self.version.mtime_ns, self.chunk_size, self.index
+            self.version.ino, self.version.size, self.version.mtime_ns, self.chunk_size, self.number
         )
         return hashlib.blake2b(fields, digest_size=16, key=namespace).digest()
 

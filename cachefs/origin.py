@@ -17,8 +17,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 # Longest relative path handed to one *at() call. Longer ones are resolved by
 # walking directory fds component group by component group.
@@ -56,12 +55,13 @@ class StatLike(Protocol):
     def st_mtime_ns(self) -> int: ...
 
 
-@dataclass(frozen=True)
-class FileVersion:
+class FileVersion(NamedTuple):
     """What identifies one version of one origin file's content.
 
     A chunk key contains it, so a change at the origin (new size, new mtime, or
-    a new file under the same name) makes every old chunk unreachable.
+    a new file under the same name) makes every old chunk unreachable. A named
+    tuple: chunk keys are hashed and compared on every cache lookup, and tuples
+    do that in C.
     """
 
     dev: int

@@ -51,6 +51,8 @@ class PinTable:
 
     def tier_for(self, relpath: str) -> str | None:
         """The pin that applies to *relpath*: its own, else its nearest directory's."""
+        if not self._pins:
+            return None  # the common case, on every open
         path = relpath
         while True:
             tier = self._pins.get(path)

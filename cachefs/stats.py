@@ -61,6 +61,7 @@ class Stats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._tier_names: dict[tuple[str, str, bool], tuple[str, str]] = {}
         self.counters: Counter[str] = Counter()
         self._pending = Batch()
 
@@ -73,12 +74,17 @@ class Stats:
 
     def tier_access(self, tier: str, content_type: str, hit: bool, nbytes: int) -> None:
         """A chunk looked up in a tier: hits, misses and bytes per tier and type."""
-        outcome = "hits" if hit else "misses"
+        names = self._tier_names.get((tier, content_type, hit))
+        if names is None:  # built once per combination: this runs on every read
+            outcome = "hits" if hit else "misses"
+            names = (f"{outcome}:{tier}:{content_type}", f"bytes:{tier}:{content_type}")
+            self._tier_names[tier, content_type, hit] = names
+        count, volume = names
         with self._lock:
             for counters in (self.counters, self._pending.counters):
-                counters[f"{outcome}:{tier}:{content_type}"] += 1
+                counters[count] += 1
                 if hit:
-                    counters[f"bytes:{tier}:{content_type}"] += nbytes
+                    counters[volume] += nbytes
 
     def file_access(
         self, path: str, opened: bool = False, nbytes: int = 0, seconds: float = 0.0

@@ -40,7 +40,7 @@ class FakeSource:
     def fetch(self, key: ChunkKey) -> tuple[bytes, bool]:
         time.sleep(self.delay)
         with self.lock:
-            self.fetches.append(key.index)
+            self.fetches.append(key.number)
         return self.data[key.offset : key.offset + key.expected_length], not self.changed
 
 

@@ -48,8 +48,8 @@ def key(index: int, size: int = 10_000) -> ChunkKey:
 def data_for(k: ChunkKey, compressible: bool) -> bytes:
     """A key names one content: the same bytes every time (compressible or not)."""
     if compressible:
-        return bytes([k.index % 251]) * k.expected_length
-    return random.Random(k.index).randbytes(k.expected_length)
+        return bytes([k.number % 251]) * k.expected_length
+    return random.Random(k.number).randbytes(k.expected_length)
 
 
 class DiskTierMachine(RuleBasedStateMachine):
@@ -76,7 +76,7 @@ class DiskTierMachine(RuleBasedStateMachine):
 
     @rule(k=keys, compressible=st.booleans())
     def put(self, k: ChunkKey, compressible: bool) -> None:
-        data = data_for(k, compressible=k.index % 2 == 0)
+        data = data_for(k, compressible=k.number % 2 == 0)
         if self.tier.put(k, data, 3 if compressible else None):
             self.model[k] = data
 

@@ -25,7 +25,7 @@ class RamTierModel(RuleBasedStateMachine):
 
     @rule(key=keys, size=st.integers(0, 400))
     def put(self, key: ChunkKey, size: int) -> None:
-        data = bytes([key.index % 256]) * size
+        data = bytes([key.number % 256]) * size
         self.tier.put(key, data)
         self.model.pop(key, None)
         self.model[key] = data
