@@ -48,6 +48,7 @@ from .pins import PinTable
 from .rules import ContentTypeResolver
 from .stats import Stats, StatsBackend
 from .tiers import RamTier
+from .watch import close_reports_errors
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,9 @@ class CacheFS(pyfuse3.Operations):
         self.detector = ChangeDetector(self, cfg.metadata)
         self.monitor.on_online.append(self._back_online)
         self._own_changes: dict[bytes, float] = {}  # path -> when we changed it
+        # FLUSH (sent at every close) reaches the origin only where close() can
+        # report an error; decided at mount, kept if the origin is offline then.
+        self.forward_flush = True
         self._last_statvfs: os.statvfs_result | None = None
         self._nursery: trio.Nursery | None = None
         self.pins = PinTable(self.disks["ssd"].path / "pins.json")
@@ -222,6 +226,7 @@ class CacheFS(pyfuse3.Operations):
             # A mount point now must stay one: if it turns into a plain directory
             # later, the share was unmounted, not emptied.
             self.origin.expect_mountpoint = is_mountpoint(self.origin.root)
+            self.forward_flush = close_reports_errors(self.origin.root)
             if self.meta_store is not None:
                 self.meta_store.set_meta(root_mountpoint=self.origin.expect_mountpoint)
         self.inodes.root_ino = self.origin.root_ino
@@ -939,6 +944,11 @@ class CacheFS(pyfuse3.Operations):
     async def flush(self, fh: int) -> None:
         # Closing a duplicate makes origins that report errors at close (NFS,
         # SMB) report them now, to the process that called close().
+        self.stats.add("fuse_flushes")
+        if not self.forward_flush:
+            # The origin's close() cannot fail (ext4, xfs, ...): ENOSYS makes the
+            # kernel stop sending FLUSH, one round trip less for every close().
+            raise FUSEError(errno.ENOSYS)
         handle = self._files[fh]
         fd = handle.fd
         if fd is None or not handle.writable:
@@ -1059,6 +1069,7 @@ class CacheFS(pyfuse3.Operations):
             "store_skipped": counters.get("store_skipped", 0),
             "fuse_reads": counters.get("fuse_reads", 0),
             "fuse_read_bytes": counters.get("fuse_read_bytes", 0),
+            "fuse_flushes": counters.get("fuse_flushes", 0),
             "open_files": len(self._files),
             "known_inodes": self.inodes.count(),
             "metadata_entries": self.meta.count(),

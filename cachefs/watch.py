@@ -394,7 +394,7 @@ _FILESYSTEMS: dict[int, tuple[str, bool]] = {
 }
 
 
-def _filesystem_magic(path: str | bytes) -> int | None:
+def filesystem_magic(path: str | bytes) -> int | None:
     """statfs(2) f_type of the file system holding *path*; None if statfs fails."""
     buffer = ctypes.create_string_buffer(_STATFS_BUFFER_SIZE)
     if _statfs(os.fsencode(path), buffer) != 0:
@@ -409,13 +409,33 @@ def supports_inotify(path: str | bytes) -> bool:
     False for network, cluster and FUSE file systems, for unknown types, and
     when statfs fails. May block (statfs on a hung network mount).
     """
-    magic = _filesystem_magic(path)
+    magic = filesystem_magic(path)
     return magic is not None and _FILESYSTEMS.get(magic, ("", False))[1]
+
+
+# Local file systems whose files have no flush operation: close() on them can
+# never report a write error (that is fsync's job), so a FUSE FLUSH forwarded
+# to them does nothing. Kept to the ones checked in the kernel source.
+CLOSE_CANNOT_FAIL = frozenset(
+    {
+        0x0000EF53,  # ext2 / ext3 / ext4
+        0x58465342,  # xfs
+        0x9123683E,  # btrfs
+        0x01021994,  # tmpfs
+        0x858458F6,  # ramfs
+    }
+)
+
+
+def close_reports_errors(path: str | bytes) -> bool:
+    """Whether close() of a file under *path* may fail with a deferred write error
+    (NFS, SMB, FUSE, ... and anything unknown: True unless known otherwise)."""
+    return filesystem_magic(path) not in CLOSE_CANNOT_FAIL
 
 
 def filesystem_type_name(path: str | bytes) -> str:
     """A short name for the file system holding *path*, for log messages."""
-    magic = _filesystem_magic(path)
+    magic = filesystem_magic(path)
     if magic is None:
         return "unknown"
     known = _FILESYSTEMS.get(magic)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Mounted, MountFactory
+from .conftest import DEFAULT_TEST_OPTIONS, Mounted, MountFactory
 
 
 def test_write_goes_through_to_origin(origin: Path, mounted: Mounted) -> None:
@@ -191,3 +191,34 @@ def test_created_files_belong_to_the_caller(
     for name in ("mine", "mydir"):
         st = os.stat(origin / name)
         assert (st.st_uid, st.st_gid) == (1234, 4321)
+
+
+def closes(mnt: Path, count: int) -> None:
+    for i in range(count):
+        (mnt / f"closed{i}.txt").write_bytes(b"x")  # create, write, close
+        (mnt / f"closed{i}.txt").read_bytes()  # open, read, close
+
+
+def test_flush_is_forwarded_only_where_close_can_fail(
+    origin: Path, mount_factory: MountFactory, tmp_path: Path
+) -> None:
+    """On ext4 close() cannot report a write error, so the kernel is told (once) to stop
+    sending FLUSH; on a FUSE origin (like NFS or SMB) every close still reaches it."""
+    from .test_offline import mount_nas
+
+    local = mount_factory(origin)
+    closes(local.mnt, 5)
+    assert local.stats()["fuse_flushes"] == 1  # answered ENOSYS once, never sent again
+    nas = mount_nas(mount_factory, origin, tmp_path)
+    over_fuse = mount_factory(
+        nas.mnt,
+        [
+            *DEFAULT_TEST_OPTIONS,
+            f"tiers.ssd.path={tmp_path}/o/ssd",
+            f"tiers.hdd.path={tmp_path}/o/hdd",
+        ],
+    )
+    closes(over_fuse.mnt, 5)
+    assert over_fuse.stats()["fuse_flushes"] >= 10
+    assert (origin / "closed4.txt").read_bytes() == b"x"
+    mount_factory.unmount(over_fuse)
