@@ -52,6 +52,9 @@ def allocated(length: int) -> int:
     return -(-length // BLOCK) * BLOCK
 
 
+MAKE_ROOM_TRIES = 4  # rounds of evict-then-reserve before a put is skipped
+
+
 class DiskTier:
     def __init__(
         self,
@@ -253,23 +256,27 @@ class DiskTier:
     def make_room(self, size: int) -> bool:
         """Evict until *size* more bytes fit under max_size and the free-space reserve.
 
-        On success the *size* bytes are reserved (counted in self.bytes).
+        On success the *size* bytes are reserved (counted in self.bytes). Victims
+        are unlinked before the room is taken, so what is counted (files on disk
+        plus rooms taken and not yet written) never passes max_size, even with
+        several writers; a writer that keeps losing the room to others gives up.
         """
         free = self._free_bytes()
-        with self._lock:
-            over_max = self.bytes + size - self.cfg.max_size
-            under_reserve = self.cfg.min_free - (free - size)
-            need = int(max(over_max, under_reserve, 0))
-            victims = self._pick_victims(need) if need else []
-            if sum(s for _, s in victims) < need:
-                return False  # cannot free enough: evict nothing
-            demote = self._worth_demoting(victims)
-            for digest, _ in victims:
-                self._drop_entry(digest)
-            self.bytes += size
-        self._demote(demote)
-        self._unlink(victims, evicted=True)
-        return True
+        reserve_need = int(max(self.cfg.min_free - (free - size), 0))
+        for _ in range(MAKE_ROOM_TRIES):
+            with self._lock:
+                need = max(self.bytes + size - self.cfg.max_size, reserve_need)
+                if need <= 0:
+                    self.bytes += size
+                    return True
+                victims = self._pick_victims(need)
+                if sum(s for _, s in victims) < need:
+                    return False  # cannot free enough: evict nothing
+                demote = self._worth_demoting(victims)
+                leaving = self._drop_leaving(victims)
+            self._evict(victims, demote, leaving)
+            reserve_need = 0  # freed just now; the cached free-space figure predates it
+        return False
 
     def _pick_victims(self, need: int) -> list[tuple[bytes, int]]:
         """Chunks to evict to free *need* bytes, best victims first (index unchanged)."""
@@ -363,10 +370,27 @@ class DiskTier:
         with self._lock:
             victims = self._pick_victims(nbytes)
             demote = self._worth_demoting(victims)
-            for digest, _ in victims:
-                self._drop_entry(digest)
-        self._demote(demote)
-        self._unlink(victims, evicted=True)
+            leaving = self._drop_leaving(victims)
+        self._evict(victims, demote, leaving)
+
+    def _drop_leaving(self, victims: list[tuple[bytes, int]]) -> int:
+        """Take victims out of the index (lock held); their bytes stay counted, since
+        their files stay on disk until _evict unlinks them. Returns those bytes."""
+        leaving = sum(self._drop_entry(digest) for digest, _ in victims)
+        self.bytes += leaving
+        return leaving
+
+    def _evict(
+        self, victims: list[tuple[bytes, int]], demote: list[tuple[bytes, float]], leaving: int
+    ) -> None:
+        """Demote what deserves it, unlink the victims, then stop counting them: another
+        writer never sees room that is still taken on disk."""
+        try:
+            self._demote(demote)
+            self._unlink(victims, evicted=True)
+        finally:
+            with self._lock:
+                self.bytes -= leaving
 
     # -- scores, promotion and demotion ---------------------------------------------------
 
