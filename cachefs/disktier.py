@@ -24,6 +24,7 @@ import os
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -72,6 +73,7 @@ class DiskTier:
         self.clock = clock
         self.policy: EvictionPolicy = make_policy(cfg.eviction)
         self._sizes: dict[bytes, int] = {}  # the index: digest -> allocated bytes
+        self._writing: Counter[bytes] = Counter()  # chunk files puts are writing right now
         self.pinned: set[bytes] = set()  # never evicted by pressure or TTL (pins.py)
         self.bytes = 0  # allocated bytes of indexed chunks plus writes in progress
         self.counters = TierCounters()
@@ -237,11 +239,16 @@ class DiskTier:
         size = allocated(len(blob))
         if size > self.cfg.max_size or not self.make_room(size):
             return False
-        if not self._write(digest, blob):
-            with self._lock:
-                self.bytes -= size
-            return False
         with self._lock:
+            self._writing[digest] += 1  # an eviction of an older copy must not unlink it
+        written = self._write(digest, blob)
+        with self._lock:
+            self._writing[digest] -= 1
+            if not self._writing[digest]:
+                del self._writing[digest]
+            if not written:
+                self.bytes -= size
+                return False
             if digest in self._sizes:  # a concurrent put of the same chunk won
                 self.bytes -= size
             else:
@@ -479,8 +486,13 @@ class DiskTier:
 
     def _unlink(self, entries: list[tuple[bytes, int]], evicted: bool) -> None:
         for digest, _ in entries:
-            with contextlib.suppress(FileNotFoundError):
-                self.chunk_path(digest).unlink()
+            with self._lock:
+                # Stored again since it was dropped (or being stored): that file is the
+                # new copy, counted in the index; deleting it would leave a ghost.
+                if digest in self._sizes or digest in self._writing:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    self.chunk_path(digest).unlink()
             if evicted:
                 self.counters.evictions += 1
 

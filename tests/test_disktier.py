@@ -278,3 +278,21 @@ def test_scores_follow_the_design_formula(tmp_path: Path) -> None:
     assert tier.score(digest, clock.now) == 2 * 1.0 * 0.5
     assert tier.score(digest, clock.now + 3600) == 2 * 0.5 * 0.5  # 1 / (1 + 1 hour)
     assert tier.hot_chunks(0.6) == [(digest, 1.0, 4096)]
+
+
+def test_an_eviction_never_deletes_a_copy_stored_again_meanwhile(tmp_path: Path) -> None:
+    """A store worker evicts chunk X (out of the index, file not yet unlinked) while
+    another stores X again: the unlink must spare the new file, or the index would
+    count a chunk that is gone. The interleaving is driven step by step."""
+    tier = open_tier(tmp_path, max_size=1024 * 1024)
+    k = key(0)
+    data = data_for(k, compressible=False)
+    assert tier.put(k, data, None)
+    digest = k.digest(NAMESPACE)
+    with tier._lock:  # worker A picks X as a victim
+        victims = [(digest, tier._sizes[digest])]
+        leaving = tier._drop_leaving(victims)
+    assert tier.put(k, data, None)  # worker B stores X again
+    tier._evict(victims, [], leaving)  # worker A unlinks its victims
+    assert tier.get(k) == data
+    assert tier.bytes == allocated(tier.chunk_path(digest).stat().st_size)
