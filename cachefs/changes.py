@@ -132,7 +132,7 @@ class ChangeDetector:
             done.set()
         if watched:
             self._covered.add(dirpath)
-            self.fs.meta.set_watched(dirpath, True)
+            self.fs.meta.mark_watched(dirpath)
         else:
             self._limit_reached = True  # Inotify logged it; entries fall back to revalidate_after
 
@@ -158,7 +158,7 @@ class ChangeDetector:
                 log.warning("inotify queue overflowed: revalidating every cached entry")
                 meta.stale_all()
                 for dirpath in self._covered:
-                    meta.set_watched(dirpath, True)
+                    meta.mark_watched(dirpath)
                 continue
             if event.key is None:
                 continue

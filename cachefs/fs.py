@@ -377,11 +377,14 @@ class CacheFS(pyfuse3.Operations):
         if not stat.S_ISREG(before.st_mode):
             return
         old = FileVersion.of(before)
-        if now is not None and FileVersion.of(now) == old:
-            return
+        if now is None or FileVersion.of(now) != old:
+            self._drop_version(old, self.policy_for(path).chunk_size)
+
+    def _drop_version(self, old: FileVersion, chunk_size: int) -> None:
+        """A file version the origin no longer has: its chunks leave every tier."""
         self.ram.drop_file((old.dev, old.ino))
-        chunk_size = self.policy_for(path).chunk_size
-        self._in_background(self.cache.forget_version, old, chunk_size)
+        if chunk_size:
+            self._in_background(self.cache.forget_version, old, chunk_size)
 
     async def _listing(self, dirpath: bytes) -> list[tuple[bytes, StatInfo]]:
         """Entries of origin directory *dirpath* with their lstat, cache first."""
@@ -504,9 +507,7 @@ class CacheFS(pyfuse3.Operations):
         if state.version == version:
             return True
         if state.version is not None:
-            self.ram.drop_file((state.version.dev, state.version.ino))
-            if state.chunk_size:
-                self._in_background(self.cache.forget_version, state.version, state.chunk_size)
+            self._drop_version(state.version, state.chunk_size)
         state.version = version
         state.write_generation += 1
         return False

@@ -242,12 +242,13 @@ class MetadataCache:
         node.complete, node.listed, node.listed_watched = True, now, watched
         return changes
 
-    def _drop(self, dirpath: bytes, node: DirNode, name: bytes) -> None:
+    def _drop(self, dirpath: bytes, node: DirNode, name: bytes, forget_below: bool = True) -> None:
+        """Remove an entry; a directory's subtree goes too unless it is moving."""
         entry = node.entries.pop(name)
         self._count -= 1
         if entry.st is not None:
             self.journal.put(dirpath, name, None)
-            if _is_dir(entry.st):
+            if forget_below and _is_dir(entry.st):
                 self.forget_tree(join(dirpath, name))
 
     def _node(self, dirpath: bytes) -> DirNode:
@@ -282,9 +283,9 @@ class MetadataCache:
         node = self.dirs.get(old_dir)
         entry = node.entries.get(old_name) if node is not None else None
         self.removed(new)  # whatever the name held before is replaced
-        if entry is not None and entry.st is not None:
-            self._drop_quietly(old_dir, old_name)
-            self.journal.put(old_dir, old_name, None)
+        if node is not None and entry is not None and entry.st is not None:
+            node.events += 1
+            self._drop(old_dir, node, old_name, forget_below=False)  # the subtree moves below
             self.put(new, entry.st)
             self.stale(new)  # its ctime changed
         below = [d for d in self.dirs if _below(d, old)]
@@ -293,13 +294,6 @@ class MetadataCache:
         if below:
             self.journal.moved_dir(old, new)
         self.touched(old_dir)
-
-    def _drop_quietly(self, dirpath: bytes, name: bytes) -> None:
-        node = self.dirs.get(dirpath)
-        if node is not None:
-            node.events += 1
-            if node.entries.pop(name, None) is not None:
-                self._count -= 1
 
     def touched(self, dirpath: bytes) -> None:
         """A directory's own attributes (mtime, nlink) changed."""
@@ -325,10 +319,7 @@ class MetadataCache:
             node.listed, node.listed_watched = 0.0, False
 
     def changed(self, dirpath: bytes, name: bytes) -> None:
-        """A watch event about *name* in *dirpath*."""
-        node = self.dirs.get(dirpath)
-        if node is not None:
-            node.events += 1
+        """A watch event about *name* in *dirpath* (stale() counts it as a change)."""
         self.stale(join(dirpath, name))
         self.stale_listing(dirpath)
         self.stale(dirpath)
@@ -353,13 +344,9 @@ class MetadataCache:
             self._count -= len(node.entries)
             self.journal.forget_dir(dirpath)
 
-    def set_watched(self, dirpath: bytes, active: bool) -> None:
-        node = self._node(dirpath)
-        node.watch_active = active
-        if not active:  # nothing confirmed under the watch can rely on it any more
-            node.listed_watched = False
-            for entry in node.entries.values():
-                entry.watched = False
+    def mark_watched(self, dirpath: bytes) -> None:
+        """An inotify watch now covers *dirpath* (a lost one goes through stale_tree)."""
+        self._node(dirpath).watch_active = True
 
     # -- background helpers ---------------------------------------------------------------
 

@@ -72,7 +72,7 @@ class MetadataStore:
         except sqlite3.DatabaseError as exc:
             self._move_aside(exc)
             self._db = self._connect()
-        self._set_meta({"origin": self.origin_root, "format": STORE_FORMAT})
+        self.set_meta(origin=self.origin_root, format=STORE_FORMAT)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -118,16 +118,13 @@ class MetadataStore:
         rows = self._db.execute("SELECT key, value FROM meta").fetchall()
         return {key: json.loads(value) for key, value in rows}
 
-    def _set_meta(self, values: dict[str, Any]) -> None:
+    def set_meta(self, **values: Any) -> None:
         assert self._db is not None
         with self._lock:
             self._db.executemany(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                 [(k, json.dumps(v)) for k, v in values.items()],
             )
-
-    def set_meta(self, **values: Any) -> None:
-        self._set_meta(values)
 
     # -- loading and writing ----------------------------------------------------------------
 

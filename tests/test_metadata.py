@@ -73,7 +73,7 @@ def test_put_listing_reports_changes_and_drops_vanished_entries() -> None:
 
 def test_watched_entries_stay_fresh_until_an_event() -> None:
     meta, clock = cache()
-    meta.set_watched(b"d", True)
+    meta.mark_watched(b"d")
     meta.put(b"d/f", info(), meta.token(b"d"))
     clock.now += 3600
     entry = meta.get(b"d/f")
@@ -84,7 +84,7 @@ def test_watched_entries_stay_fresh_until_an_event() -> None:
 
 def test_an_answer_that_raced_an_event_is_not_trusted_as_watched() -> None:
     meta, clock = cache()
-    meta.set_watched(b"d", True)
+    meta.mark_watched(b"d")
     token = meta.token(b"d")  # taken before the stat went out
     meta.changed(b"d", b"f")  # the event arrives while the stat is in flight
     meta.put(b"d/f", info(), token)
@@ -95,7 +95,7 @@ def test_an_answer_that_raced_an_event_is_not_trusted_as_watched() -> None:
 
 def test_hard_linked_files_are_never_watched() -> None:
     meta, clock = cache()
-    meta.set_watched(b"d", True)
+    meta.mark_watched(b"d")
     meta.put(b"d/f", info(nlink=2), meta.token(b"d"))
     clock.now += 2
     entry = meta.get(b"d/f")
