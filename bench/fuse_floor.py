@@ -4,19 +4,21 @@ Run as root: ``.venv/bin/python bench/fuse_floor.py [--reps 7] [--small]``.
 
 After ``drop_caches`` the kernel has forgotten every name, so a library scan
 or an open of a small file is a chain of synchronous FUSE requests (OPENDIR,
-READDIRPLUS twice, RELEASEDIR per directory; LOOKUP, OPEN, READ, FLUSH per
-file) whatever the file system behind them does. This script generates the
-bench data set (bench/dataset.py) in a temporary directory and runs, in the
-same run and alternating,
+READDIRPLUS twice, RELEASEDIR per directory; OPEN, READ, RELEASE per file)
+whatever the file system behind them does. This script generates the bench
+data set (bench/dataset.py) in a temporary directory and runs, in the same run
+and alternating,
 
 * ``floor``: a pyfuse3 + trio file system mirroring that tree from memory,
-  every request answered from a dict (no cache, stats or origin): the least
-  any pyfuse3 file system can cost on this machine;
-* ``cachefs``: cachefs over the same directory, warmed first, so every answer
-  comes from its metadata cache and RAM tier;
+  every request answered from a dict (no cache, stats or origin), on pyfuse3's
+  own request loop: what any pyfuse3 file system pays for the round trips;
+* ``floor+poll``: the same with cachefs's busy poll (cachefs/fuseloop.py);
+* ``cachefs-nopoll``: cachefs with ``mount.busy_poll=0``, warmed first, so
+  every answer comes from its metadata cache and RAM tier;
+* ``cachefs``: the same with the default busy poll;
 
 through the (e) scan after drop_caches and the (f') open + 4 KiB + close
-sample of bench/run.py, and prints medians and the cachefs / floor ratio.
+sample of bench/run.py, and prints medians and ratios to the floor.
 """
 
 from __future__ import annotations
@@ -41,10 +43,13 @@ from run import DataSet
 SAMPLE = 300  # (f') files, as bench/run.py
 
 
-def serve_floor(tree: str, mountpoint: str) -> None:
+def serve_floor(tree: str, mountpoint: str, busy_poll: bool) -> None:
     """The do-nothing file system over a copy of *tree* in memory (a child process)."""
     import pyfuse3
     import trio
+
+    from cachefs import fuseloop
+    from cachefs.config import default_config
 
     class Floor(pyfuse3.Operations):
         supports_dot_lookup = False
@@ -111,6 +116,8 @@ def serve_floor(tree: str, mountpoint: str) -> None:
             return None
 
     pyfuse3.init(Floor(), mountpoint, {"fsname=floor", "default_permissions"})
+    if busy_poll:
+        fuseloop.install(default_config().mount.busy_poll)
     try:
         trio.run(pyfuse3.main)
     finally:
@@ -139,6 +146,27 @@ def heads_p50(root: Path, sample: list[str]) -> float:
     return float(workloads.small_file_heads(root, sample, 600)["p50_ms"])  # type: ignore[arg-type]
 
 
+def start_system(name: str, tree: Path, work: Path) -> tuple[Path, subprocess.Popen[bytes]]:
+    """Mount system *name* over *tree* in *work*; returns its mount point and process."""
+    mnt = work / name
+    mnt.mkdir()
+    if name.startswith("floor"):
+        poll = "poll" if name == "floor+poll" else "stock"
+        cmd = [sys.executable, __file__, "--serve", str(tree), str(mnt), poll]
+        return mnt, subprocess.Popen(cmd)
+    opts = f"tiers.ssd.path={work}/{name}-ssd,tiers.hdd.path={work}/{name}-hdd"
+    opts += ",stats.backend=embedded"
+    if name == "cachefs-nopoll":
+        opts += ",mount.busy_poll=0"
+    cmd = [sys.executable, "-m", "cachefs.cli", "mount", "-f", str(tree), str(mnt), "-o", opts]
+    repo = Path(__file__).resolve().parents[1]
+    quiet = subprocess.DEVNULL
+    return mnt, subprocess.Popen(cmd, cwd=repo, stdout=quiet, stderr=quiet)
+
+
+SYSTEMS = ("floor", "floor+poll", "cachefs-nopoll", "cachefs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--reps", type=int, default=7)
@@ -149,34 +177,24 @@ def main() -> None:
     profile = dataset.SMALL if args.small else dataset.FULL
     sample = DataSet.load(profile, SAMPLE).small
     work = Path(tempfile.mkdtemp(prefix="cachefs-floor-"))
-    tree, floor_mnt, cachefs_mnt = work / "tree", work / "floor", work / "cachefs"
+    tree = work / "tree"
     dataset.generate(tree, profile, quiet=True)
-    floor_mnt.mkdir()
-    cachefs_mnt.mkdir()
-    repo = Path(__file__).resolve().parents[1]
-    opts = f"tiers.ssd.path={work}/ssd,tiers.hdd.path={work}/hdd,stats.backend=embedded"
-    mount = [sys.executable, "-m", "cachefs.cli", "mount", "-f", str(tree), str(cachefs_mnt)]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    procs = {
-        floor_mnt: subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(tree), str(floor_mnt)]
-        ),
-        cachefs_mnt: subprocess.Popen([*mount, "-o", opts], cwd=repo, **quiet),  # type: ignore[call-overload]
-    }
+    mounts: dict[str, tuple[Path, subprocess.Popen[bytes]]] = {}
     try:
-        for mnt, proc in procs.items():
-            wait_mounted(mnt, proc)
-        workloads.library_scan(cachefs_mnt, 600)  # warm: metadata cache, RAM tier
+        for name in SYSTEMS:
+            mounts[name] = start_system(name, tree, work)
+            wait_mounted(*mounts[name])
+            workloads.library_scan(mounts[name][0], 600)  # warm: metadata cache, RAM tier
         results: dict[str, dict[str, list[float]]] = {
-            name: {"scan": [], "heads": []} for name in ("floor", "cachefs")
+            name: {"scan": [], "heads": []} for name in SYSTEMS
         }
-        for _ in range(args.reps):  # alternate, so both see the same machine
-            for name, mnt in (("floor", floor_mnt), ("cachefs", cachefs_mnt)):
+        for _ in range(args.reps):  # alternate, so all see the same machine
+            for name, (mnt, _) in mounts.items():
                 results[name]["scan"].append(scan_after_drop(mnt))
                 results[name]["heads"].append(heads_p50(mnt, sample))
         report(results)
     finally:
-        for mnt, proc in procs.items():
+        for mnt, proc in mounts.values():
             subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
             proc.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
@@ -189,11 +207,12 @@ def report(results: dict[str, dict[str, list[float]]]) -> None:
             medians[name] = statistics.median(values[metric])
             runs = ", ".join(f"{v:.3f}" for v in values[metric])
             print(f"{metric:5} {name:8} median {medians[name]:.3f} {unit}  (runs: {runs})")
-        print(f"{metric:5} cachefs / floor: {medians['cachefs'] / medians['floor']:.2f}x")
+        for name in SYSTEMS[1:]:
+            print(f"{metric:5} {name} / floor: {medians[name] / medians['floor']:.2f}x")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
-        serve_floor(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
+        serve_floor(sys.argv[2], sys.argv[3], busy_poll=sys.argv[4] == "poll")
     else:
         main()

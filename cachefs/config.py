@@ -151,6 +151,8 @@ def format_size(n: int) -> str:
 
 
 _DURATION_UNITS: dict[str, Fraction] = {
+    "us": Fraction(1, 1_000_000),
+    "µs": Fraction(1, 1_000_000),
     "ms": Fraction(1, 1000),
     "s": Fraction(1),
     "m": Fraction(60),
@@ -159,14 +161,14 @@ _DURATION_UNITS: dict[str, Fraction] = {
     "w": Fraction(604800),
 }
 _DURATION_NUMBER = re.compile(r"\s*(\d+(?:\.\d+)?)\s*")
-_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)(?![a-z])", re.IGNORECASE)
-_DURATION_HINT = '(expected e.g. "30s", "5m", "1h30m", "7d", "250ms")'
+_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(us|µs|ms|s|m|h|d|w)(?![a-z])", re.IGNORECASE)
+_DURATION_HINT = '(expected e.g. "30s", "5m", "1h30m", "7d", "250ms", "50us")'
 
 
 def parse_duration(text: str | int | float) -> float:
     """Seconds from ``"1h30m"``, ``"250ms"``, ``"7d"``, ``"1w"``, ``"300"`` or a number.
 
-    Units: ms, s, m, h, d, w (case-insensitive); parts add up. Raises ValueError
+    Units: us (or µs), ms, s, m, h, d, w (case-insensitive); parts add up. Raises ValueError
     on anything else, including negative or non-finite numbers.
     """
     if isinstance(text, bool) or not isinstance(text, int | float | str):
@@ -189,22 +191,29 @@ def parse_duration(text: str | int | float) -> float:
     return float(total)  # summed exactly, rounded once: "1h30m" == 5400.0
 
 
-_DURATION_FORMATS = (("d", 86400_000), ("h", 3600_000), ("m", 60_000), ("s", 1000), ("ms", 1))
+_DURATION_FORMATS = (
+    ("d", 86400_000_000),
+    ("h", 3600_000_000),
+    ("m", 60_000_000),
+    ("s", 1_000_000),
+    ("ms", 1000),
+    ("us", 1),
+)
 
 
 def format_duration(seconds: float) -> str:
-    """A readable spelling (``"1h30m"``, ``"7d"``) that parse_duration reads back exactly."""
+    """A readable spelling (``"1h30m"``, ``"50us"``) that parse_duration reads back exactly."""
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"invalid duration {seconds!r}")
-    ms = round(Fraction(seconds) * 1000)
-    if float(Fraction(ms, 1000)) != seconds:
-        # Not a whole number of milliseconds: plain seconds, shortest exact digits.
+    us = round(Fraction(seconds) * 1_000_000)
+    if float(Fraction(us, 1_000_000)) != seconds:
+        # Not a whole number of microseconds: plain seconds, shortest exact digits.
         return f"{Decimal(repr(float(seconds))):f}s"
-    if ms == 0:
+    if us == 0:
         return "0s"
     parts = []
     for unit, mult in _DURATION_FORMATS:
-        count, ms = divmod(ms, mult)
+        count, us = divmod(us, mult)
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts)
@@ -296,6 +305,7 @@ class MountConfig:
     entry_timeout: float  # seconds
     max_threads: int
     read_ahead: int  # bytes; the kernel's read-ahead for the mount, 0 = kernel default
+    busy_poll: float  # seconds the FUSE reader polls for the next request before sleeping; 0 = off
 
 
 @dataclass(frozen=True)
@@ -358,7 +368,7 @@ def default_config() -> Config:
         prediction=PredictionConfig(100, 0.6, 100 * MiB),
         monitoring=MonitoringConfig(5 * MINUTE, HOUR, DAY),
         stats=StatsConfig("auto", "redis://localhost:6379/11"),
-        mount=MountConfig(1.0, 1.0, 16, MiB),
+        mount=MountConfig(1.0, 1.0, 16, MiB, 50e-6),
         metadata=MetadataConfig(1.0, "auto", 10 * MINUTE, 20, 500_000, True),
         origin=OriginConfig(5.0, 2.0),
         source=None,
@@ -399,6 +409,15 @@ def _duration_at_least(low: float) -> Check:
         if v >= low:
             return None
         return f"must be at least {format_duration(low)}, got {format_duration(v)}"
+
+    return check
+
+
+def _duration_at_most(high: float) -> Check:
+    def check(v: float) -> str | None:
+        if v <= high:
+            return None
+        return f"must be at most {format_duration(high)}, got {format_duration(v)}"
 
     return check
 
@@ -481,6 +500,7 @@ _SCHEMA: dict[str, _Node] = {
         "entry_timeout": _Field("duration"),
         "max_threads": _Field("int", _between(1, 1024)),
         "read_ahead": _Field("size"),
+        "busy_poll": _Field("duration", _duration_at_most(0.01)),
     },
     "metadata": {
         "revalidate_after": _Field("duration"),  # 0 allowed: always ask the origin

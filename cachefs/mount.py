@@ -17,6 +17,7 @@ from .background import Flusher, MetadataSaver, Migrator, janitor
 from .config import Config, ConfigError, load_config
 from .disktier import TierInUse
 from .fs import CacheFS
+from .fuseloop import install as install_busy_poll
 from .origin import Origin
 from .stats import StatsUnavailable, open_backend
 
@@ -218,6 +219,7 @@ async def serve(fs: CacheFS, mountpoint: str) -> None:
         nursery.start_soon(Migrator(fs).run)
         saver = MetadataSaver(fs)
         nursery.start_soon(saver.run)
+        fs.busy_poll = install_busy_poll(fs.cfg.mount.busy_poll)
         await pyfuse3.main(min_tasks=2, max_tasks=64)
         await fs.cache.drain(timeout=10)
         with trio.move_on_after(10):

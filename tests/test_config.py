@@ -96,7 +96,7 @@ def test_default_other_sections() -> None:
     assert cfg.prediction == PredictionConfig(100, 0.6, 100 * MiB)
     assert cfg.monitoring == MonitoringConfig(300.0, 3600.0, 86400.0)
     assert cfg.stats == StatsConfig("auto", "redis://localhost:6379/11")
-    assert cfg.mount == MountConfig(1.0, 1.0, 16, MiB)
+    assert cfg.mount == MountConfig(1.0, 1.0, 16, MiB, 50e-6)
     assert cfg.metadata == MetadataConfig(1.0, "auto", 600.0, 20, 500_000, True)
     assert cfg.origin == OriginConfig(5.0, 2.0)
     assert cfg.source is None
@@ -200,6 +200,9 @@ def test_format_size_is_readable(n: int, text: str) -> None:
         ("1H", 3600.0),
         ("0s", 0.0),
         ("1d2h3m4s5ms", 93784.005),
+        ("50us", 50e-6),
+        ("50µs", 50e-6),
+        ("1ms500US", 0.0015),
     ],
 )
 def test_parse_duration_good(text: str | float, expected: float) -> None:
@@ -218,7 +221,15 @@ def test_parse_duration_bad(text: object) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(3600.0, "1h"), (604800.0, "7d"), (5400.0, "1h30m"), (0.25, "250ms"), (0.0, "0s")],
+    [
+        (3600.0, "1h"),
+        (604800.0, "7d"),
+        (5400.0, "1h30m"),
+        (0.25, "250ms"),
+        (50e-6, "50us"),
+        (1.0015, "1s1ms500us"),
+        (0.0, "0s"),
+    ],
 )
 def test_format_duration_is_readable(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
@@ -227,6 +238,12 @@ def test_format_duration_is_readable(seconds: float, text: str) -> None:
 @given(st.integers(min_value=0, max_value=10**12))
 def test_format_duration_round_trips_milliseconds(ms: int) -> None:
     seconds = ms / 1000
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+@given(st.integers(min_value=0, max_value=10**12))
+def test_format_duration_round_trips_microseconds(us: int) -> None:
+    seconds = us / 1_000_000
     assert parse_duration(format_duration(seconds)) == seconds
 
 
@@ -303,11 +320,12 @@ stats_interval = "5m"
 attr_timeout = "1s"
 entry_timeout = 2
 max_threads = 16
+busy_poll = "20us"
 """,
     )
     cfg = load_config(path)
     assert cfg.rules == (Rule("Movies/**/*.nfo", "metadata"), Rule("Photos/**", "user_data"))
-    assert cfg.mount == MountConfig(1.0, 2.0, 16, MiB)
+    assert cfg.mount == MountConfig(1.0, 2.0, 16, MiB, 20e-6)
     assert cfg.tiers == default_config().tiers
 
 
@@ -506,6 +524,19 @@ def test_bad_watch_mode(tmp_path: Path) -> None:
 )
 def test_bad_metadata_values(tmp_path: Path, line: str, problem: str) -> None:
     msg, name = load_error(tmp_path, f"# cache of attributes\n[metadata]\n{line}\n")
+    assert msg.startswith(f"{name}:3: {problem}")
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('busy_poll = "20ms"', "mount.busy_poll: must be at most 10ms, got 20ms"),
+        ('busy_poll = "-5us"', "mount.busy_poll: invalid duration '-5us'"),
+        ('busy_poll = "50ns"', "mount.busy_poll: invalid duration '50ns'"),
+    ],
+)
+def test_bad_busy_poll(tmp_path: Path, line: str, problem: str) -> None:
+    msg, name = load_error(tmp_path, f"# FUSE loop\n[mount]\n{line}\n")
     assert msg.startswith(f"{name}:3: {problem}")
 
 
@@ -778,7 +809,7 @@ def test_round_trip_customised(tmp_path: Path) -> None:
         prediction=PredictionConfig(7, 1e-05, 0),
         monitoring=MonitoringConfig(1.0, 93784.005, 1.5),
         stats=StatsConfig("redis", "rediss://user:p#ss@host:6380/2"),
-        mount=MountConfig(0.0, 0.1, 1, 0),
+        mount=MountConfig(0.0, 0.1, 1, 0, 0.0),
         metadata=MetadataConfig(0.0, "off", 0.001, 1, 1000, False),
         origin=OriginConfig(1e-4, 93784.005),
     )
