@@ -520,38 +520,19 @@ def test_bad_watch_mode(tmp_path: Path) -> None:
         ('poll_budget = "20"', "metadata.poll_budget: expected an integer, got string '20'"),
         ("max_entries = 999", "metadata.max_entries: must be at least 1000, got 999"),
         ('persist = "yes"', "metadata.persist: expected true or false"),
-    ],
-)
-def test_bad_metadata_values(tmp_path: Path, line: str, problem: str) -> None:
-    msg, name = load_error(tmp_path, f"# cache of attributes\n[metadata]\n{line}\n")
-    assert msg.startswith(f"{name}:3: {problem}")
-
-
-@pytest.mark.parametrize(
-    ("line", "problem"),
-    [
-        ('busy_poll = "20ms"', "mount.busy_poll: must be at most 10ms, got 20ms"),
-        ('busy_poll = "-5us"', "mount.busy_poll: invalid duration '-5us'"),
-        ('busy_poll = "50ns"', "mount.busy_poll: invalid duration '50ns'"),
-    ],
-)
-def test_bad_busy_poll(tmp_path: Path, line: str, problem: str) -> None:
-    msg, name = load_error(tmp_path, f"# FUSE loop\n[mount]\n{line}\n")
-    assert msg.startswith(f"{name}:3: {problem}")
-
-
-@pytest.mark.parametrize(
-    ("line", "problem"),
-    [
         ("timeout = 0", "origin.timeout: must be greater than 0"),
         ('timeout = "0ms"', "origin.timeout: must be greater than 0"),
         ('timeout = "slow"', "origin.timeout: invalid duration 'slow'"),
         ("probe_interval = 0", "origin.probe_interval: must be greater than 0"),
         ("probe_interval = -2", "origin.probe_interval: invalid duration -2"),
+        ('busy_poll = "20ms"', "mount.busy_poll: must be at most 10ms, got 20ms"),
+        ('busy_poll = "-5us"', "mount.busy_poll: invalid duration '-5us'"),
+        ('busy_poll = "50ns"', "mount.busy_poll: invalid duration '50ns'"),
     ],
 )
-def test_bad_origin_values(tmp_path: Path, line: str, problem: str) -> None:
-    msg, name = load_error(tmp_path, f"[origin]\n\n{line}\n")
+def test_bad_values_name_key_and_line(tmp_path: Path, line: str, problem: str) -> None:
+    section = problem.split(".", 1)[0]
+    msg, name = load_error(tmp_path, f"# a comment\n[{section}]\n{line}\n")
     assert msg.startswith(f"{name}:3: {problem}")
 
 
