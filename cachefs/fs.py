@@ -1058,34 +1058,31 @@ class CacheFS(pyfuse3.Operations):
 
     def stats_snapshot(self) -> dict[str, Any]:
         counters = self.stats.snapshot()
-        return (
-            {
-                "tiers": {"ram": self.ram.stats()}
-                | {name: tier.stats_dict() for name, tier in self.disks.items()},
-                "origin_bytes_read": counters.get("origin_bytes_read", 0),
-                "origin_reads": counters.get("origin_reads", 0),
-                "corrupt_chunks": counters.get("corrupt_chunks", 0),
-                "promotions": counters.get("promotions", 0),
-                "demotions": counters.get("demotions", 0),
-                "compressed_bytes_saved": counters.get("compressed_bytes_saved", 0),
-                "stats_backend": self.stats_backend.name,
-                "stats_pending_files": self.stats.pending_files(),
-                "store_skipped": counters.get("store_skipped", 0),
-                "fuse_reads": counters.get("fuse_reads", 0),
-                "fuse_read_bytes": counters.get("fuse_read_bytes", 0),
-                "fuse_flushes": counters.get("fuse_flushes", 0),
-                "open_files": len(self._files),
-                "known_inodes": self.inodes.count(),
-                "metadata_entries": self.meta.count(),
-                "metadata_hits": counters.get("metadata_hits", 0),
-                "metadata_revalidations": counters.get("metadata_revalidations", 0),
-                "metadata_listings": counters.get("metadata_listings", 0),
-                "watched_directories": self.detector.watched_count(),
-                "change_detection": self.detector.mode,
-            }
-            | self.monitor.describe()
-            | describe_busy_poll(self.busy_poll)
-        )
+        return {
+            "tiers": {"ram": self.ram.stats()}
+            | {name: tier.stats_dict() for name, tier in self.disks.items()},
+            "origin_bytes_read": counters.get("origin_bytes_read", 0),
+            "origin_reads": counters.get("origin_reads", 0),
+            "corrupt_chunks": counters.get("corrupt_chunks", 0),
+            "promotions": counters.get("promotions", 0),
+            "demotions": counters.get("demotions", 0),
+            "compressed_bytes_saved": counters.get("compressed_bytes_saved", 0),
+            "stats_backend": self.stats_backend.name,
+            "stats_pending_files": self.stats.pending_files(),
+            "store_skipped": counters.get("store_skipped", 0),
+            "fuse_reads": counters.get("fuse_reads", 0),
+            "fuse_read_bytes": counters.get("fuse_read_bytes", 0),
+            "fuse_flushes": counters.get("fuse_flushes", 0),
+            "open_files": len(self._files),
+            "known_inodes": self.inodes.count(),
+            "metadata_entries": self.meta.count(),
+            "metadata_hits": counters.get("metadata_hits", 0),
+            "metadata_revalidations": counters.get("metadata_revalidations", 0),
+            "metadata_listings": counters.get("metadata_listings", 0),
+            "watched_directories": self.detector.watched_count(),
+            "change_detection": self.detector.mode,
+            **describe_busy_poll(self.busy_poll),
+        } | self.monitor.describe()
 
 
 def _existing(st: StatInfo | None) -> StatInfo:
