@@ -17,6 +17,7 @@ pyfuse3.asyncio swaps in asyncio; `install` hands it a copy of trio whose
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import time
@@ -26,6 +27,8 @@ import pyfuse3
 import trio
 
 from .config import format_duration
+
+log = logging.getLogger(__name__)
 
 
 class BusyPoll:
@@ -94,6 +97,10 @@ def install(window: float) -> BusyPoll | None:
     """
     if window <= 0 or usable_cpus() < 2:
         uninstall()
+        return None
+    if not isinstance(getattr(pyfuse3, "trio", None), types.ModuleType):
+        # A pyfuse3 that no longer takes trio from this global: leave it alone.
+        log.warning("this pyfuse3 has no trio hook: mount.busy_poll is off")
         return None
     busy = BusyPoll(window)
     lowlevel = types.ModuleType("trio.lowlevel")

@@ -133,6 +133,10 @@ def test_install_replaces_only_the_wait() -> None:
     assert pyfuse3.trio.open_nursery is trio.open_nursery  # type: ignore[attr-defined]
     assert pyfuse3.trio.lowlevel.current_task is trio.lowlevel.current_task  # type: ignore[attr-defined]
     assert trio.lowlevel.wait_readable is not busy.wait_readable  # trio itself untouched
+    again = fuseloop.install(50e-6)  # a second mount in the same process
+    assert again is not None
+    assert pyfuse3.trio.lowlevel.wait_readable == again.wait_readable  # type: ignore[attr-defined]
+    assert pyfuse3.trio.Lock is trio.Lock  # type: ignore[attr-defined]
     fuseloop.uninstall()
     assert pyfuse3.trio is trio  # type: ignore[attr-defined]
 
@@ -144,6 +148,17 @@ def test_install_is_off_for_zero_and_on_one_cpu(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(fuseloop, "usable_cpus", lambda: 1)
     assert fuseloop.install(50e-6) is None
     assert pyfuse3.trio is trio  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("restore_pyfuse3")
+def test_install_leaves_a_pyfuse3_without_the_hook_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(fuseloop, "usable_cpus", lambda: 2)
+    monkeypatch.delattr(pyfuse3, "trio")
+    assert fuseloop.install(50e-6) is None
+    assert not hasattr(pyfuse3, "trio")
+    assert "busy_poll is off" in caplog.text
 
 
 def scan(root: Path) -> int:
