@@ -264,9 +264,7 @@ class CacheFS(pyfuse3.Operations):
         """Bring cached chunks of *relpath* (a file, or every file below a directory)
         in line with its pin: moved into the pinned disk tier and marked there."""
         # A walk of a whole pinned tree may take long: untimed.
-        files = await self.monitor.call(
-            self._pinned_file_versions, relpath, limiter=self._limiter, timed=False
-        )
+        files = await self._untimed(self._pinned_file_versions, relpath)
         for version, chunk_size, tier in files:
             await trio.to_thread.run_sync(
                 self._pin_on_disks, version, chunk_size, tier, limiter=self._disk_limiter
@@ -324,10 +322,14 @@ class CacheFS(pyfuse3.Operations):
         """A blocking origin call that reads (timed: a hang marks the origin offline)."""
         return await self.monitor.call(fn, *args, limiter=self._limiter)
 
+    async def _untimed(self, fn: Callable[..., T], *args: Any) -> T:
+        """A blocking origin call that may rightly take long (fsync, a FIFO): never cut short."""
+        return await self.monitor.call(fn, *args, limiter=self._limiter, timed=False)
+
     async def _change(self, fn: Callable[..., T], *args: Any) -> T:
         """A blocking origin call that changes something: EROFS while offline, never cut short."""
         self._require_online()
-        return await self.monitor.call(fn, *args, limiter=self._limiter, timed=False)
+        return await self._untimed(fn, *args)
 
     def _require_online(self) -> None:
         if not self.monitor.online:
@@ -824,9 +826,7 @@ class CacheFS(pyfuse3.Operations):
         else:
             st = await self._attr(path)
             if not stat.S_ISREG(st.st_mode):  # a FIFO or device: open it for real, untimed
-                fd, raw = await self.monitor.call(
-                    self._open_origin, path, flags, limiter=self._limiter, timed=False
-                )
+                fd, raw = await self._untimed(self._open_origin, path, flags)
                 st = StatInfo.of(raw)
         unchanged = self._note_version(inode, st)
         if self._kernel_view.get(inode) != FileVersion.of(st):
@@ -956,7 +956,7 @@ class CacheFS(pyfuse3.Operations):
         fd = handle.fd
         if fd is None or not handle.writable:
             return  # nothing written through this handle: nothing to report
-        await self.monitor.call(lambda: os.close(os.dup(fd)), limiter=self._limiter, timed=False)
+        await self._untimed(lambda: os.close(os.dup(fd)))
 
     @fuse_handler
     async def fsync(self, fh: int, datasync: bool) -> None:
@@ -964,7 +964,7 @@ class CacheFS(pyfuse3.Operations):
         if fd is None:
             return  # opened read-only and never read from the origin
         sync = os.fdatasync if datasync else os.fsync
-        await self.monitor.call(sync, fd, limiter=self._limiter, timed=False)
+        await self._untimed(sync, fd)
 
     @fuse_handler
     async def release(self, fh: int) -> None:
@@ -1018,7 +1018,7 @@ class CacheFS(pyfuse3.Operations):
             finally:
                 os.close(fd)
 
-        await self.monitor.call(work, limiter=self._limiter, timed=False)
+        await self._untimed(work)
 
     # -- extended attributes ------------------------------------------------------
 
