@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from .origin import FileVersion
 
-_KEY_FIELDS = struct.Struct("<QQqQQ")
+_KEY_FIELDS = struct.Struct("<QQqqQQ")
 
 
 def origin_namespace(origin_root: str) -> bytes:
@@ -19,7 +19,7 @@ def origin_namespace(origin_root: str) -> bytes:
 class ChunkKey(NamedTuple):
     """A chunk of one *version* of one origin file.
 
-    The version (size + mtime_ns + dev/ino) is part of the key, so a file
+    The version (inode, size, mtime, ctime) is part of the key, so a file
     changed at the origin can never be answered from chunks of its old
     content. The chunk size is part of it too, so a changed content-type rule
     never mixes chunk geometries. A named tuple, so the hashing every cache
@@ -40,17 +40,14 @@ class ChunkKey(NamedTuple):
         return max(0, min(self.chunk_size, self.version.size - self.offset))
 
     @property
-    def file_id(self) -> tuple[int, int]:
-        return (self.version.dev, self.version.ino)
+    def file_id(self) -> int:
+        return self.version.ino
 
     def digest(self, namespace: bytes) -> bytes:
-        """The chunk's name on disk.
-
-        Leaves out st_dev: network and FUSE origins get a new device number at
-        every mount, which would throw the whole cache away at each reboot.
-        """
+        """The chunk's name on disk: a keyed hash of the version and the chunk's place."""
+        v = self.version
         fields = _KEY_FIELDS.pack(
-            self.version.ino, self.version.size, self.version.mtime_ns, self.chunk_size, self.number
+            v.ino, v.size, v.mtime_ns, v.ctime_ns, self.chunk_size, self.number
         )
         return hashlib.blake2b(fields, digest_size=16, key=namespace).digest()
 

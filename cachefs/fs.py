@@ -269,7 +269,7 @@ class CacheFS(pyfuse3.Operations):
             await trio.to_thread.run_sync(
                 self._pin_on_disks, version, chunk_size, tier, limiter=self._disk_limiter
             )
-            file_id = (version.dev, version.ino)
+            file_id = version.ino
             if tier == "ram":
                 self.ram.pinned_files.add(file_id)
             else:
@@ -386,7 +386,7 @@ class CacheFS(pyfuse3.Operations):
 
     def _drop_version(self, old: FileVersion, chunk_size: int) -> None:
         """A file version the origin no longer has: its chunks leave every tier."""
-        self.ram.drop_file((old.dev, old.ino))
+        self.ram.drop_file(old.ino)
         if chunk_size:
             self._in_background(self.cache.forget_version, old, chunk_size)
 
@@ -906,7 +906,7 @@ class CacheFS(pyfuse3.Operations):
         handle.reopen = functools.partial(self._reopen_read_only, inode, path, flags)
         self._files[fh] = handle
         if pin == "ram" and state.version is not None:
-            self.ram.pinned_files.add((state.version.dev, state.version.ino))
+            self.ram.pinned_files.add(state.version.ino)
         self.stats.file_access(relpath, opened=True)
         state.handles.add(fh)
         self.inodes.opened(inode)

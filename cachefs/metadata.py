@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 STORE_NAME = "metadata.sqlite"
 STORE_FORMAT = 1
+# "Never confirmed". Not 0.0: the monotonic clock counts from boot, so on a
+# machine up for less than revalidate_after a 0.0 would look fresh.
+NEVER = float("-inf")
 
 
 class StatInfo(NamedTuple):
@@ -76,7 +79,7 @@ class StatInfo(NamedTuple):
 @dataclass(slots=True)
 class Entry:
     st: StatInfo | None  # None: the origin said there is no such entry
-    confirmed: float = 0.0  # time.monotonic() of the last confirmation; 0 = never
+    confirmed: float = NEVER  # time.monotonic() of the last confirmation
     watched: bool = False  # confirmed under a watch of its directory, no event since
 
 
@@ -84,13 +87,13 @@ class Entry:
 class DirNode:
     entries: dict[bytes, Entry] = field(default_factory=dict)
     complete: bool = False  # entries hold every name the directory has
-    listed: float = 0.0  # monotonic time the whole listing was last confirmed
+    listed: float = NEVER  # monotonic time the whole listing was last confirmed
     listed_watched: bool = False
     watch_active: bool = False  # an inotify watch covers this directory
     # Bumped by every change seen (watch events, changes made through the mount):
     # an answer the origin gave before one (see Token) is not trusted as fresh.
     events: int = 0
-    used: float = 0.0  # last access (monotonic), for the poller and for trimming
+    used: float = NEVER  # last access (monotonic), for the poller and for trimming
 
 
 class Token(NamedTuple):
@@ -200,7 +203,7 @@ class MetadataCache:
         if token is None:
             node.events += 1
         elif node.events != token.events:
-            confirmed = 0.0
+            confirmed = NEVER
         # A watch reports changes made through the name in its directory; a file
         # with other hard links can change through those, unseen here.
         watched = token is not None and self._covered(node, token) and not _shared(st)
@@ -223,7 +226,7 @@ class MetadataCache:
         """Record a whole listing; returns ``(name, before, now)`` for every change."""
         node = self._node(dirpath)
         raced = token is not None and node.events != token.events
-        now = 0.0 if raced else self.clock()
+        now = NEVER if raced else self.clock()
         watched = token is not None and self._covered(node, token)
         seen: set[bytes] = set()
         changes: list[tuple[bytes, StatInfo | None, StatInfo | None]] = []
@@ -311,12 +314,12 @@ class MetadataCache:
             if node is not None:
                 node.events += 1
         if entry is not None:
-            entry.confirmed, entry.watched = 0.0, False
+            entry.confirmed, entry.watched = NEVER, False
 
     def stale_listing(self, dirpath: bytes) -> None:
         node = self.dirs.get(dirpath)
         if node is not None:
-            node.listed, node.listed_watched = 0.0, False
+            node.listed, node.listed_watched = NEVER, False
 
     def changed(self, dirpath: bytes, name: bytes) -> None:
         """A watch event about *name* in *dirpath* (stale() counts it as a change)."""
@@ -330,9 +333,9 @@ class MetadataCache:
         for dirpath, node in self.dirs.items():
             if _below(dirpath, path):
                 node.watch_active = False
-                node.listed, node.listed_watched = 0.0, False
+                node.listed, node.listed_watched = NEVER, False
                 for entry in node.entries.values():
-                    entry.confirmed, entry.watched = 0.0, False
+                    entry.confirmed, entry.watched = NEVER, False
 
     def stale_all(self) -> None:
         self.stale_tree(b"")
@@ -367,7 +370,7 @@ class MetadataCache:
 
     def restored_listings(self) -> list[bytes]:
         """Listings read back from the store and not confirmed since, shallowest first."""
-        stale = [d for d, node in self.dirs.items() if node.complete and node.listed == 0.0]
+        stale = [d for d, node in self.dirs.items() if node.complete and node.listed == NEVER]
         return sorted(stale, key=lambda d: (d.count(b"/") if d else -1, d))
 
     def trim(self) -> int:

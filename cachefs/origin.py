@@ -46,32 +46,36 @@ class StatLike(Protocol):
     """What FileVersion needs of a stat: os.stat_result or metadata.StatInfo."""
 
     @property
-    def st_dev(self) -> int: ...
-    @property
     def st_ino(self) -> int: ...
     @property
     def st_size(self) -> int: ...
     @property
     def st_mtime_ns(self) -> int: ...
+    @property
+    def st_ctime_ns(self) -> int: ...
 
 
 class FileVersion(NamedTuple):
     """What identifies one version of one origin file's content.
 
-    A chunk key contains it, so a change at the origin (new size, new mtime, or
-    a new file under the same name) makes every old chunk unreachable. A named
-    tuple: chunk keys are hashed and compared on every cache lookup, and tuples
-    do that in C.
+    A chunk key contains it, so a change at the origin makes every old chunk
+    unreachable: a new size, a new mtime, a new file under the same name, and
+    any write at all through ``st_ctime_ns``, which the kernel sets on every
+    change and no user can set back (taggers and ``rsync --times`` restore the
+    mtime of a same-size overwrite). The device number is left out: a NAS or
+    USB disk remounted gets a new one, and with ctime it adds no safety. A
+    named tuple: chunk keys are hashed and compared on every cache lookup, and
+    tuples do that in C.
     """
 
-    dev: int
     ino: int
     size: int
     mtime_ns: int
+    ctime_ns: int
 
     @classmethod
     def of(cls, st: StatLike) -> FileVersion:
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return cls(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def open_flags_for_origin(flags: int) -> int:

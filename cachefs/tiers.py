@@ -49,8 +49,8 @@ class RamTier:
         self._arrived: dict[ChunkKey, float] = {}
         self._last_access: dict[ChunkKey, float] = {}
         # file id -> its keys, so a file's chunks can be dropped without a scan
-        self._by_file: dict[tuple[int, int], set[ChunkKey]] = {}
-        self.pinned_files: set[tuple[int, int]] = set()  # never evicted (pins.py)
+        self._by_file: dict[int, set[ChunkKey]] = {}
+        self.pinned_files: set[int] = set()  # never evicted (pins.py)
 
     def __len__(self) -> int:
         return len(self._probation) + len(self._protected)
@@ -118,7 +118,7 @@ class RamTier:
             if not keys:
                 del self._by_file[key.file_id]
 
-    def drop_file(self, file_id: tuple[int, int]) -> int:
+    def drop_file(self, file_id: int) -> int:
         """Drop every chunk of every version of a file; returns how many."""
         keys = list(self._by_file.get(file_id, ()))
         for key in keys:

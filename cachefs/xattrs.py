@@ -56,7 +56,7 @@ async def get_control(fs: CacheFS, inode: int, name: bytes) -> bytes:
 async def set_control(fs: CacheFS, inode: int, name: bytes, value: bytes) -> None:
     if name == EVICT:
         version = await _current_version(fs, inode)
-        fs.ram.drop_file((version.dev, version.ino))
+        fs.ram.drop_file(version.ino)
         await fs.cache.forget_version(version, fs.policy_for(fs._path(inode)).chunk_size)
         return
     if name == PIN:

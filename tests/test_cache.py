@@ -35,7 +35,7 @@ class FakeSource:
 
     @property
     def version(self) -> FileVersion:
-        return FileVersion(1, 2, len(self.data), 3)
+        return FileVersion(2, len(self.data), 3, 3)
 
     def fetch(self, key: ChunkKey) -> tuple[bytes, bool]:
         time.sleep(self.delay)

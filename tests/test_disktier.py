@@ -42,7 +42,7 @@ def open_tier(path: Path, clock: Clock | None = None, **kw) -> DiskTier:
 
 
 def key(index: int, size: int = 10_000) -> ChunkKey:
-    return ChunkKey(FileVersion(1, 42, size, 7), 1000, index)
+    return ChunkKey(FileVersion(42, size, 7, 7), 1000, index)
 
 
 def data_for(k: ChunkKey, compressible: bool) -> bytes:

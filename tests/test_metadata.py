@@ -45,6 +45,26 @@ def test_entries_are_fresh_for_revalidate_after() -> None:
     assert not meta.fresh(entry)
 
 
+def test_stale_and_restored_entries_are_stale_early_after_boot() -> None:
+    """The monotonic clock starts near 0 at boot: "never confirmed" must not read as
+    "confirmed at 0.0", which a long revalidate_after would call fresh."""
+    meta, clock = cache(revalidate_after=3600.0)
+    clock.now = 5.0  # five seconds after boot
+    meta.put(b"d/f", info())
+    meta.changed(b"d", b"f")  # an inotify event
+    entry = meta.get(b"d/f")
+    assert entry is not None and not meta.fresh(entry)
+    meta.put_listing(b"d", [(b"f", info())])
+    meta.stale_listing(b"d")
+    assert not meta.listing_fresh(b"d")
+    restored = MetadataCache(3600.0, clock=clock)
+    restored.restore(info(DIR), [(b"d", b"f", info())], [b"d"])
+    entry = restored.get(b"d/f")
+    assert entry is not None and not restored.fresh(entry)
+    assert not restored.listing_fresh(b"d")
+    assert restored.restored_listings() == [b"d"]
+
+
 def test_zero_means_always_ask() -> None:
     meta, _ = cache(revalidate_after=0)
     meta.put(b"x", info())

@@ -13,7 +13,7 @@ from cachefs.origin import FileVersion
 from cachefs.tiers import RamTier
 
 MAX = 1000
-VERSIONS = [FileVersion(1, ino, 10_000, 5) for ino in range(3)]
+VERSIONS = [FileVersion(ino, 10_000, 5, 5) for ino in range(3)]
 keys = st.builds(ChunkKey, st.sampled_from(VERSIONS), st.just(100), st.integers(0, 20))
 
 
@@ -40,7 +40,7 @@ class RamTierModel(RuleBasedStateMachine):
 
     @rule(version=st.sampled_from(VERSIONS))
     def drop_file(self, version: FileVersion) -> None:
-        self.tier.drop_file((version.dev, version.ino))
+        self.tier.drop_file(version.ino)
         for key in [k for k in self.model if k.version == version]:
             del self.model[key]
 
@@ -88,7 +88,7 @@ def scan(tier: RamTier, clock: FakeClock, files: int) -> None:
     """A library scan: every file opened once, its first 64 KiB read."""
     for ino in range(1000, 1000 + files):
         clock.now += 0.001
-        key = ChunkKey(FileVersion(1, ino, 65536, 1), 65536, 0)
+        key = ChunkKey(FileVersion(ino, 65536, 1, 1), 65536, 0)
         if tier.get(key) is None:
             tier.put(key, b"s" * 4096)
 
@@ -96,7 +96,7 @@ def scan(tier: RamTier, clock: FakeClock, files: int) -> None:
 def scan_drop(scan_resistant: bool) -> tuple[float, float]:
     clock = FakeClock()
     tier = RamTier(256 * 4096, scan_resistant=scan_resistant, clock=clock)
-    hot = [ChunkKey(FileVersion(1, 7, 1 << 30, 1), 4096, i) for i in range(100)]
+    hot = [ChunkKey(FileVersion(7, 1 << 30, 1, 1), 4096, i) for i in range(100)]
     hot_hit_ratio(tier, hot, clock, rounds=5)  # warm up
     before = hot_hit_ratio(tier, hot, clock, rounds=1)
     scan(tier, clock, files=10_000)
@@ -151,7 +151,7 @@ def test_segmented_tier_is_bounded_and_exact(ops: list[tuple[str, int, int]]) ->
             got = tier.get(key)
             assert got is None or got == truth[key]
         elif op == "drop":
-            tier.drop_file((key.version.dev, key.version.ino))
+            tier.drop_file(key.version.ino)
         else:
             clock.now += size / 100
         assert tier.bytes <= MAX
