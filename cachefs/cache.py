@@ -42,7 +42,7 @@ READ_AHEAD_MAX_CHUNKS = 8
 
 
 class ChunkSource(Protocol):
-    """An open origin file the cache can fetch chunks of."""
+    """An open origin file the cache can fetch chunks of (hashed by identity)."""
 
     @property
     def version(self) -> FileVersion: ...
@@ -59,17 +59,30 @@ class ChunkSource(Protocol):
     @property
     def pin(self) -> str | None: ...
 
-    def fetch(self, key: ChunkKey) -> tuple[bytes, bool]:
+    def fetch(self, key: ChunkKey) -> tuple[bytes, FileVersion]:
         """Blocking: read a chunk from the origin.
 
-        Returns the bytes and whether the origin file still has the key's
-        version (only then may the bytes be cached under that key).
+        Returns the bytes and the version the origin file had once they were
+        read. Only when that is the key's version are the bytes that chunk:
+        ctime moves on with every change, so no change can have happened
+        during the read.
         """
+        ...
+
+    def origin_changed(self, version: FileVersion) -> None:
+        """A fetch found the origin file at another *version* than the source's."""
         ...
 
 
 @dataclass
 class _Flight:
+    """One fill of one chunk; readers of the same chunk wait for it.
+
+    ``data`` stays None when the fill produced nothing the waiters may take
+    (cancelled, or bytes of another version): they then try again themselves.
+    """
+
+    leader: ChunkSource
     done: trio.Event = field(default_factory=trio.Event)
     data: bytes | None = None
     error: OSError | None = None
@@ -81,6 +94,7 @@ class _ReadAhead:
 
     next: int
     until: int
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
 @dataclass(frozen=True)
@@ -114,7 +128,8 @@ class ChunkCache:
         self._pending_stores = 0
         self._nursery: trio.Nursery | None = None
         self._indexes_loaded = {name: trio.Event() for name in self.disks}
-        self._streams: dict[int, _ReadAhead] = {}  # id(source) -> its read-ahead
+        # Keyed by the source itself, not id(): a released handle's id is reused.
+        self._streams: dict[ChunkSource, _ReadAhead] = {}
 
     # -- background work ------------------------------------------------------------
 
@@ -250,9 +265,9 @@ class ChunkCache:
         last = min(first + count, chunk_count(source.version.size, source.chunk_size))
         if first >= last:
             return  # the reader is at the last chunk: a small file read whole, say
-        stream = self._streams.get(id(source))
+        stream = self._streams.get(source)
         if stream is None:
-            stream = self._streams[id(source)] = _ReadAhead(first, last)
+            stream = self._streams[source] = _ReadAhead(first, last)
             self._nursery.start_soon(self._run_read_ahead, source, stream)
         else:
             stream.next = max(stream.next, first)  # the reader may have overtaken it
@@ -267,20 +282,28 @@ class ChunkCache:
         origin seek between them.
         """
         try:
-            while stream.next < stream.until:
-                key = ChunkKey(source.version, source.chunk_size, stream.next)
-                stream.next += 1
-                if key in self.ram:
-                    continue
-                flight = self._inflight.get(key)
-                if flight is not None:
-                    await flight.done.wait()
-                elif any(tier.known_to_hold(key) for tier in self.disks.values()):
-                    self._nursery_or_fail().start_soon(self._fill_quietly, source, key)
-                elif not await self._fill_quietly(source, key):
-                    break
+            with stream.scope:
+                while stream.next < stream.until:
+                    key = ChunkKey(source.version, source.chunk_size, stream.next)
+                    stream.next += 1
+                    if key in self.ram:
+                        continue
+                    flight = self._inflight.get(key)
+                    if flight is not None:
+                        await flight.done.wait()
+                    elif any(tier.known_to_hold(key) for tier in self.disks.values()):
+                        self._nursery_or_fail().start_soon(self._fill_quietly, source, key)
+                    elif not await self._fill_quietly(source, key):
+                        break
         finally:
-            del self._streams[id(source)]
+            del self._streams[source]
+
+    def stop_read_ahead(self, source: ChunkSource) -> None:
+        """The handle is released: its read-ahead stops (a fetch already in a worker
+        thread finishes there; the handle's fd stays open until it has)."""
+        stream = self._streams.get(source)
+        if stream is not None:
+            stream.scope.cancel()
 
     def _nursery_or_fail(self) -> trio.Nursery:
         assert self._nursery is not None
@@ -307,19 +330,23 @@ class ChunkCache:
             if flight is None:
                 return await self._fill(source, key)
             await flight.done.wait()
-            if flight.error is not None:
-                raise OSError(flight.error.errno, flight.error.strerror)
             if flight.data is not None:
                 return flight.data
-            # the leader was cancelled: try again, possibly as the new leader
+            if flight.error is not None and flight.leader is source:
+                raise OSError(flight.error.errno, flight.error.strerror)
+            # Nothing to take: the leader was cancelled, read another version, or
+            # failed through another handle (released, say). Try again, maybe leading.
 
     async def _fill(self, source: ChunkSource, key: ChunkKey) -> bytes:
-        flight = self._inflight[key] = _Flight()
+        flight = self._inflight[key] = _Flight(source)
         try:
             data = await self._from_disks(key, source.policy.name)
-            if data is None:
-                data = await self._from_origin(source, key)
-            flight.data = data
+            if data is not None:
+                flight.data = data
+                return data
+            data, verified = await self._from_origin(source, key)
+            if verified:
+                flight.data = data
             return data
         except OSError as exc:
             flight.error = exc if exc.errno else OSError(errno.EIO, str(exc))
@@ -349,13 +376,25 @@ class ChunkCache:
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._origin_limiter)
 
-    async def _from_origin(self, source: ChunkSource, key: ChunkKey) -> bytes:
+    async def _from_origin(self, source: ChunkSource, key: ChunkKey) -> tuple[bytes, bool]:
+        """The chunk read through *source*'s own fd, and whether it is the key's chunk.
+
+        Bytes read while the file changed are no chunk of the key's version: they
+        are neither cached nor handed to readers waiting on the fill (who may read
+        another handle); only this reader, whose fd read them, gets them, as a
+        read racing a change gets them from a local disk.
+        """
         generation = source.write_generation
-        data, current = await self._origin_call(source.fetch, key)
+        data, version = await self._origin_call(source.fetch, key)
         self.stats.add("origin_bytes_read", len(data))
         self.stats.add("origin_reads")
+        if version != key.version:
+            self.stats.add("origin_changed_during_read")
+            source.origin_changed(version)
+            return data, False
         complete = len(data) == key.expected_length
-        if current and complete and source.write_generation == generation:
+        if complete and source.write_generation == generation:
             self.ram.put(key, data)
             await self._store_later(key, data, source.policy, source.pin)
-        return data
+            return data, True
+        return data, False

@@ -42,6 +42,7 @@ from .origin import (
     RENAME_EXCHANGE,
     FileVersion,
     Origin,
+    OriginFile,
     is_mountpoint,
     open_flags_for_origin,
 )
@@ -93,16 +94,16 @@ class FileState:
     handles: set[int] = field(default_factory=set)
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: the read-ahead of each handle is its own
 class OpenFile:
-    """One open file handle: an origin fd plus what the read path needs.
+    """One open file handle: its origin file plus what the read path needs.
 
     A read-only handle opened from fresh cached metadata has no origin fd
-    until a read misses every tier (*reopen* makes it): opening a cached
+    until a read misses every tier (``file`` opens it then): opening a cached
     file costs the origin nothing.
     """
 
-    fd: int | None
+    file: OriginFile
     inode: int
     state: FileState
     policy: ContentTypeConfig
@@ -110,16 +111,8 @@ class OpenFile:
     pin: str | None = None  # the tier a pin keeps this file in (pins.py)
     next_offset: int = 0  # where a sequential reader reads next
     writable: bool = False
-    reopen: Callable[[], int] | None = None  # blocking: opens the origin file read-only
-    fd_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def origin_fd(self) -> int:
-        """Blocking: the origin fd, opened now if this handle was opened lazily."""
-        with self.fd_lock:
-            if self.fd is None:
-                assert self.reopen is not None
-                self.fd = self.reopen()
-            return self.fd
+    # Told (on the trio thread) when a fetch finds the origin file changed.
+    on_origin_change: Callable[[FileVersion], None] | None = None
 
     @property
     def version(self) -> FileVersion:
@@ -134,10 +127,14 @@ class OpenFile:
     def write_generation(self) -> int:
         return self.state.write_generation
 
-    def fetch(self, key: ChunkKey) -> tuple[bytes, bool]:
-        fd = self.origin_fd()
-        data = os.pread(fd, key.expected_length, key.offset)
-        return data, FileVersion.of(os.fstat(fd)) == key.version
+    def fetch(self, key: ChunkKey) -> tuple[bytes, FileVersion]:
+        with self.file.use() as fd:
+            data = os.pread(fd, key.expected_length, key.offset)
+            return data, FileVersion.of(os.fstat(fd))
+
+    def origin_changed(self, version: FileVersion) -> None:
+        if self.on_origin_change is not None:
+            self.on_origin_change(version)
 
 
 @dataclass
@@ -528,10 +525,10 @@ class CacheFS(pyfuse3.Operations):
             except FileNotFoundError:
                 pass
         state = self._states.get(inode)
-        fds = [self._files[fh].fd for fh in state.handles] if state is not None else []
-        for fd in fds:
-            if fd is not None:
-                return StatInfo.of(await self._io(os.fstat, fd))
+        files = [self._files[fh].file for fh in state.handles] if state is not None else []
+        for file in files:
+            if file.opened:
+                return StatInfo.of(await self._io(_fstat, file))
         raise FUSEError(errno.ENOENT)
 
     def _meta_update(self, inode: int, st: os.stat_result) -> None:
@@ -620,6 +617,16 @@ class CacheFS(pyfuse3.Operations):
             # the kernel may wait on pages whose reads this loop must answer.
             self._in_background(self._invalidate_kernel_cache, inode)
 
+    def _changed_under_reader(self, inode: int, version: FileVersion) -> None:
+        """A read found the origin file changed (at *version*): the next getattr asks
+        the origin, and the kernel, told now, asks before it reads again."""
+        state = self._states.get(inode)
+        if state is None or state.version == version:
+            return
+        for path in self.inodes.paths(inode):
+            self.meta.stale(path)
+        self._in_background(self._invalidate_kernel_cache, inode)
+
     async def _invalidate_kernel_cache(self, inode: int) -> None:
         with contextlib.suppress(OSError):
             await trio.to_thread.run_sync(pyfuse3.invalidate_inode, inode, False)
@@ -635,12 +642,16 @@ class CacheFS(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         self._require_online()
         handle = self._files.get(fh) if fh is not None else None
-        fd = handle.fd if handle is not None else None
-        path = b"" if fd is not None else self._path(inode)  # the path is used without an fd
+        file = handle.file if handle is not None and handle.file.opened else None
+        path = b"" if file is not None else self._path(inode)  # the path is used without an fd
         if fields.update_size and inode in self._states:
             self._states[inode].write_generation += 1
 
         def work() -> os.stat_result:
+            with file.use() if file is not None else contextlib.nullcontext() as fd:
+                return change(fd)
+
+        def change(fd: int | None) -> os.stat_result:
             if fields.update_uid or fields.update_gid:
                 uid = attr.st_uid if fields.update_uid else -1
                 gid = attr.st_gid if fields.update_gid else -1
@@ -781,8 +792,8 @@ class CacheFS(pyfuse3.Operations):
         state = self._states.get(inode) if inode is not None else None
         for fh in list(state.handles) if state is not None else []:
             handle = self._files.get(fh)
-            if handle is not None and handle.fd is None:
-                await self._io(handle.origin_fd)
+            if handle is not None and not handle.file.opened:
+                await self._io(_open_now, handle.file)
 
     @fuse_handler
     async def rename(
@@ -902,8 +913,9 @@ class CacheFS(pyfuse3.Operations):
         relpath = os.fsdecode(path)
         pin = self.pins.tier_for(relpath)
         writable = bool(flags & WRITE_FLAGS)
-        handle = OpenFile(fd, inode, state, policy, relpath, pin, writable=writable)
-        handle.reopen = functools.partial(self._reopen_read_only, inode, path, flags)
+        file = OriginFile(fd, functools.partial(self._reopen_read_only, inode, path, flags))
+        handle = OpenFile(file, inode, state, policy, relpath, pin, writable=writable)
+        handle.on_origin_change = functools.partial(self._changed_under_reader, inode)
         self._files[fh] = handle
         if pin == "ram" and state.version is not None:
             self.ram.pinned_files.add(state.version.ino)
@@ -932,8 +944,8 @@ class CacheFS(pyfuse3.Operations):
         handle.state.write_generation += 1
 
         def work() -> tuple[int, os.stat_result]:
-            fd = handle.origin_fd()
-            return os.pwrite(fd, buf, off), os.fstat(fd)
+            with handle.file.use() as fd:
+                return os.pwrite(fd, buf, off), os.fstat(fd)
 
         try:
             written, st = await self._change(work)
@@ -953,18 +965,16 @@ class CacheFS(pyfuse3.Operations):
             # kernel stop sending FLUSH, one round trip less for every close().
             raise FUSEError(errno.ENOSYS)
         handle = self._files[fh]
-        fd = handle.fd
-        if fd is None or not handle.writable:
+        if not handle.file.opened or not handle.writable:
             return  # nothing written through this handle: nothing to report
-        await self._untimed(lambda: os.close(os.dup(fd)))
+        await self._untimed(_close_a_duplicate, handle.file)
 
     @fuse_handler
     async def fsync(self, fh: int, datasync: bool) -> None:
-        fd = self._files[fh].fd
-        if fd is None:
+        file = self._files[fh].file
+        if not file.opened:
             return  # opened read-only and never read from the origin
-        sync = os.fdatasync if datasync else os.fsync
-        await self._untimed(sync, fd)
+        await self._untimed(_sync, file, datasync)
 
     @fuse_handler
     async def release(self, fh: int) -> None:
@@ -973,9 +983,11 @@ class CacheFS(pyfuse3.Operations):
         self.inodes.closed(handle.inode)
         if not self.inodes.known(handle.inode):
             self._states.pop(handle.inode, None)
-        if handle.fd is not None:
+        self.cache.stop_read_ahead(handle)
+        fd = handle.file.release()  # None while a fetch still uses it: that closes it
+        if fd is not None:
             # Not awaited: close() returns at once; on a hung origin the thread waits alone.
-            self._in_background(self._close_origin_fd, handle.fd)
+            self._in_background(self._close_origin_fd, fd)
 
     async def _close_origin_fd(self, fd: int) -> None:
         with contextlib.suppress(OSError):
@@ -1083,6 +1095,27 @@ class CacheFS(pyfuse3.Operations):
             "change_detection": self.detector.mode,
             **describe_busy_poll(self.busy_poll),
         } | self.monitor.describe()
+
+
+def _close_a_duplicate(file: OriginFile) -> None:
+    """What close() of a duplicate reports: deferred write errors (NFS, SMB, FUSE)."""
+    with file.use() as fd:
+        os.close(os.dup(fd))
+
+
+def _sync(file: OriginFile, datasync: bool) -> None:
+    with file.use() as fd:
+        (os.fdatasync if datasync else os.fsync)(fd)
+
+
+def _open_now(file: OriginFile) -> None:
+    with file.use():
+        pass
+
+
+def _fstat(file: OriginFile) -> os.stat_result:
+    with file.use() as fd:
+        return os.fstat(fd)
 
 
 def _existing(st: StatInfo | None) -> StatInfo:

@@ -16,7 +16,8 @@ import ctypes.util
 import errno
 import os
 import stat
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import NamedTuple, Protocol
 
 # Longest relative path handed to one *at() call. Longer ones are resolved by
@@ -76,6 +77,81 @@ class FileVersion(NamedTuple):
     @classmethod
     def of(cls, st: StatLike) -> FileVersion:
         return cls(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class HandleReleased(OSError):
+    """The handle an origin call was made for is gone (closed by the application)."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.EBADF, "the file handle was released")
+
+
+class OriginFile:
+    """One open origin file descriptor, shared by everything that reads or writes
+    through one handle: foreground reads, read-ahead, writes, fsync.
+
+    The fd is closed only after the last use of it has returned, never under a
+    call still running in a worker thread: the kernel gives a closed number to
+    the next file the daemon opens, and a read through the old number would
+    return that file's bytes. A lazily opened handle (opened from cached
+    metadata) has no fd until first use; *opener* makes it then.
+
+    ``use`` blocks (it may open the file) and runs in worker threads;
+    ``release`` never blocks, so the trio thread may call it.
+    """
+
+    def __init__(self, fd: int | None, opener: Callable[[], int] | None = None) -> None:
+        self._fd = fd
+        self._opener = opener
+        self._users = 0
+        self._released = False
+        self._lock = threading.Lock()  # guards the three fields above; held briefly
+        self._open_lock = threading.Lock()  # one lazy open at a time (worker threads only)
+
+    @property
+    def opened(self) -> bool:
+        return self._fd is not None
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[int]:
+        """Blocking: the fd, held open until the block ends; HandleReleased once released."""
+        with self._lock:
+            if self._released:
+                raise HandleReleased()
+            self._users += 1
+            fd = self._fd
+        try:
+            yield fd if fd is not None else self._open()
+        finally:
+            with self._lock:
+                self._users -= 1
+                orphan = self._take_if_unused()
+            if orphan is not None:
+                os.close(orphan)
+
+    def _open(self) -> int:
+        with self._open_lock:
+            if self._fd is None:
+                if self._opener is None:
+                    raise HandleReleased()
+                fd = self._opener()
+                with self._lock:
+                    self._fd = fd
+            return self._fd
+
+    def release(self) -> int | None:
+        """No more uses may start. Returns the fd for the caller to close if nothing
+        uses it now; otherwise the last user closes it."""
+        with self._lock:
+            self._released = True
+            return self._take_if_unused()
+
+    def _take_if_unused(self) -> int | None:
+        """The fd, detached, once released and unused (lock held)."""
+        if not self._released or self._users or self._fd is None:
+            return None
+        fd, self._fd = self._fd, None
+        return fd
 
 
 def open_flags_for_origin(flags: int) -> int:

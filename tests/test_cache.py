@@ -19,7 +19,7 @@ from cachefs.stats import Stats
 from cachefs.tiers import RamTier
 
 
-@dataclass
+@dataclass(eq=False)
 class FakeSource:
     """An origin file in memory that counts fetches and can change under us."""
 
@@ -29,6 +29,7 @@ class FakeSource:
     write_generation: int = 0
     fetches: list[int] = field(default_factory=list)
     changed: bool = False
+    changes_seen: list[FileVersion] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     policy = default_config().content_types["user_data"]
     pin = None
@@ -37,11 +38,15 @@ class FakeSource:
     def version(self) -> FileVersion:
         return FileVersion(2, len(self.data), 3, 3)
 
-    def fetch(self, key: ChunkKey) -> tuple[bytes, bool]:
+    def fetch(self, key: ChunkKey) -> tuple[bytes, FileVersion]:
         time.sleep(self.delay)
         with self.lock:
             self.fetches.append(key.number)
-        return self.data[key.offset : key.offset + key.expected_length], not self.changed
+        now = self.version._replace(ctime_ns=4) if self.changed else self.version
+        return self.data[key.offset : key.offset + key.expected_length], now
+
+    def origin_changed(self, version: FileVersion) -> None:
+        self.changes_seen.append(version)
 
 
 def new_cache(max_size: int = 1 << 20) -> ChunkCache:
@@ -72,15 +77,16 @@ def test_a_chunk_of_a_changed_file_is_returned_but_not_cached() -> None:
     cache = new_cache()
     assert trio.run(cache.read, source, 0, 10) == b"x" * 10
     assert len(cache.ram) == 0
+    assert source.changes_seen == [source.version._replace(ctime_ns=4)]
 
 
 def test_a_fetch_racing_a_write_is_not_cached() -> None:
     source = FakeSource(b"y" * 5000)
     cache = new_cache()
 
-    def fetch_during_write(key: ChunkKey) -> tuple[bytes, bool]:
+    def fetch_during_write(key: ChunkKey) -> tuple[bytes, FileVersion]:
         source.write_generation += 1  # a write lands while the chunk is read
-        return b"y" * key.expected_length, True
+        return b"y" * key.expected_length, source.version
 
     source.fetch = fetch_during_write  # type: ignore[method-assign]
     trio.run(cache.read, source, 0, 10)
