@@ -8,13 +8,21 @@ otherwise, and the kernel's caches are invalidated as the event arrives.
 On NFS, SMB or FUSE origins a change made on another machine produces no
 event. There the poller re-lists directories read within
 ``metadata.poll_window``, oldest confirmation first, at most
-``metadata.poll_budget`` listings a second. Either way a lookup or open of an
-entry older than ``metadata.revalidate_after`` asks the origin first, so the
-promise holds even for what neither has looked at yet.
+``metadata.poll_budget`` listings a second, each at least every
+``metadata.poll_interval`` (sooner with a short ``revalidate_after``). With
+inotify the poller still runs, for the directories no watch covers (the
+kernel's watch limit reached). Either way a lookup or open of an entry older
+than ``metadata.revalidate_after`` asks the origin first, so the promise holds
+even for what neither has looked at yet.
+
+A watch that cannot be set up is never quiet: ``watch = "inotify"`` refuses
+to mount without one, ``auto`` falls back to polling with a warning and says
+why in ``user.cachefs.stats``.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import TYPE_CHECKING
 
@@ -36,13 +44,19 @@ log = logging.getLogger(__name__)
 # looks for due listings every quarter: entries it keeps are never stale.
 POLL_AHEAD = 0.5
 IDLE_SLEEP_MAX = 0.5
+_INSTANCE_LIMIT = "/proc/sys/fs/inotify/max_user_instances"
+
+
+class WatchUnavailable(Exception):
+    """``metadata.watch = "inotify"`` and no inotify instance can be had."""
 
 
 class ChangeDetector:
     def __init__(self, fs: CacheFS, cfg: MetadataConfig) -> None:
         self.fs = fs
         self.cfg = cfg
-        self.mode = cfg.watch  # "auto" is settled by run()
+        self.mode = cfg.watch  # "auto" is settled by settle()
+        self.reason = "configured"
         self._inotify: Inotify | None = None
         self._covered: set[bytes] = set()  # directories watched
         self._adding: dict[bytes, trio.Event] = {}
@@ -51,16 +65,43 @@ class ChangeDetector:
     def watched_count(self) -> int:
         return len(self._covered)
 
+    def settle(self, filesystem: tuple[bool, str] | None) -> None:
+        """Blocking, before mounting: decide the mode and get the inotify instance.
+
+        *filesystem* is (local, type name) of the origin, None if it is offline.
+        WatchUnavailable when inotify was asked for and cannot be had.
+        """
+        mode = self.cfg.watch
+        if mode == "auto":
+            if filesystem is None:
+                mode, self.reason = "poll", "origin offline at mount"
+            else:
+                local, kind = filesystem
+                mode, self.reason = ("inotify" if local else "poll"), f"origin is {kind}"
+        if mode == "inotify":
+            try:
+                self._inotify = Inotify()
+            except OSError as exc:
+                why = _inotify_failure(exc)
+                if self.cfg.watch == "inotify":
+                    raise WatchUnavailable(
+                        f"metadata.watch = inotify: {why}; or set metadata.watch = auto or poll"
+                    ) from None
+                mode, self.reason = "poll", f"inotify unavailable: {why}"
+                log.warning("origin change detection falls back to polling: %s", why)
+        self.mode = mode
+        log.info("origin change detection: %s (%s)", mode, self.reason)
+
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.mode = await self._settle_mode()
         task_status.started()
         async with trio.open_nursery() as nursery:
-            if self.cfg.watch != "off" and self.fs.monitor.online:
+            if self.mode != "off" and self.fs.monitor.online:
                 nursery.start_soon(self._warm_up)
+            if self.mode != "off":
+                # With inotify, for the directories no watch covers.
+                nursery.start_soon(self._poll)
             if self.mode == "inotify":
                 await self._watch_events()
-            elif self.mode == "poll":
-                await self._poll()
 
     async def _warm_up(self) -> None:
         """After a restart, re-read the listings the store brought back, paced by
@@ -79,29 +120,6 @@ class ChangeDetector:
                 await trio.sleep(pause)
         took = trio.current_time() - started
         log.info("metadata: %d restored directories revalidated in %.1fs", len(pending), took)
-
-    async def _settle_mode(self) -> str:
-        mode, why = self.cfg.watch, "configured"
-        if mode == "auto":
-            if not self.fs.monitor.online:
-                mode, why = "poll", "origin offline at mount"
-            else:
-                try:  # statfs of a hung NAS must not hold the mount up
-                    local, kind = await self.fs.monitor.call(self._probe_filesystem)
-                except OSError as exc:
-                    local, kind = False, f"not answering ({exc})"
-                mode, why = ("inotify" if local else "poll"), f"origin is {kind}"
-        if mode == "inotify":
-            try:
-                self._inotify = Inotify()
-            except OSError as exc:
-                mode, why = "poll", f"inotify unavailable: {exc}"
-        log.info("origin change detection: %s (%s)", mode, why)
-        return mode
-
-    def _probe_filesystem(self) -> tuple[bool, str]:
-        root = self.fs.origin.root
-        return local_filesystem(root), filesystem_type_name(root)
 
     def reset(self) -> None:
         """The origin came back (maybe remounted): watches on the old one mean nothing."""
@@ -182,13 +200,20 @@ class ChangeDetector:
 
     # -- polling ---------------------------------------------------------------------
 
+    def poll_every(self) -> float:
+        """How often a polled directory is re-listed: before its entries go stale,
+        and at least every poll_interval (so a long revalidate_after still sees
+        changes soon)."""
+        return min(self.cfg.revalidate_after * POLL_AHEAD, self.cfg.poll_interval)
+
     async def _poll(self) -> None:
         pause = 1.0 / self.cfg.poll_budget
-        idle = min(IDLE_SLEEP_MAX, self.cfg.revalidate_after / 4)
+        every = self.poll_every()
+        idle = min(IDLE_SLEEP_MAX, every / 2)
         if self.cfg.revalidate_after <= 0:
             return  # every lookup asks the origin anyway: nothing to keep fresh
         while True:
-            due = self.fs.meta.poll_candidates(self.cfg.poll_window, POLL_AHEAD)
+            due = self.fs.meta.poll_candidates(self.cfg.poll_window, every)
             if not due or not self.fs.monitor.online:
                 await trio.sleep(idle)
                 continue
@@ -218,6 +243,27 @@ class ChangeDetector:
             old, new = before.get(name), now.get(name)
             if _differs(old, new):
                 self.fs.tell_kernel(dirpath, name, _content_differs(old, new))
+
+
+def filesystem_of(root: str) -> tuple[bool, str]:
+    """Blocking: (whether inotify sees every change, a type name) for the origin."""
+    return local_filesystem(root), filesystem_type_name(root)
+
+
+def _inotify_failure(exc: OSError) -> str:
+    """Why inotify_init1 failed, with the fix for the common case."""
+    if exc.errno == errno.EMFILE:
+        try:
+            with open(_INSTANCE_LIMIT) as f:
+                limit = f.read().strip()
+        except OSError:
+            limit = "?"
+        return (
+            f"cannot create an inotify instance: the per-user limit "
+            f"fs.inotify.max_user_instances = {limit} is reached (other programs hold them); "
+            "raise it (sysctl fs.inotify.max_user_instances=1024)"
+        )
+    return f"cannot create an inotify instance: {exc.strerror or exc}"
 
 
 def _differs(old: StatInfo | None, new: StatInfo | None) -> bool:

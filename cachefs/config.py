@@ -315,6 +315,7 @@ class MetadataConfig:
     revalidate_after: float
     watch: str  # one of WATCH_MODES
     poll_window: float  # seconds; directories read within this window are polled for changes
+    poll_interval: float  # seconds; a polled directory is re-listed at least this often
     poll_budget: int  # directory re-listings per second the poller may spend (I/O budget), >= 1
     max_entries: int  # attributes kept in memory and in the store (bounded), >= 1000
     persist: bool  # keep the metadata store (SQLite, WAL) in the SSD tier directory
@@ -369,7 +370,7 @@ def default_config() -> Config:
         monitoring=MonitoringConfig(5 * MINUTE, HOUR, DAY),
         stats=StatsConfig("auto", "redis://localhost:6379/11"),
         mount=MountConfig(1.0, 1.0, 16, MiB, 50e-6),
-        metadata=MetadataConfig(1.0, "auto", 10 * MINUTE, 20, 500_000, True),
+        metadata=MetadataConfig(1.0, "auto", 10 * MINUTE, 5.0, 20, 500_000, True),
         origin=OriginConfig(5.0, 2.0),
         source=None,
     )
@@ -506,6 +507,7 @@ _SCHEMA: dict[str, _Node] = {
         "revalidate_after": _Field("duration"),  # 0 allowed: always ask the origin
         "watch": _Field("str", choices=WATCH_MODES, what="watch mode"),
         "poll_window": _Field("duration", _check_positive_duration),  # watch = "off" stops polling
+        "poll_interval": _Field("duration", _check_positive_duration),
         "poll_budget": _Field("int", _int_at_least(1)),
         "max_entries": _Field("int", _int_at_least(1000)),
         "persist": _Field("bool"),

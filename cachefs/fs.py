@@ -29,7 +29,7 @@ from pyfuse3 import FUSEError
 
 from . import xattrs
 from .cache import ChunkCache
-from .changes import ChangeDetector
+from .changes import ChangeDetector, filesystem_of
 from .chunks import ChunkKey, file_chunk_keys, origin_namespace
 from .config import Config, ContentTypeConfig
 from .disktier import DiskTier
@@ -92,6 +92,9 @@ class FileState:
     # Bumped around every write so a fetch racing a write is never cached.
     write_generation: int = 0
     handles: set[int] = field(default_factory=set)
+    # The origin said the content changed (a watch event, the poller): the next
+    # read asks the origin for the version before it trusts cached chunks.
+    recheck: bool = False
 
 
 @dataclass(eq=False)  # hashed by identity: the read-ahead of each handle is its own
@@ -221,14 +224,17 @@ class CacheFS(pyfuse3.Operations):
                 raise
             self.origin.root_ino = self.meta.root.st.st_ino
             self.monitor.mark_offline(f"at mount: {exc}")
+            filesystem = None
         else:
             # A mount point now must stay one: if it turns into a plain directory
             # later, the share was unmounted, not emptied.
             self.origin.expect_mountpoint = is_mountpoint(self.origin.root)
             self.forward_flush = close_reports_errors(self.origin.root)
+            filesystem = filesystem_of(self.origin.root)
             if self.meta_store is not None:
                 self.meta_store.set_meta(root_mountpoint=self.origin.expect_mountpoint)
         self.inodes.root_ino = self.origin.root_ino
+        self.detector.settle(filesystem)
 
     def close(self) -> None:
         for tier in self.disks.values():
@@ -424,6 +430,9 @@ class CacheFS(pyfuse3.Operations):
             return  # our own change: the kernel saw it happen
         parent = self.inodes.find(dirpath)
         child = self.inodes.find(path)
+        state = self._states.get(child) if child is not None and content else None
+        if state is not None:
+            state.recheck = True
         if parent is not None and name:
             self._in_background(self._notify_kernel, pyfuse3.invalidate_entry, parent, name)
         if child is not None:
@@ -929,6 +938,9 @@ class CacheFS(pyfuse3.Operations):
         self.stats.add("fuse_reads")
         self.stats.add("fuse_read_bytes", size)
         handle = self._files[fh]
+        if handle.state.recheck:
+            handle.state.recheck = False
+            self._revalidate_open_file(handle.inode, await self._stat_inode(handle.inode))
         sequential = off == handle.next_offset
         handle.next_offset = off + size
         started = time.perf_counter()
@@ -1093,6 +1105,7 @@ class CacheFS(pyfuse3.Operations):
             "metadata_listings": counters.get("metadata_listings", 0),
             "watched_directories": self.detector.watched_count(),
             "change_detection": self.detector.mode,
+            "change_detection_reason": self.detector.reason,
             **describe_busy_poll(self.busy_poll),
         } | self.monitor.describe()
 

@@ -353,18 +353,18 @@ class MetadataCache:
 
     # -- background helpers ---------------------------------------------------------------
 
-    def poll_candidates(self, window: float, ahead: float = 0.5) -> list[bytes]:
-        """Listed directories read within *window* and not covered by a watch whose
-        listing is *ahead* of the way to going stale, oldest first: re-listed in
-        time, their entries never make a lookup wait for the origin."""
+    def poll_candidates(self, window: float, every: float) -> list[bytes]:
+        """Directories the client read within *window* that no watch covers and
+        whose listing is older than *every*, oldest first (never listed whole:
+        first; re-listing makes them whole, so the poller sees every entry)."""
         now = self.clock()
         due = [
             (node.listed, dirpath)
             for dirpath, node in self.dirs.items()
-            if node.complete
+            if (node.complete or node.entries)
             and not node.watch_active
             and now - node.used < window
-            and now - node.listed >= self.revalidate_after * ahead
+            and now - node.listed >= every
         ]
         return [dirpath for _, dirpath in sorted(due)]
 

@@ -14,6 +14,7 @@ import pyfuse3
 import trio
 
 from .background import Flusher, MetadataSaver, Migrator, janitor
+from .changes import WatchUnavailable
 from .config import Config, ConfigError, load_config
 from .disktier import TierInUse
 from .fs import CacheFS
@@ -257,6 +258,9 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
         raise MountError(f"cache tier: {exc} (nothing mounted)") from None
     try:
         fs.connect_origin()
+    except WatchUnavailable as exc:
+        fs.close()
+        raise MountError(f"{exc} (nothing mounted)") from None
     except OSError as exc:
         fs.close()
         reason = exc.strerror or str(exc)

@@ -97,7 +97,7 @@ def test_default_other_sections() -> None:
     assert cfg.monitoring == MonitoringConfig(300.0, 3600.0, 86400.0)
     assert cfg.stats == StatsConfig("auto", "redis://localhost:6379/11")
     assert cfg.mount == MountConfig(1.0, 1.0, 16, MiB, 50e-6)
-    assert cfg.metadata == MetadataConfig(1.0, "auto", 600.0, 20, 500_000, True)
+    assert cfg.metadata == MetadataConfig(1.0, "auto", 600.0, 5.0, 20, 500_000, True)
     assert cfg.origin == OriginConfig(5.0, 2.0)
     assert cfg.source is None
 
@@ -356,6 +356,7 @@ def test_metadata_and_origin_sections(tmp_path: Path) -> None:
 revalidate_after = "250ms"
 watch = "poll"
 poll_window = "1h"
+poll_interval = "30s"
 poll_budget = 5
 max_entries = 1000
 persist = false
@@ -366,7 +367,7 @@ probe_interval = "500ms"
 """,
     )
     cfg = load_config(path)
-    assert cfg.metadata == MetadataConfig(0.25, "poll", 3600.0, 5, 1000, False)
+    assert cfg.metadata == MetadataConfig(0.25, "poll", 3600.0, 30.0, 5, 1000, False)
     assert cfg.origin == OriginConfig(10.0, 0.5)
     assert cfg.mount == default_config().mount
 
@@ -516,6 +517,7 @@ def test_bad_watch_mode(tmp_path: Path) -> None:
         ('revalidate_after = "-1s"', "metadata.revalidate_after: invalid duration '-1s'"),
         ("revalidate_after = true", "metadata.revalidate_after: expected a duration"),
         ('poll_window = "0s"', "metadata.poll_window: must be greater than 0"),
+        ('poll_interval = "0s"', "metadata.poll_interval: must be greater than 0"),
         ("poll_budget = 0", "metadata.poll_budget: must be at least 1, got 0"),
         ('poll_budget = "20"', "metadata.poll_budget: expected an integer, got string '20'"),
         ("max_entries = 999", "metadata.max_entries: must be at least 1000, got 999"),
@@ -674,6 +676,7 @@ def test_overrides_of_metadata_and_origin(tmp_path: Path) -> None:
             "metadata.watch": "poll",
             "metadata.revalidate_after": "2.5s",
             "metadata.poll_window": "1h30m",
+            "metadata.poll_interval": "2s",
             "metadata.poll_budget": "100",
             "metadata.max_entries": "2000000",
             "metadata.persist": "no",
@@ -681,7 +684,7 @@ def test_overrides_of_metadata_and_origin(tmp_path: Path) -> None:
             "origin.probe_interval": "10",
         },
     )
-    assert cfg.metadata == MetadataConfig(2.5, "poll", 5400.0, 100, 2_000_000, False)
+    assert cfg.metadata == MetadataConfig(2.5, "poll", 5400.0, 2.0, 100, 2_000_000, False)
     assert cfg.origin == OriginConfig(0.25, 10.0)
 
 
@@ -763,6 +766,7 @@ def test_round_trip_default(tmp_path: Path) -> None:
     assert 'ttl = "1h"' in text
     assert 'ttl = "7d"' in text
     assert '[metadata]\nrevalidate_after = "1s"\nwatch = "auto"\npoll_window = "10m"\n' in text
+    assert 'poll_interval = "5s"\npoll_budget = 20\n' in text
     assert "poll_budget = 20\nmax_entries = 500000\npersist = true\n" in text
     assert '[origin]\ntimeout = "5s"\nprobe_interval = "2s"\n' in text
     cfg = load_config(write(tmp_path, text))
@@ -791,7 +795,7 @@ def test_round_trip_customised(tmp_path: Path) -> None:
         monitoring=MonitoringConfig(1.0, 93784.005, 1.5),
         stats=StatsConfig("redis", "rediss://user:p#ss@host:6380/2"),
         mount=MountConfig(0.0, 0.1, 1, 0, 0.0),
-        metadata=MetadataConfig(0.0, "off", 0.001, 1, 1000, False),
+        metadata=MetadataConfig(0.0, "off", 0.001, 0.5, 1, 1000, False),
         origin=OriginConfig(1e-4, 93784.005),
     )
     text = config_to_toml(custom)
