@@ -3,6 +3,8 @@
 A tier directory looks like this::
 
     <dir>/.lock                  flock()ed exclusively by a mount that uses the tier
+    <dir>/secret                 the key of the tier's chunk tags
+    <dir>/format                 the chunk format of the files here (a mount drops older ones)
     <dir>/index                  index snapshot (only reported)
     <dir>/tmp/                   temp files of writes in progress; after a crash, garbage
     <dir>/chunks/<2 hex>/<32 hex> chunk files named by the hex of their key digest
@@ -11,11 +13,18 @@ The check takes a *shared* lock on ``.lock`` for its whole run, so a mount canno
 start underneath a repair. When a mount already holds the tier, the check is
 still done read-only, but repair is refused: the mount owns those files and
 deletes corrupt chunks itself when it reads them.
+
+Chunks are verified with the tier's own secret, as the mount does: a chunk
+file copied in from another tier, swapped, or planted fails its tag. A tier
+with no secret (never mounted by a cachefs with tagged chunks, or the file was
+removed) cannot be checked: every chunk in it would fail, and the next mount
+drops them all anyway.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -40,7 +49,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .chunkfile import CODEC_ZSTD, CorruptChunk, decode, parse_header
+from .chunkfile import CODEC_ZSTD, SECRET_SIZE, CorruptChunk, decode, parse_header
+from .disktier import SECRET_NAME
 
 LOCK_NAME = ".lock"
 INDEX_NAME = "index"
@@ -63,6 +73,15 @@ class CheckError(Exception):
 class NotATierDirectory(CheckError):
     def __init__(self, path: Path) -> None:
         super().__init__(f"{path}: not a cachefs tier directory")
+
+
+class NoSecret(CheckError):
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path}: no {SECRET_NAME} file, so its chunk files cannot be verified "
+            "(a tier last used by a cachefs older than chunk format 2, or its secret "
+            "was removed); the next mount drops its chunks and starts afresh"
+        )
 
 
 @dataclass(frozen=True)
@@ -147,6 +166,7 @@ def check_tier(
     """
     if not (path / CHUNKS_DIR).is_dir():
         raise NotATierDirectory(path)
+    secret = _read_secret(path)
     with _shared_lock(path) as locked:
         report = TierReport(path, locked=locked, repair_requested=repair)
         report.has_index = (path / INDEX_NAME).exists()
@@ -155,11 +175,30 @@ def check_tier(
             report.temp_files = _scan_tmp(path / TMP_DIR)
         except OSError as exc:
             raise CheckError(f"{path}: cannot read: {exc}") from exc
-        _verify_all(candidates, report, progress, workers)
+        _verify_all(candidates, secret, report, progress, workers)
         report.bad.sort(key=lambda entry: entry.path)
         if repair and not locked:
             _repair(report)
         return report
+
+
+def _read_secret(path: Path) -> bytes:
+    """The tier's secret (whoever owns it: root may check any user's tier)."""
+    try:
+        fd = os.open(path / SECRET_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NoSecret(path) from None
+    except OSError as exc:
+        raise CheckError(f"{path}: cannot read {SECRET_NAME}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as f:
+        secret = f.read(SECRET_SIZE + 1)
+    if len(secret) != SECRET_SIZE:
+        raise CheckError(
+            f"{path}: {SECRET_NAME} is damaged ({len(secret)} bytes, not {SECRET_SIZE}), "
+            "so no chunk can be verified; the next mount makes a new one and drops "
+            "every chunk"
+        )
+    return secret
 
 
 @contextmanager
@@ -243,6 +282,7 @@ def _scan_tmp(tmp: Path) -> list[Path]:
 
 def _verify_all(
     candidates: list[_Candidate],
+    secret: bytes,
     report: TierReport,
     progress: ProgressHook | None,
     workers: int,
@@ -250,7 +290,8 @@ def _verify_all(
     if progress is not None:
         progress.start(report.path, len(candidates))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cachefs-check") as pool:
-        for verdict in _bounded_map(pool, _verify_chunk, candidates, window=workers * 4):
+        verify = functools.partial(_verify_chunk, secret=secret)
+        for verdict in _bounded_map(pool, verify, candidates, window=workers * 4):
             _record(report, verdict)
             if progress is not None:
                 progress.advance()
@@ -273,7 +314,7 @@ def _bounded_map(
     yield from (future.result() for future in as_completed(pending))
 
 
-def _verify_chunk(candidate: _Candidate) -> _Verdict:
+def _verify_chunk(candidate: _Candidate, secret: bytes) -> _Verdict:
     try:
         blob = candidate.path.read_bytes()
     except FileNotFoundError:
@@ -281,7 +322,7 @@ def _verify_chunk(candidate: _Candidate) -> _Verdict:
     except OSError as exc:
         return _Verdict(candidate.path, 0, reason=f"unreadable: {exc.strerror}")
     try:
-        decode(blob, candidate.digest)
+        decode(blob, candidate.digest, secret)
     except CorruptChunk as exc:
         return _Verdict(candidate.path, len(blob), reason=str(exc))
     header = parse_header(blob)  # cannot fail: decode() just accepted it

@@ -1,17 +1,25 @@
 """A persistent cache tier: checksummed chunk files in a directory (SSD or HDD).
 
-Layout of a tier directory::
+Layout of a tier directory (directories 0700, files 0600, whatever the umask)::
 
     .lock                 flock()ed while a mount uses the tier
+    secret                32 random bytes: the key of this tier's chunk tags
+    format                "cachefs chunk format 2": the chunks here are of this format
     index                 snapshot of the index (sizes, access counts); a hint
     tmp/                  chunk files being written; leftovers of a crash are removed
     chunks/ab/ab12...ef   one file per chunk, named by its key digest
 
+A directory another user owns or could write to (or could swap, through a
+directory above it) is refused at open (private.py, DESIGN.md rule 9).
+
 Every method blocks (file I/O) and is called from worker threads; the index is
 guarded by one lock and file I/O happens outside it. A chunk file only ever
 appears under its final name complete (temp file + rename), and every read is
-verified (chunkfile.decode), so neither a crash nor a flipped bit on disk can
-make a wrong byte reach a reader.
+verified (chunkfile.decode_payload: the tag under this tier's secret, then the
+checksum), so neither a crash, nor a flipped bit on disk, nor a file this tier
+did not write can make a wrong byte reach a reader. A tier whose ``format``
+marker is missing or old (or whose secret had to be made anew) drops all its
+chunk files when its index loads: they could never verify.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from . import chunkfile
+from . import chunkfile, private
 from .chunks import ChunkKey
 from .config import TierConfig
 from .policies import EvictionPolicy, make_policy, recency_factor
@@ -42,6 +50,9 @@ INDEX_MAGIC = b"CFSI"
 INDEX_HEADER = struct.Struct("<4sII")  # magic, version, count
 INDEX_RECORD = struct.Struct("<16sIdId")  # digest, size, last access, count, weight
 FREE_SPACE_RECHECK = 1.0  # seconds between statvfs() calls
+SECRET_NAME = "secret"
+FORMAT_NAME = "format"
+FORMAT_MARKER = f"cachefs chunk format {chunkfile.FORMAT_VERSION}\n".encode()
 
 
 class TierInUse(Exception):
@@ -81,6 +92,11 @@ class DiskTier:
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
         self._free_space = (0.0, float("inf"))  # (checked at, bytes free)
+        self.secret = b""  # the key of this tier's chunk tags; read or made by open()
+        self._drop_all = False  # chunk files here cannot verify: load_index drops them
+        # Why the free-space reserve (min_free) stops this tier caching, or None.
+        self.not_caching_reason: str | None = None
+        self.skipped_min_free = 0  # chunks not stored because of the reserve
         # Where evicted chunks whose score still deserves it go (ssd -> hdd).
         self.demote_to: DiskTier | None = None
         self.demote_threshold = 0.0
@@ -88,11 +104,14 @@ class DiskTier:
     # -- lifecycle ----------------------------------------------------------------
 
     def open(self) -> None:
-        """Create and lock the directory; fast, so the mount can fail early."""
+        """Create, check and lock the directory; fast, so the mount can fail early.
+
+        Raises private.UnsafePath (an OSError) when another user owns the
+        directory or could change it; missing parents are created 0700.
+        """
         for sub in ("", "chunks", "tmp"):
-            (self.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.path, 0o700)
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            private.ensure_private_dir(self.path / sub)
+        fd = private.open_private(self.path / ".lock", os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -102,9 +121,34 @@ class DiskTier:
         for leftover in (self.path / "tmp").iterdir():
             with contextlib.suppress(OSError):
                 leftover.unlink()
+        self._open_secret()
+
+    def _open_secret(self) -> None:
+        """Read the tier's secret, or make one (then no chunk here can verify)."""
+        secret = self._read_small(SECRET_NAME)
+        marker = self._read_small(FORMAT_NAME)
+        if secret is None or len(secret) != chunkfile.SECRET_SIZE:
+            if secret is not None:
+                log.warning("%s tier: %s is damaged: making a new one", self.name, SECRET_NAME)
+            # The marker goes first: a crash before the chunks are dropped drops them next time.
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / FORMAT_NAME).unlink()
+            marker = None
+            secret = os.urandom(chunkfile.SECRET_SIZE)
+            private.write_private_file(self.path / SECRET_NAME, secret, self.path / "tmp")
+        self.secret = secret
+        self._drop_all = marker != FORMAT_MARKER
+
+    def _read_small(self, name: str) -> bytes | None:
+        try:
+            return private.read_private_file(self.path / name)
+        except FileNotFoundError:
+            return None
 
     def load_index(self) -> None:
         """Rebuild the index: the snapshot for access history, a scan for the truth."""
+        if self._drop_all:
+            self._drop_unverifiable()
         history = self._read_snapshot()
         now = self.clock()
         for digest, size, mtime in self._scan():
@@ -118,6 +162,26 @@ class DiskTier:
         self.ready.set()
         self.make_room(0)  # the config may have shrunk since the last mount
         log.info("%s tier: %d chunks, %d bytes indexed", self.name, len(self.policy), self.bytes)
+
+    def _drop_unverifiable(self) -> None:
+        """Delete every chunk file (of an older format, or tagged with another secret),
+        then write the format marker: counted and logged once, never one by one."""
+        dropped = 0
+        for digest, _, _ in self._scan():
+            with contextlib.suppress(FileNotFoundError):
+                self.chunk_path(digest).unlink()
+                dropped += 1
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / "index").unlink()  # the history of chunks that are gone
+        private.write_private_file(self.path / FORMAT_NAME, FORMAT_MARKER, self.path / "tmp")
+        self._drop_all = False
+        if dropped:
+            log.warning(
+                "%s tier: dropped %d chunk files of an older format (or of another "
+                "secret): they cannot be verified; they are fetched again as needed",
+                self.name,
+                dropped,
+            )
 
     def close(self) -> None:
         if self.ready.is_set():
@@ -144,7 +208,7 @@ class DiskTier:
         digest = key.digest(self.namespace)
         if self.ready.is_set():
             return self.contains_digest(digest)
-        return self.chunk_path(digest).exists()
+        return not self._drop_all and self.chunk_path(digest).exists()
 
     def get(self, key: ChunkKey) -> bytes | None:
         """The chunk's verified bytes, or None (absent, unreadable or corrupt)."""
@@ -154,7 +218,7 @@ class DiskTier:
             if parts is None:
                 self.counters.misses += 1
                 return None
-            raw = chunkfile.decode_payload(parts[0], parts[1], digest)
+            raw = chunkfile.decode_payload(parts[0], parts[1], digest, self.secret)
             if len(raw) != key.expected_length:
                 raise chunkfile.CorruptChunk(f"{len(raw)} bytes, expected {key.expected_length}")
         except chunkfile.CorruptChunk as exc:
@@ -193,8 +257,11 @@ class DiskTier:
         return header, payload
 
     def _indexed_or_unknown(self, digest: bytes) -> bool:
-        """False only when the loaded index says the chunk is not here."""
-        return not self.ready.is_set() or self.contains_digest(digest)
+        """False when the loaded index says the chunk is not here, or, before it
+        loads, when every chunk file here is about to be dropped."""
+        if not self.ready.is_set():
+            return not self._drop_all
+        return self.contains_digest(digest)
 
     def _read_blob(self, digest: bytes, check_index: bool = True) -> bytes | None:
         if check_index and not self._indexed_or_unknown(digest):
@@ -219,8 +286,9 @@ class DiskTier:
             if digest in self._sizes:
                 self.policy.touch(digest, self.clock())
                 return True
-        encoded = chunkfile.encode(digest, raw, level)
-        if not self.put_blob(digest, encoded.blob, weight):
+        encoded = chunkfile.encode(digest, raw, level, self.secret)
+        blob, start = encoded.blob, chunkfile.HEADER_SIZE
+        if not self._store(digest, blob[:start], memoryview(blob)[start:], weight):
             return False
         self.stats.add("compressed_bytes_saved", encoded.saved)
         return True
@@ -232,16 +300,36 @@ class DiskTier:
         weight: float = 1.0,
         history: tuple[float | None, int] | None = None,
     ) -> bool:
-        """Store an encoded chunk file, making room first; never over max_size.
+        """Store a chunk file another tier verified, making room first; never over max_size.
 
-        *history* (last access, access count) carries a moved chunk's record along.
+        The header is re-tagged with this tier's secret (the payload is written
+        as it is: no recompression), so *blob* must come verified: this tier
+        vouches for it from now on. *history* (last access, access count)
+        carries a moved chunk's record along.
         """
-        size = allocated(len(blob))
+        if len(blob) < chunkfile.HEADER_SIZE:
+            return False
+        header = chunkfile.retag(blob, self.secret)
+        return self._store(
+            digest, header, memoryview(blob)[chunkfile.HEADER_SIZE :], weight, history
+        )
+
+    def _store(
+        self,
+        digest: bytes,
+        header: bytes,
+        payload: bytes | memoryview,
+        weight: float = 1.0,
+        history: tuple[float | None, int] | None = None,
+    ) -> bool:
+        if not self.ready.is_set():
+            return False  # capacity unknown until the index is loaded
+        size = allocated(len(header) + len(payload))
         if size > self.cfg.max_size or not self.make_room(size):
             return False
         with self._lock:
             self._writing[digest] += 1  # an eviction of an older copy must not unlink it
-        written = self._write(digest, blob)
+        written = self._write(digest, header, payload)
         with self._lock:
             self._writing[digest] -= 1
             if not self._writing[digest]:
@@ -267,30 +355,81 @@ class DiskTier:
         are unlinked before the room is taken, so what is counted (files on disk
         plus rooms taken and not yet written) never passes max_size, even with
         several writers; a writer that keeps losing the room to others gives up.
+        When the free-space reserve alone is what stops it (evicting all it may
+        would fit max_size, not min_free), the tier says so once (see
+        _reserve_state) and counts the chunk in skipped_min_free.
         """
         free = self._free_bytes()
         reserve_need = int(max(self.cfg.min_free - (free - size), 0))
         for _ in range(MAKE_ROOM_TRIES):
             with self._lock:
-                need = max(self.bytes + size - self.cfg.max_size, reserve_need)
+                over = self.bytes + size - self.cfg.max_size
+                need = max(over, reserve_need)
                 if need <= 0:
                     self.bytes += size
-                    return True
+                    break
                 victims = self._pick_victims(need)
-                if sum(s for _, s in victims) < need:
-                    return False  # cannot free enough: evict nothing
+                freeable = sum(s for _, s in victims)
+                if freeable < need:  # cannot free enough: evict nothing
+                    blocked_by_reserve = freeable >= over
+                    break
                 demote = self._worth_demoting(victims)
                 leaving = self._drop_leaving(victims)
             self._evict(victims, demote, leaving)
             reserve_need = 0  # freed just now; the cached free-space figure predates it
-        return False
+        else:
+            return False  # kept losing the room to other writers
+        if need > 0:
+            if blocked_by_reserve:
+                self._reserve_state(free, blocked=True, chunk=size > 0)
+            return False
+        if self.not_caching_reason is not None:
+            self._reserve_state(free, blocked=False, chunk=False)
+        return True
+
+    def _reserve_state(self, free: float, blocked: bool, chunk: bool) -> None:
+        """Whether min_free stops this tier caching: logged once as it starts and
+        once as it ends; shown in stats_dict meanwhile."""
+        setting = f"tiers.{self.name}.min_free"
+        if blocked:
+            reason = (
+                f"{_size(free)} free on the filesystem of {self.path}, "
+                f"below {setting} = {_size(self.cfg.min_free)}"
+            )
+            with self._lock:
+                starting = self.not_caching_reason is None
+                self.not_caching_reason = reason
+                self.skipped_min_free += chunk
+            if starting:
+                log.warning(
+                    "%s tier: caching nothing: %s; free some space there, lower %s "
+                    "(-o %s=0 keeps no reserve), or move tiers.%s.path to a bigger "
+                    "filesystem",
+                    self.name,
+                    reason,
+                    setting,
+                    setting,
+                    self.name,
+                )
+            return
+        with self._lock:
+            ended, self.not_caching_reason = self.not_caching_reason, None
+        if ended is not None:
+            log.info(
+                "%s tier: caching again: %s free, above %s = %s",
+                self.name,
+                _size(free),
+                setting,
+                _size(self.cfg.min_free),
+            )
 
     def _pick_victims(self, need: int) -> list[tuple[bytes, int]]:
         """Chunks to evict to free *need* bytes, best victims first (index unchanged)."""
         victims: list[tuple[bytes, int]] = []
         freed = 0
-        # evict a little more than needed so the next puts do not each evict
-        target = need + self.cfg.max_size // 50
+        # Evict a little more than needed so the next puts do not each evict: 2 % of
+        # the tier (of what it holds, when the filesystem fills before max_size does).
+        target = need + min(self.bytes, self.cfg.max_size) // 50
         for digest in self.policy.victims(self.clock()):
             if freed >= target:
                 break
@@ -301,22 +440,24 @@ class DiskTier:
             freed += size
         return victims
 
-    def _write(self, digest: bytes, blob: bytes) -> bool:
-        """temp file + rename; on ENOSPC evict some and try once more."""
+    def _write(self, digest: bytes, header: bytes, payload: bytes | memoryview) -> bool:
+        """temp file (0600) + rename; on ENOSPC evict some and try once more."""
+        length = len(header) + len(payload)
         for attempt in range(2):
             tmp = self.path / "tmp" / f"{digest.hex()}.{threading.get_ident()}"
             try:
-                with open(tmp, "wb") as f:
-                    f.write(blob)
+                with os.fdopen(private.create_file(tmp), "wb") as f:
+                    f.write(header)
+                    f.write(payload)
                 final = self.chunk_path(digest)
-                final.parent.mkdir(mode=0o700, exist_ok=True)
+                private.make_dir(final.parent)
                 os.replace(tmp, final)
                 return True
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT) and attempt == 0:
-                    self._evict_bytes(max(4 * len(blob), self.bytes // 10))
+                    self._evict_bytes(max(4 * length, self.bytes // 10))
                     continue
                 log.warning("%s tier: not caching a chunk: %s", self.name, exc)
                 return False
@@ -348,7 +489,7 @@ class DiskTier:
         if blob is None:
             return None
         try:
-            chunkfile.decode(blob, digest)
+            chunkfile.decode(blob, digest, self.secret)
         except chunkfile.CorruptChunk:
             self.stats.add("corrupt_chunks")
             self.discard_digests([digest])
@@ -533,16 +674,15 @@ class DiskTier:
             INDEX_RECORD.pack(d, size, last, min(count, 2**32 - 1), weight)
             for d, size, last, count, weight in records
         )
-        tmp = self.path / "tmp" / "index"
+        data = INDEX_HEADER.pack(INDEX_MAGIC, 1, len(records)) + body
         try:
-            tmp.write_bytes(INDEX_HEADER.pack(INDEX_MAGIC, 1, len(records)) + body)
-            os.replace(tmp, self.path / "index")
+            private.write_private_file(self.path / "index", data, self.path / "tmp")
         except OSError as exc:
             log.warning("%s tier: cannot save the index: %s", self.name, exc)
 
     def _read_snapshot(self) -> dict[bytes, tuple[float, int, float]]:
         try:
-            data = (self.path / "index").read_bytes()
+            data = private.read_private_file(self.path / "index")
             magic, version, count = INDEX_HEADER.unpack_from(data)
             body = data[INDEX_HEADER.size :]
             if magic != INDEX_MAGIC or version != 1 or len(body) != count * INDEX_RECORD.size:
@@ -557,13 +697,30 @@ class DiskTier:
 
     # -- introspection -------------------------------------------------------------------
 
-    def stats_dict(self) -> dict[str, int | bool]:
+    def stats_dict(self) -> dict[str, int | bool | str | None]:
         with self._lock:
             chunks = len(self._sizes)
+            reason = self.not_caching_reason
+            skipped = self.skipped_min_free
         return {
             "chunks": chunks,
             "bytes": self.bytes,
             "max_size": self.cfg.max_size,
             "ready": self.ready.is_set(),
+            "caching": reason is None,  # False while the min_free reserve stops it
+            "not_caching_reason": reason,
+            "skipped_min_free": skipped,
             **self.counters.as_dict(),
         }
+
+
+def _size(n: float) -> str:
+    """Bytes for a log line: exact, and readable."""
+    if n == float("inf"):
+        return "unknown"
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(n)} bytes" if unit == "bytes" else f"{int(n)} bytes ({value:.1f} {unit})"
+        value /= 1024
+    raise AssertionError("unreachable")

@@ -5,10 +5,15 @@ transaction is in the store whole or not at all. Nothing read back is trusted
 as fresh (see metadata.py); the store only spares a re-walk of the origin and
 answers while the origin is offline. A store that will not open is moved aside
 and replaced by an empty one; it is a cache, never the only copy of anything.
+
+The store is ``0600`` (private.py): the file is created so before SQLite
+opens it, and SQLite gives its ``-wal`` and ``-shm`` files the mode of the
+main file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,6 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from . import private
 from .metadata import STORE_FORMAT, STORE_NAME, Journal, MetadataCache, StatInfo
 
 log = logging.getLogger(__name__)
@@ -75,6 +81,12 @@ class MetadataStore:
         self.set_meta(origin=self.origin_root, format=STORE_FORMAT)
 
     def _connect(self) -> sqlite3.Connection:
+        # 0600 before SQLite opens (or creates) it; its -wal and -shm files take
+        # this mode. Ones left by an older cachefs, maybe 0644, are tightened.
+        private.ensure_private_file(self.path)
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                private.ensure_private_file(Path(f"{self.path}{suffix}"), create=False)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # WAL: consistent after a crash, maybe older

@@ -4,15 +4,17 @@
 persisted in the SSD tier directory. A pin beats the scores: a pinned file's
 chunks are written to its tier and never evicted from it by pressure or TTL.
 ``none`` removes a pin. A file without a pin of its own inherits the nearest
-pinned directory's.
+pinned directory's. ``pins.json`` is written ``0600`` (temp file + rename) and
+read only when it is cachefs's own (private.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
+
+from . import private
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ class PinTable:
 
     def _load(self) -> None:
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(private.read_private_file(self.path))
             self._pins = {str(k): str(v) for k, v in data.items() if v in PIN_TIERS}
         except FileNotFoundError:
             pass
@@ -35,9 +37,7 @@ class PinTable:
             log.warning("pins: cannot read %s, starting with none: %s", self.path, exc)
 
     def _save(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self._pins, sort_keys=True))
-        os.replace(tmp, self.path)
+        private.write_private_file(self.path, json.dumps(self._pins, sort_keys=True).encode())
 
     def set(self, relpath: str, tier: str) -> None:
         """Pin *relpath* to *tier*, or unpin it with ``none``."""

@@ -7,7 +7,12 @@ backend every ``monitoring.stats_interval``:
 
 * ``RedisBackend`` — one pipeline per flush; keys under ``cachefs:<mount>:``;
 * ``EmbeddedBackend`` — the same numbers in a JSON file in the SSD tier
-  directory, so stats survive a restart with no Redis at all.
+  directory (``0600``), so stats survive a restart with no Redis at all.
+
+File paths are ``os.fsdecode``d, so a name that is not UTF-8 holds surrogate
+escapes: Redis gets keys and members as bytes (``os.fsencode``), the exact
+bytes of the name; the JSON file keeps them as ``\\udcXX`` escapes, which read
+back to the same str.
 
 If a flush fails (Redis gone), the batch is merged back and retried later;
 per-file deltas are bounded, so a long outage costs memory only up to
@@ -27,6 +32,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import redis
+
+from . import private
 
 log = logging.getLogger(__name__)
 
@@ -172,18 +179,23 @@ class RedisBackend:
         self.client.ping()
 
     def flush(self, batch: Batch) -> None:
+        # Bytes throughout: redis-py would encode a str as strict UTF-8, and a file
+        # name that is not UTF-8 (surrogate escapes) would raise at every flush.
+        prefix = os.fsencode(self.prefix)
+        counters, files = prefix + b"counters", prefix + b"files"
         pipe = self.client.pipeline(transaction=False)
         for name, amount in batch.counters.items():
-            pipe.hincrby(self.prefix + "counters", name, amount)
+            pipe.hincrby(counters, os.fsencode(name), amount)
         for path, delta in batch.files.items():
-            key = f"{self.prefix}file:{path}"
+            member = os.fsencode(path)
+            key = prefix + b"file:" + member
             pipe.hincrby(key, "access_count", delta.access_count)
             pipe.hincrby(key, "bytes_read", delta.bytes_read)
             pipe.hincrbyfloat(key, "read_time", delta.read_time)
             pipe.hset(key, "last_access", delta.last_access)
             pipe.expire(key, self.max_age)
-            pipe.zadd(self.prefix + "files", {path: delta.last_access})
-        pipe.zremrangebyscore(self.prefix + "files", 0, time.time() - self.max_age)
+            pipe.zadd(files, {member: delta.last_access})
+        pipe.zremrangebyscore(files, 0, time.time() - self.max_age)
         pipe.execute()
 
     def close(self) -> None:
@@ -204,7 +216,7 @@ class EmbeddedBackend:
 
     def _load(self) -> None:
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(private.read_private_file(self.path))
             self.counters.update({k: int(v) for k, v in data["counters"].items()})
             self.files = {p: FileDelta(**d) for p, d in data["files"].items()}
         except FileNotFoundError:
@@ -222,9 +234,8 @@ class EmbeddedBackend:
             "counters": dict(self.counters),
             "files": {p: asdict(d) for p, d in self.files.items()},
         }
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(payload))
-        os.replace(tmp, self.path)
+        # ensure_ascii (the default): a surrogate-escaped name is written as \udcXX
+        private.write_private_file(self.path, json.dumps(payload).encode())
 
     def close(self) -> None:
         """Nothing is held open between flushes; the last flush already wrote the file."""

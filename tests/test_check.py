@@ -15,8 +15,13 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cachefs import chunkfile
-from cachefs.check import NotATierDirectory, TierReport, check_tier
+from cachefs.check import NoSecret, NotATierDirectory, TierReport, check_tier
+from cachefs.chunks import ChunkKey
 from cachefs.cli import cli
+from cachefs.config import TierConfig
+from cachefs.disktier import DiskTier
+from cachefs.origin import FileVersion
+from cachefs.stats import Stats
 
 COMPRESSIBLE = b"cachefs " * 4096  # 32 KiB that zstd shrinks a lot
 INCOMPRESSIBLE_SIZE = 20_000
@@ -25,14 +30,16 @@ INCOMPRESSIBLE_SIZE = 20_000
 @dataclass
 class Tier:
     path: Path
+    secret: bytes
     chunks: dict[str, Path] = field(default_factory=dict)  # label -> chunk file
 
-    def add(self, label: str, raw: bytes, level: int | None) -> Path:
+    def add(self, label: str, raw: bytes, level: int | None, secret: bytes | None = None) -> Path:
+        """A chunk file tagged with the tier's secret (or another *secret*)."""
         digest = os.urandom(16)
         name = digest.hex()
         target = self.path / "chunks" / name[:2] / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(chunkfile.encode(digest, raw, level).blob)
+        target.write_bytes(chunkfile.encode(digest, raw, level, secret or self.secret).blob)
         self.chunks[label] = target
         return target
 
@@ -41,7 +48,9 @@ def make_tier(path: Path, count: int = 3) -> Tier:
     """A tier with *count* zstd chunks and *count* raw chunks, all good."""
     (path / "chunks").mkdir(parents=True)
     (path / "tmp").mkdir()
-    tier = Tier(path)
+    secret = os.urandom(chunkfile.SECRET_SIZE)
+    (path / "secret").write_bytes(secret)
+    tier = Tier(path, secret)
     for i in range(count):
         tier.add(f"zstd{i}", COMPRESSIBLE + bytes([i]), level=3)
         tier.add(f"raw{i}", os.urandom(INCOMPRESSIBLE_SIZE), level=None)
@@ -258,3 +267,55 @@ def test_subprocess_smoke(tier: Tier) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # no progress bar without a terminal
     assert table_row_of(proc.stdout, tier.path)[1:4] == ["6", "6", "0"]
+
+
+def test_a_tier_without_a_secret_is_reported_clearly(tier: Tier) -> None:
+    (tier.path / "secret").unlink()
+    result = run(tier.path)
+    assert result.exit_code == 2
+    assert f"{tier.path}: no secret file, so its chunk files cannot be verified" in result.stderr
+    assert "the next mount drops its chunks" in result.stderr
+    with pytest.raises(NoSecret):
+        check_tier(tier.path)
+    (tier.path / "secret").write_bytes(b"short")
+    damaged = run(tier.path)
+    assert damaged.exit_code == 2
+    assert "secret is damaged (5 bytes, not 32)" in damaged.stderr
+
+
+def test_chunks_this_tier_did_not_write_are_bad(tier: Tier) -> None:
+    """Tagged with another tier's secret, swapped (digest field patched), old format."""
+    foreign = tier.add("foreign", os.urandom(1000), None, secret=os.urandom(32))
+    swapped = tier.chunks["raw0"]
+    blob = bytearray(tier.chunks["raw1"].read_bytes())
+    blob[32:48] = bytes.fromhex(swapped.name)  # claims the name it now has
+    swapped.write_bytes(bytes(blob))
+    old = tier.chunks["zstd0"]
+    raw = b"old format chunk"
+    old.write_bytes(
+        chunkfile.SIGNED.pack(
+            b"CFSC", 1, 0, 0, len(raw), len(raw), chunkfile.checksum(raw), bytes.fromhex(old.name)
+        )
+        + raw
+    )
+    report = check_tier(tier.path)
+    reasons = {entry.path: entry.reason for entry in report.bad}
+    assert reasons == {
+        foreign: "bad tag: not written by this tier",
+        swapped: "bad tag: not written by this tier",
+        old: "old format version 1",
+    }
+    assert report.good == 4
+
+
+def test_chunks_written_by_a_disk_tier_pass(tmp_path: Path) -> None:
+    """The checker and the tier agree on the format, the tag and the secret."""
+    tier = DiskTier(TierConfig("ssd", tmp_path, 1 << 20, "lru", 3600.0, 0), b"n" * 32, Stats())
+    tier.open()
+    tier.load_index()
+    for i in range(3):
+        key = ChunkKey(FileVersion(1, 30_000, 2, 3), 10_000, i)
+        assert tier.put(key, (COMPRESSIBLE * 2)[:10_000] if i else os.urandom(10_000), 3)
+    tier.close()
+    report = check_tier(tmp_path)
+    assert (report.good, report.bad, report.compressed) == (3, [], 2)

@@ -1,10 +1,19 @@
-"""The disk tier against a dict model: put / get / evict / restart / corrupt."""
+"""The disk tier against a dict model: put / get / evict / restart / corrupt;
+its secret and format marker; a tier filesystem too small for min_free."""
 
 from __future__ import annotations
 
 import errno
+import json
+import logging
 import os
 import random
+import stat
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,11 +21,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
+from cachefs import chunkfile
+from cachefs.check import check_tier
 from cachefs.chunks import ChunkKey
 from cachefs.config import TierConfig
-from cachefs.disktier import DiskTier, TierInUse, allocated
+from cachefs.disktier import FORMAT_MARKER, DiskTier, TierInUse, allocated
 from cachefs.origin import FileVersion
 from cachefs.stats import Stats
+
+from .conftest import Mounted, MountFactory
 
 NAMESPACE = b"n" * 32
 MAX = 64 * 1024
@@ -30,8 +43,10 @@ class Clock:
         return self.now
 
 
-def tier_config(path: Path, max_size: int = MAX, ttl: float = 3600.0, eviction: str = "lru"):
-    return TierConfig("ssd", path, max_size, eviction, ttl, 0)
+def tier_config(
+    path: Path, max_size: int = MAX, ttl: float = 3600.0, eviction: str = "lru", min_free: int = 0
+):
+    return TierConfig("ssd", path, max_size, eviction, ttl, min_free)
 
 
 def open_tier(path: Path, clock: Clock | None = None, **kw) -> DiskTier:
@@ -210,14 +225,12 @@ def test_one_mount_per_tier_directory(tmp_path: Path) -> None:
 
 def test_enospc_skips_the_chunk_without_an_error(tmp_path: Path, monkeypatch) -> None:
     tier = open_tier(tmp_path)
-    real_open = open
 
-    def full_disk(path, mode="r", *args, **kwargs):
-        if "w" in mode and "tmp" in str(path):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_open(path, mode, *args, **kwargs)
+    def full_disk(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("builtins.open", full_disk)
+    # (a real full filesystem: test_a_tier_fills_its_filesystem_without_failing_a_read)
+    monkeypatch.setattr("cachefs.private.create_file", full_disk)
     assert tier.put(key(7), b"x" * 1000, level=None) is False
     assert tier.bytes == 0
 
@@ -296,3 +309,260 @@ def test_an_eviction_never_deletes_a_copy_stored_again_meanwhile(tmp_path: Path)
     tier._evict(victims, [], leaving)  # worker A unlinks its victims
     assert tier.get(k) == data
     assert tier.bytes == allocated(tier.chunk_path(digest).stat().st_size)
+
+
+# -- the secret, the format marker, modes ----------------------------------------------------
+
+
+def test_the_secret_is_made_once_private_and_kept(tmp_path: Path) -> None:
+    tier = open_tier(tmp_path)
+    secret = (tmp_path / "secret").read_bytes()
+    assert len(secret) == chunkfile.SECRET_SIZE and secret == tier.secret
+    assert stat.S_IMODE((tmp_path / "secret").stat().st_mode) == 0o600
+    assert (tmp_path / "format").read_bytes() == FORMAT_MARKER
+    assert tier.put(key(1), b"s" * 1000, level=3)
+    tier.close()
+    again = open_tier(tmp_path)
+    assert again.secret == secret
+    assert again.get(key(1)) == b"s" * 1000
+
+
+@pytest.mark.parametrize("umask", [0, 0o022, 0o277])
+def test_modes_are_private_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        tier = open_tier(tmp_path / "a" / "b" / "ssd")  # a and b are created too
+        assert tier.put(key(1), os.urandom(1000), level=None)
+        tier.close()  # writes the index
+    finally:
+        os.umask(old)
+    seen = set()
+    for path in [tmp_path / "a", *(tmp_path / "a").rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), path
+        seen.add(path.name)
+    assert {".lock", "secret", "format", "index", "chunks", "tmp"} <= seen
+
+
+V1_HEADER = struct.Struct("<4sBBHII16s16s")
+
+
+def write_v1_chunk(tier_dir: Path, k: ChunkKey, raw: bytes) -> Path:
+    """A good chunk file of format 1 (no tag), as an older cachefs wrote it."""
+    digest = k.digest(NAMESPACE)
+    check = chunkfile.checksum(raw)
+    path = tier_dir / "chunks" / digest.hex()[:2] / digest.hex()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_bytes(V1_HEADER.pack(b"CFSC", 1, 0, 0, len(raw), len(raw), check, digest) + raw)
+    return path
+
+
+def test_old_format_chunks_are_dropped_once_not_counted_as_corrupt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "chunks").mkdir(mode=0o700)
+    tmp_path.chmod(0o700)
+    old = [write_v1_chunk(tmp_path, key(i), bytes([i]) * 1000) for i in range(3)]
+    (tmp_path / "index").write_bytes(b"an old snapshot")
+    with caplog.at_level(logging.INFO, logger="cachefs.disktier"):
+        tier = DiskTier(tier_config(tmp_path), NAMESPACE, Stats(), Clock())
+        tier.open()
+        assert not tier.contains(key(0))  # before the index loads: not served, not counted
+        assert tier.get(key(0)) is None
+        tier.load_index()
+    assert not any(p.exists() for p in old)
+    drops = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert drops == [
+        "ssd tier: dropped 3 chunk files of an older format (or of another "
+        "secret): they cannot be verified; they are fetched again as needed"
+    ]
+    assert tier.stats.get("corrupt_chunks") == 0
+    assert (tmp_path / "format").read_bytes() == FORMAT_MARKER
+    assert tier.put(key(0), b"n" * 1000, level=None) and tier.get(key(0)) == b"n" * 1000
+    tier.close()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cachefs.disktier"):
+        again = open_tier(tmp_path)
+    assert not [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert again.get(key(0)) == b"n" * 1000
+
+
+def test_a_lost_secret_drops_the_chunks_it_tagged(tmp_path: Path) -> None:
+    tier = open_tier(tmp_path)
+    assert tier.put(key(1), b"x" * 1000, level=None)
+    tier.close()
+    (tmp_path / "secret").unlink()
+    again = open_tier(tmp_path)
+    assert again.secret != tier.secret
+    assert not again.contains(key(1)) and list(tmp_path.glob("chunks/*/*")) == []
+    assert again.stats.get("corrupt_chunks") == 0
+
+
+def test_a_move_retags_the_chunk_without_recompressing(tmp_path: Path) -> None:
+    ssd = open_tier(tmp_path / "ssd")
+    hdd = open_tier(tmp_path / "hdd")
+    k = key(8)
+    data = (b"compress me " * 100)[:1000]
+    assert ssd.put(k, data, level=3)
+    before = ssd.chunk_path(k.digest(NAMESPACE)).read_bytes()
+    assert chunkfile.parse_header(before).codec == chunkfile.CODEC_ZSTD
+    assert ssd.move_to(k, hdd)
+    after = hdd.chunk_path(k.digest(NAMESPACE)).read_bytes()
+    tag_at = chunkfile.HEADER_SIZE - chunkfile.TAG_SIZE
+    assert after[:tag_at] == before[:tag_at]  # same header fields
+    assert after[chunkfile.HEADER_SIZE :] == before[chunkfile.HEADER_SIZE :]  # same payload
+    assert after[tag_at : chunkfile.HEADER_SIZE] != before[tag_at : chunkfile.HEADER_SIZE]
+    assert hdd.get(k) == data
+    hdd.close()
+    report = check_tier(tmp_path / "hdd")  # cachefs check agrees: a good chunk of that tier
+    assert (report.good, report.bad) == (1, [])
+
+
+def test_a_demoted_chunk_is_retagged_for_the_lower_tier(tmp_path: Path) -> None:
+    clock = Clock()
+    ssd = open_tier(tmp_path / "ssd", clock, max_size=4096)
+    hdd = open_tier(tmp_path / "hdd", clock)
+    ssd.demote_to, ssd.demote_threshold = hdd, 0.0
+    assert ssd.put(key(1), b"d" * 1000, level=None)
+    clock.now += 1
+    assert ssd.put(key(2), b"e" * 1000, level=None)  # full: key(1) goes down
+    assert not ssd.contains(key(1))
+    assert hdd.get(key(1)) == b"d" * 1000
+    assert hdd.stats.get("corrupt_chunks") == 0
+
+
+# -- a tier filesystem too small for min_free (a real tmpfs) ---------------------------------
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "small"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def read_direct(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)  # every read reaches cachefs
+    try:
+        return os.pread(fd, os.fstat(fd).st_size, 0)
+    finally:
+        os.close(fd)
+
+
+def tier_stats(mounted: Mounted, tier: str) -> dict:
+    return json.loads(os.getxattr(mounted.mnt, "user.cachefs.stats"))["tiers"][tier]
+
+
+def test_a_tier_kept_from_caching_by_min_free_says_so_once(
+    small_tmpfs: Path, origin: Path, mount_factory: MountFactory
+) -> None:
+    rng = random.Random(11)
+    files = {"film.mkv": rng.randbytes(3 * MiB), "report.bin": rng.randbytes(2 * MiB)}
+    for name, data in files.items():  # media: 3 chunks for hdd; user_data: 4 for ssd
+        (origin / name).write_bytes(data)
+    mounted = mount_factory(  # the default min_free: 1 GiB, on a 32 MiB filesystem
+        origin,
+        [
+            "stats.backend=embedded",
+            f"tiers.ssd.path={small_tmpfs / 'ssd'}",
+            f"tiers.hdd.path={small_tmpfs / 'hdd'}",
+        ],
+    )
+    for _ in range(2):
+        for name, data in files.items():
+            assert read_direct(mounted.mnt / name) == data
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (
+        tier_stats(mounted, "hdd")["skipped_min_free"] < 3
+        or tier_stats(mounted, "ssd")["skipped_min_free"] < 4
+    ):
+        time.sleep(0.05)
+    log = mounted.log()
+    for tier in ("ssd", "hdd"):
+        stats = tier_stats(mounted, tier)
+        assert stats["caching"] is False and stats["chunks"] == 0
+        assert stats["skipped_min_free"] >= (3 if tier == "hdd" else 4)
+        assert (
+            f"below tiers.{tier}.min_free = 1073741824 bytes (1.0 GiB)"
+            in (stats["not_caching_reason"])
+        )
+        warnings = [line for line in log.splitlines() if f"{tier} tier: caching nothing" in line]
+        assert len(warnings) == 1, log
+        assert " free on the filesystem of " in warnings[0]
+        assert f"-o tiers.{tier}.min_free=0" in warnings[0]
+        assert f"tiers.{tier}.path" in warnings[0]
+
+
+def test_caching_resumes_once_there_is_room_again(
+    small_tmpfs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tier = open_tier(small_tmpfs / "ssd", min_free=16 * MiB, max_size=32 * MiB)
+    ballast = small_tmpfs / "ballast"
+    ballast.write_bytes(b"\0" * 20 * MiB)  # leaves less than min_free
+    time.sleep(1.1)  # the free-space figure is rechecked every second
+    with caplog.at_level(logging.INFO, logger="cachefs.disktier"):
+        assert not tier.put(key(1), b"a" * 1000, level=None)
+        assert not tier.put(key(2), b"b" * 1000, level=None)
+        assert tier.stats_dict()["caching"] is False
+        assert tier.stats_dict()["skipped_min_free"] == 2
+        ballast.unlink()
+        time.sleep(1.1)
+        assert tier.put(key(1), b"a" * 1000, level=None)
+        assert tier.put(key(2), b"b" * 1000, level=None)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "caching nothing" in m]) == 1
+    assert len([m for m in messages if "caching again" in m]) == 1
+    stats = tier.stats_dict()
+    assert (stats["caching"], stats["not_caching_reason"], stats["chunks"]) == (True, None, 2)
+    tier.close()
+
+
+def test_with_no_reserve_tiers_fill_their_filesystem_and_reads_never_fail(
+    small_tmpfs: Path, origin: Path, mount_factory: MountFactory
+) -> None:
+    rng = random.Random(12)
+    files = {f"f{i}.{'mkv' if i % 2 else 'bin'}": rng.randbytes(4 * MiB) for i in range(12)}
+    for name, data in files.items():  # 48 MiB, half for each tier, on 32 MiB
+        (origin / name).write_bytes(data)
+    mounted = mount_factory(
+        origin,
+        [
+            "tiers.ram.max_size=4MiB",
+            "stats.backend=embedded",
+            f"tiers.ssd.path={small_tmpfs / 'ssd'}",
+            f"tiers.hdd.path={small_tmpfs / 'hdd'}",
+            "tiers.ssd.min_free=0",
+            "tiers.hdd.min_free=0",
+        ],
+    )
+    least_free = [float("inf")]
+    done = threading.Event()
+
+    def watch_free_space() -> None:
+        while not done.wait(0.005):
+            sv = os.statvfs(small_tmpfs)
+            least_free[0] = min(least_free[0], sv.f_bavail * sv.f_frsize)
+
+    watcher = threading.Thread(target=watch_free_space)
+    watcher.start()
+    try:
+        for _ in range(3):
+            for name, data in files.items():
+                assert read_direct(mounted.mnt / name) == data
+    finally:
+        done.set()
+        watcher.join()
+    assert least_free[0] < 2 * MiB  # the tiers filled their filesystem (less than 2 chunks left)
+    evictions = 0
+    for tier in ("ssd", "hdd"):
+        stats = tier_stats(mounted, tier)
+        assert stats["caching"] is True and stats["skipped_min_free"] == 0
+        assert stats["chunks"] > 0
+        evictions += stats["evictions"]
+    assert evictions > 0  # far below max_size: only a full filesystem evicts

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -253,6 +255,48 @@ def test_an_unreadable_store_is_moved_aside(tmp_path: Path) -> None:
     store.close()
     assert (tmp_path / "metadata.sqlite.corrupt").exists()
     assert reload(tmp_path).count() == 1
+
+
+def modes(tmp_path: Path) -> dict[str, int]:
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("metadata.sqlite*")}
+
+
+def test_the_store_and_its_wal_and_shm_files_are_private(tmp_path: Path) -> None:
+    old = os.umask(0)  # as in the daemon
+    try:
+        store = store_at(tmp_path)
+        meta, _ = cache()
+        meta.put(b"f", info())
+        store.write(meta.journal.take())
+        assert modes(tmp_path) == {
+            "metadata.sqlite": 0o600,
+            "metadata.sqlite-wal": 0o600,
+            "metadata.sqlite-shm": 0o600,
+        }
+        store.close()
+        (tmp_path / "metadata.sqlite").write_bytes(b"not a database" * 100)
+        store_at(tmp_path).close()  # moved aside: the new store is private too
+        assert modes(tmp_path)["metadata.sqlite"] == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_a_store_left_readable_by_others_is_tightened(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        db = sqlite3.connect(tmp_path / "metadata.sqlite")  # as an older cachefs made it
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE t (x)")
+        held = sqlite3.connect(tmp_path / "metadata.sqlite")
+        held.execute("SELECT * FROM t").fetchall()  # keeps -wal and -shm in place
+        db.close()
+        for path in tmp_path.glob("metadata.sqlite*"):
+            path.chmod(0o644)
+        store_at(tmp_path).close()
+        held.close()
+        assert set(modes(tmp_path).values()) == {0o600}
+    finally:
+        os.umask(old)
 
 
 WRITER = """

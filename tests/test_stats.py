@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from cachefs.stats import Batch, FileDelta, Stats, mount_prefix
+from cachefs.stats import Batch, EmbeddedBackend, FileDelta, Stats, mount_prefix
 
 from .conftest import Mounted, MountFactory, run_cachefs
 
@@ -272,3 +273,76 @@ def test_redis_password_from_a_file(
     finally:
         server.kill()
         server.wait()
+
+
+# File names need not be UTF-8: the origin's bytes, 255 of them at most.
+ODD_NAMES = [
+    b"caf\xe9.nfo",  # Latin-1
+    b"long-" + b"\xe9" * 246 + b".bin",  # 255 bytes, not UTF-8 either
+    b"d\xfe\xff/inner.nfo",  # in a directory whose name is not UTF-8
+]
+
+
+def make_odd_files(origin: Path) -> dict[bytes, bytes]:
+    assert len(ODD_NAMES[1]) == 255
+    files = {name: b"content of " + name for name in ODD_NAMES}
+    for name, data in files.items():
+        path = os.path.join(os.fsencode(origin), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+    return files
+
+
+def read_raw(mnt: Path, name: bytes) -> bytes:
+    fd = os.open(os.path.join(os.fsencode(mnt), name), os.O_RDONLY | os.O_DIRECT)
+    try:
+        return os.pread(fd, 1 << 20, 0)
+    finally:
+        os.close(fd)
+
+
+def test_file_names_that_are_not_utf8_reach_redis_as_their_bytes(
+    origin: Path, mount_factory: MountFactory, redis_server: RedisServer
+) -> None:
+    files = make_odd_files(origin)
+    mounted = mount_factory(origin, redis_options(redis_server))
+    for name, data in files.items():
+        assert read_raw(mounted.mnt, name) == data
+    r = redis.Redis(host="127.0.0.1", port=redis_server.port)  # bytes in, bytes out
+    prefix = mount_prefix(str(mounted.mnt)).encode()
+
+    def access_counts() -> list[int]:
+        return [int(r.hget(prefix + b"file:" + name, "access_count") or 0) for name in files]
+
+    deadline = time.monotonic() + 10
+    while access_counts() != [1, 1, 1] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert access_counts() == [1, 1, 1]
+    for name, data in files.items():
+        assert int(r.hget(prefix + b"file:" + name, "bytes_read")) == len(data)
+    assert set(r.zrange(prefix + b"files", 0, -1)) == set(files)
+    # the daemon lives on, and so do its flushes
+    assert mounted.proc.poll() is None
+    assert read_raw(mounted.mnt, ODD_NAMES[0]) == files[ODD_NAMES[0]]
+    deadline = time.monotonic() + 10
+    while access_counts()[0] != 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert access_counts() == [2, 1, 1]
+    assert "stats: redis backend unavailable" not in mounted.log()
+
+
+def test_the_embedded_store_keeps_names_that_are_not_utf8(
+    origin: Path, mount_factory: MountFactory
+) -> None:
+    files = make_odd_files(origin)
+    mounted = mount_factory(origin, ["stats.backend=embedded"])
+    for name, data in files.items():
+        assert read_raw(mounted.mnt, name) == data
+    mount_factory.unmount(mounted)  # the last flush happens at unmount
+    path = mounted.tier_dir("ssd") / "stats.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    stored = EmbeddedBackend(path, max_age=3600).files
+    assert {os.fsencode(name) for name in stored} == set(files)
+    for name, data in files.items():
+        assert stored[os.fsdecode(name)].bytes_read == len(data)
