@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -15,6 +16,25 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+class MountDirectory(click.Path):
+    """ORIGIN or MOUNTPOINT, not stat()ed by click: mount() checks them itself.
+
+    click.Path stat()s its value, which waits forever on a mount point whose
+    FUSE daemon is stopped; mount() looks in /proc/self/mountinfo first.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(file_okay=False)
+
+    def convert(
+        self,
+        value: str | os.PathLike[str],
+        param: click.Parameter | None,
+        ctx: click.Context | None,
+    ) -> str:
+        return os.fsdecode(value)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cachefs")
 def cli() -> None:
@@ -22,8 +42,8 @@ def cli() -> None:
 
 
 @cli.command("mount")
-@click.argument("origin", type=click.Path(file_okay=False))
-@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.argument("origin", type=MountDirectory())
+@click.argument("mountpoint", type=MountDirectory())
 @click.option(
     "-o",
     "options",
