@@ -28,8 +28,8 @@ async def clean_once(fs: CacheFS) -> None:
     for tier in fs.disks.values():
         if not tier.ready.is_set():
             continue
-        expired += await trio.to_thread.run_sync(tier.sweep_expired)
-        await trio.to_thread.run_sync(tier.save_index)
+        expired += await trio.to_thread.run_sync(tier.sweep_expired, limiter=fs.disk_limiter)
+        await trio.to_thread.run_sync(tier.save_index, limiter=fs.disk_limiter)
     if expired:
         log.info("janitor: %d chunks expired", expired)
 
@@ -59,7 +59,7 @@ class MetadataSaver:
         if store is None or not len(journal):
             return
         try:
-            await trio.to_thread.run_sync(store.write, journal)
+            await trio.to_thread.run_sync(store.write, journal, limiter=self.fs.disk_limiter)
         except (sqlite3.Error, OSError) as exc:
             if not self._failing:
                 log.warning("metadata store: cannot write (%s); the cache keeps working", exc)
@@ -81,6 +81,8 @@ class Flusher:
     def __init__(self, fs: CacheFS) -> None:
         self.fs = fs
         self.failing = False
+        # One flush at a time: a hung Redis holds one thread, never the shared pool.
+        self._limiter = trio.CapacityLimiter(1)
 
     async def run(self) -> None:
         interval = self.fs.cfg.monitoring.stats_interval
@@ -98,7 +100,7 @@ class Flusher:
         if not batch:
             return True
         try:
-            await trio.to_thread.run_sync(backend.flush, batch)
+            await trio.to_thread.run_sync(backend.flush, batch, limiter=self._limiter)
         except (redis.RedisError, OSError) as exc:
             stats.give_back(batch)
             if not self.failing:
@@ -133,7 +135,7 @@ class Migrator:
             await trio.sleep(MIGRATE_INTERVAL)
             if self.fs.cache.fills_in_flight() >= BUSY_FILLS:
                 continue
-            await trio.to_thread.run_sync(self.promote_once)
+            await trio.to_thread.run_sync(self.promote_once, limiter=self.fs.disk_limiter)
 
     def promote_once(self) -> int:
         """One pass (blocking, in a worker thread); returns how many chunks moved."""

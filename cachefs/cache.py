@@ -23,6 +23,7 @@ from .config import ContentTypeConfig
 from .disktier import DiskTier
 from .origin import FileVersion
 from .stats import Stats
+from .supervise import guarded, supervised
 from .tiers import RamTier
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ STORE_WAIT = 0.25  # seconds a filler may wait for room in the store queue
 # A sequential reader gets this much read ahead (in whole chunks, at most 8).
 READ_AHEAD_BYTES = 8 * 1024 * 1024
 READ_AHEAD_MAX_CHUNKS = 8
+ORIGIN = "origin"  # where a chunk that no tier held came from
 
 
 class ChunkSource(Protocol):
@@ -85,6 +87,7 @@ class _Flight:
     leader: ChunkSource
     done: trio.Event = field(default_factory=trio.Event)
     data: bytes | None = None
+    tier: str = ORIGIN  # where data came from
     error: OSError | None = None
 
 
@@ -103,6 +106,7 @@ class _Store:
     data: bytes
     policy: ContentTypeConfig
     pin: str | None
+    forgotten: int  # how often its version had been forgotten when it was queued
 
 
 class ChunkCache:
@@ -126,6 +130,9 @@ class ChunkCache:
         self._inflight: dict[ChunkKey, _Flight] = {}
         self._store_queue: trio.MemorySendChannel[_Store] | None = None
         self._pending_stores = 0
+        # Bumped by forget_version: a store queued before is not written, or is
+        # deleted again if it was being written (an evict must leave nothing behind).
+        self._forgotten: dict[FileVersion, int] = {}
         self._nursery: trio.Nursery | None = None
         self._indexes_loaded = {name: trio.Event() for name in self.disks}
         # Keyed by the source itself, not id(): a released handle's id is reused.
@@ -140,9 +147,10 @@ class ChunkCache:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for tier in self.disks.values():
-                nursery.start_soon(self._load_index, tier)
+                nursery.start_soon(guarded, self.stats, "index load", self._load_index, tier)
             for _ in range(STORE_WORKERS):
-                nursery.start_soon(self._store_worker, receive.clone())
+                worker = self._store_worker
+                nursery.start_soon(supervised, self.stats, "store worker", worker, receive.clone())
             task_status.started()
 
     async def drain(self, timeout: float) -> None:
@@ -169,19 +177,26 @@ class ChunkCache:
                 if tier is not None:
                     # chunks read right after mounting wait for their tier's index
                     await self._indexes_loaded[tier.name].wait()
-                    await trio.to_thread.run_sync(
-                        self._store, tier, item, limiter=self._disk_limiter
-                    )
+                    if not self._was_forgotten(item):
+                        await trio.to_thread.run_sync(
+                            self._store, tier, item, limiter=self._disk_limiter
+                        )
             finally:
                 self._pending_stores -= 1
+                if not self._pending_stores:
+                    self._forgotten.clear()
+
+    def _was_forgotten(self, item: _Store) -> bool:
+        return self._forgotten.get(item.key.version, 0) != item.forgotten
 
     def _store(self, tier: DiskTier, item: _Store) -> None:
         policy = item.policy
         level = policy.compression_level if policy.compression else None
-        if (
-            tier.put(item.key, item.data, level, policy.prefetch_threshold)
-            and item.pin == tier.name
-        ):
+        if not tier.put(item.key, item.data, level, policy.prefetch_threshold):
+            return
+        if self._was_forgotten(item):  # evicted while it was being written
+            tier.discard([item.key])
+        elif item.pin == tier.name:
             tier.set_pinned([item.key.digest(tier.namespace)], True)
 
     def home_tier(self, policy: ContentTypeConfig, pin: str | None = None) -> DiskTier | None:
@@ -203,7 +218,7 @@ class ChunkCache:
         """
         if self._store_queue is None:
             return
-        item = _Store(key, data, policy, pin)
+        item = _Store(key, data, policy, pin, self._forgotten.get(key.version, 0))
         self._pending_stores += 1
         with trio.move_on_after(STORE_WAIT):
             try:
@@ -215,7 +230,9 @@ class ChunkCache:
         self.stats.add("store_skipped")
 
     async def forget_version(self, version: FileVersion, chunk_size: int) -> None:
-        """Delete every disk chunk of a file version that can no longer be read."""
+        """Delete every disk chunk of a file version (changed at the origin, or
+        evicted), including those still queued for a disk tier."""
+        self._forgotten[version] = self._forgotten.get(version, 0) + 1
         keys = file_chunk_keys(version, chunk_size)
         for tier in self.disks.values():
             await trio.to_thread.run_sync(tier.discard, keys, limiter=self._disk_limiter)
@@ -247,12 +264,15 @@ class ChunkCache:
         if sequential:
             self._read_ahead(source, chunks[-1] + 1)
         pieces: list[bytes] = []
+        content_type = source.policy.name
         for index in chunks:
             key = ChunkKey(version, chunk_size, index)
-            data = await self.chunk(source, key)
+            data, tier = await self.chunk(source, key)
             start = max(offset, key.offset) - key.offset
             stop = min(end, key.offset + len(data)) - key.offset
             pieces.append(data[start:stop])
+            if tier != ORIGIN:  # a hit: counted with the bytes it served to this read
+                self.stats.tier_access(tier, content_type, True, max(0, stop - start))
             if len(data) < key.expected_length:  # the origin file shrank under us
                 break
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
@@ -268,7 +288,9 @@ class ChunkCache:
         stream = self._streams.get(source)
         if stream is None:
             stream = self._streams[source] = _ReadAhead(first, last)
-            self._nursery.start_soon(self._run_read_ahead, source, stream)
+            self._nursery.start_soon(
+                guarded, self.stats, "read-ahead", self._run_read_ahead, source, stream
+            )
         else:
             stream.next = max(stream.next, first)  # the reader may have overtaken it
             stream.until = max(stream.until, last)
@@ -292,7 +314,9 @@ class ChunkCache:
                     if flight is not None:
                         await flight.done.wait()
                     elif any(tier.known_to_hold(key) for tier in self.disks.values()):
-                        self._nursery_or_fail().start_soon(self._fill_quietly, source, key)
+                        self._nursery_or_fail().start_soon(
+                            guarded, self.stats, "read-ahead", self._fill_quietly, source, key
+                        )
                     elif not await self._fill_quietly(source, key):
                         break
         finally:
@@ -319,35 +343,36 @@ class ChunkCache:
             log.debug("read-ahead of %s failed: %s", key, exc)
             return False
 
-    async def chunk(self, source: ChunkSource, key: ChunkKey) -> bytes:
+    async def chunk(self, source: ChunkSource, key: ChunkKey) -> tuple[bytes, str]:
+        """A chunk's bytes and the tier that had them (ORIGIN if none did); misses
+        are counted here, hits by the caller, with the bytes they serve."""
         data = self.ram.get(key)
-        content_type = source.policy.name
-        self.stats.tier_access("ram", content_type, data is not None, len(data or b""))
         if data is not None:
-            return data
+            return data, self.ram.name
+        self.stats.tier_access(self.ram.name, source.policy.name, False, 0)
         while True:
             flight = self._inflight.get(key)
             if flight is None:
                 return await self._fill(source, key)
             await flight.done.wait()
             if flight.data is not None:
-                return flight.data
+                return flight.data, flight.tier
             if flight.error is not None and flight.leader is source:
                 raise OSError(flight.error.errno, flight.error.strerror)
             # Nothing to take: the leader was cancelled, read another version, or
             # failed through another handle (released, say). Try again, maybe leading.
 
-    async def _fill(self, source: ChunkSource, key: ChunkKey) -> bytes:
+    async def _fill(self, source: ChunkSource, key: ChunkKey) -> tuple[bytes, str]:
         flight = self._inflight[key] = _Flight(source)
         try:
-            data = await self._from_disks(key, source.policy.name)
-            if data is not None:
-                flight.data = data
-                return data
+            found = await self._from_disks(key, source.policy.name)
+            if found is not None:
+                flight.data, flight.tier = found
+                return found
             data, verified = await self._from_origin(source, key)
             if verified:
                 flight.data = data
-            return data
+            return data, ORIGIN
         except OSError as exc:
             flight.error = exc if exc.errno else OSError(errno.EIO, str(exc))
             raise
@@ -355,22 +380,22 @@ class ChunkCache:
             del self._inflight[key]
             flight.done.set()
 
-    async def _from_disks(self, key: ChunkKey, content_type: str) -> bytes | None:
+    async def _from_disks(self, key: ChunkKey, content_type: str) -> tuple[bytes, str] | None:
         if not self.disks:
             return None
-        data = await trio.to_thread.run_sync(
+        found = await trio.to_thread.run_sync(
             self._lookup_disks, key, content_type, limiter=self._disk_limiter
         )
-        if data is not None:
-            self.ram.put(key, data)
-        return data
+        if found is not None:
+            self.ram.put(key, found[0])
+        return found
 
-    def _lookup_disks(self, key: ChunkKey, content_type: str) -> bytes | None:
+    def _lookup_disks(self, key: ChunkKey, content_type: str) -> tuple[bytes, str] | None:
         for tier in self.disks.values():
             data = tier.get(key)
-            self.stats.tier_access(tier.name, content_type, data is not None, len(data or b""))
             if data is not None:
-                return data
+                return data, tier.name
+            self.stats.tier_access(tier.name, content_type, False, 0)
         return None
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:

@@ -32,6 +32,7 @@ from .config import MetadataConfig
 from .health import OriginOffline
 from .metadata import StatInfo, join, split
 from .origin import FileVersion
+from .supervise import guarded, supervised
 from .watch import IN_CLOSE_WRITE, IN_MODIFY, Inotify, WatchEvent, filesystem_type_name
 from .watch import supports_inotify as local_filesystem
 
@@ -95,11 +96,12 @@ class ChangeDetector:
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         async with trio.open_nursery() as nursery:
+            stats = self.fs.stats
             if self.mode != "off" and self.fs.monitor.online:
-                nursery.start_soon(self._warm_up)
+                nursery.start_soon(guarded, stats, "metadata warm-up", self._warm_up)
             if self.mode != "off":
                 # With inotify, for the directories no watch covers.
-                nursery.start_soon(self._poll)
+                nursery.start_soon(supervised, stats, "poller", self._poll)
             if self.mode == "inotify":
                 await self._watch_events()
 
@@ -141,7 +143,7 @@ class ChangeDetector:
             return
         done = self._adding[dirpath] = trio.Event()
         try:
-            watched = await self.fs.monitor.call(self._add_watch, dirpath, limiter=self.fs.limiter)
+            watched = await self.fs.monitor.call(self._add_watch, dirpath)
         except OSError as exc:  # gone, not a directory, offline: no watch, no harm
             log.debug("no watch on %r: %s", dirpath, exc)
             return

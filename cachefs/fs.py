@@ -36,7 +36,7 @@ from .disktier import DiskTier
 from .fuseloop import BusyPoll, describe_busy_poll
 from .health import OriginMonitor, OriginOffline
 from .inodes import ROOT_INODE, InodeTable
-from .metadata import MetadataCache, StatInfo, join, split
+from .metadata import MetadataCache, StatInfo, XattrCache, join, split
 from .metastore import MetadataStore
 from .origin import (
     RENAME_EXCHANGE,
@@ -49,6 +49,7 @@ from .origin import (
 from .pins import PinTable
 from .rules import ContentTypeResolver
 from .stats import Stats, StatsBackend
+from .supervise import guarded, supervised
 from .tiers import RamTier
 from .watch import close_reports_errors
 
@@ -58,6 +59,17 @@ WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 # Our own changes make the origin's watch report them too; the kernel needs no
 # notice of those (it saw the change itself).
 OWN_CHANGE_SECONDS = 2.0
+STATVFS_FIELDS = (
+    "f_bsize",
+    "f_frsize",
+    "f_blocks",
+    "f_bfree",
+    "f_bavail",
+    "f_files",
+    "f_ffree",
+    "f_favail",
+    "f_namemax",
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -154,8 +166,11 @@ class CacheFS(pyfuse3.Operations):
         self.origin = origin
         self.cfg = cfg
         self.inodes = InodeTable(origin.root_ino)
-        self.monitor = OriginMonitor(origin, cfg.origin.timeout, cfg.origin.probe_interval)
+        self.monitor = OriginMonitor(
+            origin, cfg.origin.timeout, cfg.origin.probe_interval, cfg.mount.max_threads
+        )
         self.meta = MetadataCache(cfg.metadata.revalidate_after, cfg.metadata.max_entries)
+        self.xattr_cache = XattrCache()
         self.meta_store: MetadataStore | None = None
         # The kernel may keep attributes and names no longer than we would trust them.
         self.attr_timeout = min(cfg.mount.attr_timeout, cfg.metadata.revalidate_after)
@@ -170,16 +185,16 @@ class CacheFS(pyfuse3.Operations):
         # An SSD eviction moves a chunk that still earns it down to the HDD.
         self.disks["ssd"].demote_to = self.disks["hdd"]
         self.disks["ssd"].demote_threshold = cfg.prediction.min_confidence / 2
-        self._limiter = trio.CapacityLimiter(cfg.mount.max_threads)
-        self._disk_limiter = trio.CapacityLimiter(cfg.mount.max_threads)
+        # Worker threads for tier files; origin threads are the monitor's.
+        self.disk_limiter = trio.CapacityLimiter(cfg.mount.max_threads)
         self._notify_limiter = trio.CapacityLimiter(2)  # kernel cache invalidations
         self.cache = ChunkCache(
             self.ram,
             self.disks,
             self.stats,
-            self._limiter,
-            self._disk_limiter,
-            origin_call=functools.partial(self.monitor.call, limiter=self._limiter),
+            self.monitor.reads,
+            self.disk_limiter,
+            origin_call=self.monitor.call,
         )
         self.detector = ChangeDetector(self, cfg.metadata)
         self.monitor.on_online.append(self._back_online)
@@ -187,7 +202,8 @@ class CacheFS(pyfuse3.Operations):
         # FLUSH (sent at every close) reaches the origin only where close() can
         # report an error; decided at mount, kept if the origin is offline then.
         self.forward_flush = True
-        self._last_statvfs: os.statvfs_result | None = None
+        # The origin's last statfs answer, kept (and persisted) for df while offline.
+        self._last_statvfs: dict[str, int] = {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
         self._nursery: trio.Nursery | None = None
         self.pins = PinTable(self.disks["ssd"].path / "pins.json")
         self.stats_backend = stats_backend
@@ -217,6 +233,7 @@ class CacheFS(pyfuse3.Operations):
         """Blocking, at mount: reach the origin, or start offline from the metadata store."""
         facts = self.meta_store.meta() if self.meta_store is not None else {}
         self.origin.expect_mountpoint = bool(facts.get("root_mountpoint"))
+        self._last_statvfs.update(facts.get("statvfs") or {})
         try:
             _with_timeout(self.origin.reconnect, self.cfg.origin.timeout)
         except OSError as exc:
@@ -231,8 +248,11 @@ class CacheFS(pyfuse3.Operations):
             self.origin.expect_mountpoint = is_mountpoint(self.origin.root)
             self.forward_flush = close_reports_errors(self.origin.root)
             filesystem = filesystem_of(self.origin.root)
+            self._remember_statvfs(os.statvfs(self.origin.root))
             if self.meta_store is not None:
-                self.meta_store.set_meta(root_mountpoint=self.origin.expect_mountpoint)
+                self.meta_store.set_meta(
+                    root_mountpoint=self.origin.expect_mountpoint, statvfs=self._last_statvfs
+                )
         self.inodes.root_ino = self.origin.root_ino
         self.detector.settle(filesystem)
 
@@ -250,9 +270,9 @@ class CacheFS(pyfuse3.Operations):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.cache.run)
-            await nursery.start(self.monitor.run)
-            await nursery.start(self.detector.run)
-            nursery.start_soon(self._reapply_pins)
+            nursery.start_soon(supervised, self.stats, "origin monitor", self.monitor.run)
+            nursery.start_soon(supervised, self.stats, "change detector", self.detector.run)
+            nursery.start_soon(guarded, self.stats, "pin re-apply", self._reapply_pins)
             task_status.started()
 
     # -- pins ------------------------------------------------------------------------
@@ -265,39 +285,32 @@ class CacheFS(pyfuse3.Operations):
 
     async def apply_pin(self, relpath: str) -> None:
         """Bring cached chunks of *relpath* (a file, or every file below a directory)
-        in line with its pin: moved into the pinned disk tier and marked there."""
-        # A walk of a whole pinned tree may take long: untimed.
-        files = await self._untimed(self._pinned_file_versions, relpath)
-        for version, chunk_size, tier in files:
-            await trio.to_thread.run_sync(
-                self._pin_on_disks, version, chunk_size, tier, limiter=self._disk_limiter
+        in line with its pin: moved into the pinned disk tier and marked there; for a
+        ``ram`` pin, also read from the disks into memory.
+
+        The files are found in the metadata cache, never at the origin: what is not
+        known there has no chunks to move, and a pin must work while the origin
+        is offline or hung.
+        """
+        for path, st in self.meta.regular_files(os.fsencode(relpath)):
+            version = FileVersion.of(st)
+            tier = self.pins.tier_for(os.fsdecode(path))
+            chunk_size = self.policy_for(path).chunk_size
+            loaded = await trio.to_thread.run_sync(
+                self._pin_on_disks, version, chunk_size, tier, limiter=self.disk_limiter
             )
-            file_id = version.ino
             if tier == "ram":
-                self.ram.pinned_files.add(file_id)
+                self.ram.pinned_files.add(version.ino)
+                for key, data in loaded:
+                    self.ram.put(key, data)
             else:
-                self.ram.pinned_files.discard(file_id)
+                self.ram.pinned_files.discard(version.ino)
 
-    def _pinned_file_versions(self, relpath: str) -> list[tuple[FileVersion, int, str | None]]:
-        """Blocking: (version, chunk size, effective pin) of the regular files under *relpath*."""
-        root = os.path.join(self.origin.root, relpath)
-        paths = [root]
-        if os.path.isdir(root) and not os.path.islink(root):
-            paths = [os.path.join(d, f) for d, _, names in os.walk(root) for f in names]
-        found = []
-        for path in paths:
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                rel = os.path.relpath(path, self.origin.root)
-                chunk_size = self.resolver.policy(rel).chunk_size
-                found.append((FileVersion.of(st), chunk_size, self.pins.tier_for(rel)))
-        return found
-
-    def _pin_on_disks(self, version: FileVersion, chunk_size: int, tier: str | None) -> None:
-        """Blocking: move a file's disk chunks into its pinned tier and mark them."""
+    def _pin_on_disks(
+        self, version: FileVersion, chunk_size: int, tier: str | None
+    ) -> list[tuple[ChunkKey, bytes]]:
+        """Blocking: move a file's disk chunks into its pinned tier and mark them;
+        for a ram pin, the chunks the disks hold (as much as the RAM tier can take)."""
         keys = file_chunk_keys(version, chunk_size)
         target = self.disks.get(tier or "")
         for name, disk in self.disks.items():
@@ -310,10 +323,22 @@ class CacheFS(pyfuse3.Operations):
         if target is not None:
             digests = [k.digest(target.namespace) for k in keys]
             target.set_pinned([d for d in digests if target.contains_digest(d)], True)
+        loaded: list[tuple[ChunkKey, bytes]] = []
+        room = self.ram.max_size
+        for key in keys if tier == "ram" else []:
+            if key in self.ram or key.expected_length > room:
+                continue
+            for disk in self.disks.values():
+                data = disk.get(key)
+                if data is not None:
+                    loaded.append((key, data))
+                    room -= len(data)
+                    break
+        return loaded
 
     def _in_background(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         if self._nursery is not None:
-            self._nursery.start_soon(fn, *args)
+            self._nursery.start_soon(guarded, self.stats, fn.__name__, fn, *args)
 
     def init(self) -> None:
         # Called by libfuse while it answers the kernel's INIT request.
@@ -323,11 +348,11 @@ class CacheFS(pyfuse3.Operations):
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         """A blocking origin call that reads (timed: a hang marks the origin offline)."""
-        return await self.monitor.call(fn, *args, limiter=self._limiter)
+        return await self.monitor.call(fn, *args)
 
     async def _untimed(self, fn: Callable[..., T], *args: Any) -> T:
         """A blocking origin call that may rightly take long (fsync, a FIFO): never cut short."""
-        return await self.monitor.call(fn, *args, limiter=self._limiter, timed=False)
+        return await self.monitor.call(fn, *args, timed=False)
 
     async def _change(self, fn: Callable[..., T], *args: Any) -> T:
         """A blocking origin call that changes something: EROFS while offline, never cut short."""
@@ -438,11 +463,6 @@ class CacheFS(pyfuse3.Operations):
         if child is not None:
             self._in_background(self._notify_kernel, pyfuse3.invalidate_inode, child, not content)
 
-    @property
-    def limiter(self) -> trio.CapacityLimiter:
-        """Worker threads for origin I/O."""
-        return self._limiter
-
     async def _notify_kernel(self, fn: Callable[..., None], *args: Any) -> None:
         # From a worker thread: the kernel may wait on a request this loop must answer.
         with contextlib.suppress(OSError):  # ENOENT: the kernel had forgotten it already
@@ -539,6 +559,14 @@ class CacheFS(pyfuse3.Operations):
             if file.opened:
                 return StatInfo.of(await self._io(_fstat, file))
         raise FUSEError(errno.ENOENT)
+
+    async def _stat_inode_cached(self, path: bytes) -> StatInfo:
+        """lstat of *path* from the metadata cache, fresh or not; the origin only when
+        nothing is cached (for the control surface, which must not wait on it)."""
+        entry = self.meta.get(path)
+        if entry is not None:
+            return _existing(entry.st)
+        return await self._attr(path)
 
     def _meta_update(self, inode: int, st: os.stat_result) -> None:
         """Our change gave *inode* these attributes, under every name it has."""
@@ -638,7 +666,9 @@ class CacheFS(pyfuse3.Operations):
 
     async def _invalidate_kernel_cache(self, inode: int) -> None:
         with contextlib.suppress(OSError):
-            await trio.to_thread.run_sync(pyfuse3.invalidate_inode, inode, False)
+            await trio.to_thread.run_sync(
+                pyfuse3.invalidate_inode, inode, False, limiter=self._notify_limiter
+            )
 
     @fuse_handler
     async def setattr(
@@ -703,19 +733,14 @@ class CacheFS(pyfuse3.Operations):
     @fuse_handler
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()
-        try:
-            sv = self._last_statvfs = await self._io(self.origin.statvfs)
-        except OriginOffline:
-            if self._last_statvfs is None:  # offline since mount: an empty file system
-                data.f_bsize = data.f_frsize = 4096
-                data.f_namemax = 255
-                return data
-            sv = self._last_statvfs  # df keeps working while the origin is away
-        for name in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail"):
-            setattr(data, name, getattr(sv, name))
-        for name in ("f_files", "f_ffree", "f_favail", "f_namemax"):
-            setattr(data, name, getattr(sv, name))
+        with contextlib.suppress(OriginOffline):  # df goes on: the last answer
+            self._remember_statvfs(await self._io(self.origin.statvfs))
+        for name, value in self._last_statvfs.items():
+            setattr(data, name, value)
         return data
+
+    def _remember_statvfs(self, sv: os.statvfs_result) -> None:
+        self._last_statvfs = {name: getattr(sv, name) for name in STATVFS_FIELDS}
 
     @fuse_handler
     async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
@@ -999,11 +1024,7 @@ class CacheFS(pyfuse3.Operations):
         fd = handle.file.release()  # None while a fetch still uses it: that closes it
         if fd is not None:
             # Not awaited: close() returns at once; on a hung origin the thread waits alone.
-            self._in_background(self._close_origin_fd, fd)
-
-    async def _close_origin_fd(self, fd: int) -> None:
-        with contextlib.suppress(OSError):
-            await trio.to_thread.run_sync(os.close, fd, abandon_on_cancel=True)
+            self._in_background(self.monitor.close_fd, fd)
 
     # -- directories ------------------------------------------------------------
 
@@ -1050,7 +1071,38 @@ class CacheFS(pyfuse3.Operations):
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         if xattrs.is_control(name):
             return await xattrs.get_control(self, inode, name)
-        return await self._io(self.origin.getxattr, self._path(inode), name)
+        value = await self._origin_xattr(self._path(inode), name)
+        if value is None:
+            raise FUSEError(pyfuse3.ENOATTR)
+        return value
+
+    def _ctimes(self, path: bytes) -> tuple[int | None, int]:
+        """(the ctime an xattr answer may be trusted under now, None if the attributes
+        are not fresh; the ctime a new answer is recorded under)."""
+        entry = self.meta.get(path)
+        if entry is None or entry.st is None:
+            return None, -1
+        return (entry.st.st_ctime_ns if self.meta.fresh(entry) else None), entry.st.st_ctime_ns
+
+    async def _origin_xattr(self, path: bytes, name: bytes) -> bytes | None:
+        """The origin's getxattr answer (None: no such attribute), through the xattr cache."""
+        trusted, ctime = self._ctimes(path)
+        known, value = self.xattr_cache.value(path, name, trusted)
+        if known and trusted is not None:
+            self.stats.add("xattr_hits")
+            return value
+        if not self.monitor.online:
+            return self.xattr_cache.value(path, name, None)[1]
+        try:
+            value = await self._io(self.origin.getxattr, path, name)
+        except OriginOffline:
+            return self.xattr_cache.value(path, name, None)[1]
+        except OSError as exc:
+            if exc.errno != errno.ENODATA:
+                raise
+            value = None
+        self.xattr_cache.put_value(path, ctime, name, value)
+        return value
 
     @fuse_handler
     async def setxattr(
@@ -1062,11 +1114,22 @@ class CacheFS(pyfuse3.Operations):
         path = self._path(inode)
         await self._change(self.origin.setxattr, path, name, value)
         self.meta.stale(path)  # its ctime changed
+        self.xattr_cache.forget(path)
         self._changed_here(path)
 
     @fuse_handler
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        names = await self._io(self.origin.listxattr, self._path(inode))
+        path = self._path(inode)
+        trusted, ctime = self._ctimes(path)
+        names = self.xattr_cache.names(path, trusted) if trusted is not None else None
+        if names is None and not self.monitor.online:
+            names = self.xattr_cache.known_names(path)
+        if names is None:
+            try:
+                names = await self._io(self.origin.listxattr, path)
+                self.xattr_cache.put_names(path, ctime, names)
+            except OriginOffline:
+                names = self.xattr_cache.known_names(path)
         return [n for n in names if not xattrs.is_control(n)]
 
     @fuse_handler
@@ -1076,6 +1139,7 @@ class CacheFS(pyfuse3.Operations):
         path = self._path(inode)
         await self._change(self.origin.removexattr, path, name)
         self.meta.stale(path)
+        self.xattr_cache.forget(path)
         self._changed_here(path)
 
     # -- introspection --------------------------------------------------------------
@@ -1085,6 +1149,13 @@ class CacheFS(pyfuse3.Operations):
         return {
             "tiers": {"ram": self.ram.stats()}
             | {name: tier.stats_dict() for name, tier in self.disks.items()},
+            # per "tier:content type": chunk lookups that hit, missed, bytes served
+            "tier_hits": _per_tier(counters, "hits:"),
+            "tier_misses": _per_tier(counters, "misses:"),
+            "tier_bytes": _per_tier(counters, "bytes:"),
+            "background_failures": counters.get("background_failures", 0),
+            "origin_changed_during_read": counters.get("origin_changed_during_read", 0),
+            "xattr_hits": counters.get("xattr_hits", 0),
             "origin_bytes_read": counters.get("origin_bytes_read", 0),
             "origin_reads": counters.get("origin_reads", 0),
             "corrupt_chunks": counters.get("corrupt_chunks", 0),
@@ -1108,6 +1179,10 @@ class CacheFS(pyfuse3.Operations):
             "change_detection_reason": self.detector.reason,
             **describe_busy_poll(self.busy_poll),
         } | self.monitor.describe()
+
+
+def _per_tier(counters: dict[str, Any], prefix: str) -> dict[str, int]:
+    return {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
 
 
 def _close_a_duplicate(file: OriginFile) -> None:

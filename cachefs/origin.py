@@ -199,6 +199,26 @@ class Origin:
             self._retired.append(self.root_fd)
         self.root_fd, self.root_ino = fd, st.st_ino
 
+    def check_same(self) -> None:
+        """Blocking: OSError unless the origin path still leads to the file system whose
+        root cachefs holds, and that file system answers.
+
+        ``umount -l`` detaches a share but leaves cachefs's fd working on it; another
+        disk may even be mounted at the path. Either way the path now names
+        something else, and what cachefs serves must not silently differ from it.
+        """
+        if self.root_fd < 0:
+            raise OSError(errno.ENOTCONN, f"origin {self.root} is not connected")
+        held = os.fstat(self.root_fd)
+        os.fstatvfs(self.root_fd)  # a request the file system must answer (NFS: the server)
+        now = os.stat(self.root)
+        if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            raise OSError(
+                errno.ENOTCONN,
+                f"{self.root} no longer leads to the file system cachefs opened "
+                "(unmounted, or another one mounted there)",
+            )
+
     def close(self) -> None:
         for fd in [self.root_fd, *self._retired]:
             if fd >= 0:

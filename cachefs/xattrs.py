@@ -55,27 +55,43 @@ async def get_control(fs: CacheFS, inode: int, name: bytes) -> bytes:
 
 async def set_control(fs: CacheFS, inode: int, name: bytes, value: bytes) -> None:
     if name == EVICT:
-        version = await _current_version(fs, inode)
-        fs.ram.drop_file(version.ino)
-        await fs.cache.forget_version(version, fs.policy_for(fs._path(inode)).chunk_size)
+        await evict(fs, fs._path(inode))
         return
     if name == PIN:
         tier = value.decode(errors="replace").strip()
         if tier not in (*PIN_TIERS, "none"):
             raise FUSEError(errno.EINVAL)
         relpath = os.fsdecode(fs._path(inode))
-        await trio.to_thread.run_sync(fs.pins.set, relpath, tier)
+        await trio.to_thread.run_sync(fs.pins.set, relpath, tier, limiter=fs.disk_limiter)
         await fs.apply_pin(relpath)
         return
     # prefetch arrives with the prefetcher.
     raise FUSEError(errno.ENOTSUP)
 
 
+async def evict(fs: CacheFS, path: bytes) -> None:
+    """Drop every cached chunk of a file, or of every file known below a directory."""
+    files = fs.meta.regular_files(path)
+    if not files:
+        st = await fs._stat_inode_cached(path)
+        if stat.S_ISDIR(st.st_mode):
+            return  # a directory with nothing known below it: nothing cached
+        if not stat.S_ISREG(st.st_mode):
+            raise FUSEError(pyfuse3.ENOATTR)
+        files = [(path, st)]
+    for file_path, st in files:
+        version = FileVersion.of(st)
+        fs.ram.drop_file(version.ino)
+        await fs.cache.forget_version(version, fs.policy_for(file_path).chunk_size)
+
+
 async def _current_version(fs: CacheFS, inode: int) -> FileVersion:
+    """The version whose chunks a file has: its open handles', else the cached
+    attributes' (fresh or not: a control xattr never waits for the origin)."""
     state = fs._states.get(inode)
     if state is not None and state.handles and state.version is not None:
         return state.version
-    st = await fs._stat_inode(inode)
+    st = await fs._stat_inode_cached(fs._path(inode))
     if not stat.S_ISREG(st.st_mode):
         raise FUSEError(pyfuse3.ENOATTR)
     return FileVersion.of(st)
@@ -91,7 +107,7 @@ async def residency(fs: CacheFS, inode: int) -> dict[str, int]:
     def on_disks() -> dict[str, set[ChunkKey]]:
         return {n: {k for k in keys if t.contains(k)} for n, t in fs.disks.items()}
 
-    disks = await trio.to_thread.run_sync(on_disks)
+    disks = await trio.to_thread.run_sync(on_disks, limiter=fs.disk_limiter)
     cached = in_ram.union(*disks.values())
     counts = {name: len(found) for name, found in disks.items()}
     # a chunk may be in RAM and on a disk at once; "uncached" is in no tier

@@ -8,12 +8,37 @@ readers. Never stale: see test_coherence_matrix.py.
 
 from __future__ import annotations
 
+import errno
+import functools
+import json
+import os
 import random
+import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
-from .conftest import MountFactory
+import pytest
+
+from .conftest import DEFAULT_TEST_OPTIONS, Mounted, MountFactory
+from .test_offline import (
+    OUTER_OPTIONS,
+    TIMEOUT,
+    assert_back_online,
+    make_library,
+    mount_nas,
+    stopped,
+    unmount_stack,
+    wait_for_state,
+    warm,
+)
+from .test_origin_changes import walk_lstat
+from .test_persistence import read_direct, wait_until_on_disk
+
+T = TypeVar("T")
+RESIDENCY = "user.cachefs.residency"
 
 MiB = 1024 * 1024
 
@@ -57,4 +82,211 @@ def test_short_lived_handles_with_read_ahead_read_only_their_own_bytes(
         t.join(timeout=30)
     assert not wrong, wrong
     assert reads[0] > 50
+    deadline = time.monotonic() + 5  # the kernel sends RELEASE after close() returns
+    while m.stats()["open_files"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert m.stats()["open_files"] == 0
+
+
+# -- never stuck: a hung origin --------------------------------------------------------
+
+
+def within(seconds: float, fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args) in a thread: its result, or a failure if it is still blocked after
+    *seconds* (a process stuck in a FUSE request cannot be interrupted)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn(*args)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise AssertionError(f"{getattr(fn, '__name__', fn)}{args} blocked for {seconds}s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def daemon_threads(m: Mounted) -> int:
+    return len(os.listdir(f"/proc/{m.proc.pid}/task"))
+
+
+def test_a_hung_origin_under_writers_never_blocks_cached_answers(
+    origin: Path, mount_factory: MountFactory, tmp_path: Path
+) -> None:
+    """Writers fsync-ing into an origin that hangs hold every thread they may; cached
+    reads, stat, ls and the control xattrs still answer, the origin is marked
+    offline, queued changes fail with EROFS, and it all recovers by itself.
+
+    The writers' files exist before the hang: a create caught by it would keep its
+    directory locked in the kernel until the origin answers (changes are never cut
+    short), which no file system below the kernel can undo."""
+    files = make_library(origin)
+    nas = mount_nas(mount_factory, origin, tmp_path)
+    m = mount_factory(nas.mnt, [*OUTER_OPTIONS, "mount.max_threads=4"])
+    warm(m, files)
+    stop = threading.Event()
+    failures: list[int] = []
+    for i in range(12):
+        (m.mnt / f"w{i}.bin").write_bytes(b"")
+
+    def writer(i: int) -> None:
+        while not stop.is_set():
+            try:
+                with open(m.mnt / f"w{i}.bin", "wb") as f:
+                    f.write(bytes([i]) * 65536)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                failures.append(exc.errno or 0)
+                time.sleep(0.05)
+
+    writers = [threading.Thread(target=writer, args=(i,), daemon=True) for i in range(12)]
+    for t in writers:
+        t.start()
+    time.sleep(0.3)
+    with stopped(nas.proc):
+        time.sleep(TIMEOUT + 0.3)  # past revalidate_after too: lookups must ask the origin
+        for rel, data in files.items():
+            if rel != "uncached.bin":
+                assert within(2, read_direct, m.mnt / rel) == data
+        assert within(2, os.stat, m.mnt / "Show" / "episode.nfo").st_size == len(
+            files["Show/episode.nfo"]
+        )
+        assert sorted(within(2, os.listdir, m.mnt / "Show")) == ["episode.nfo", "poster.jpg"]
+        within(2, os.getxattr, m.mnt / "cached.bin", "user.cachefs.residency")
+        deadline = time.monotonic() + TIMEOUT + 2
+        while within(2, m.stats)["origin_state"] != "offline":
+            assert time.monotonic() < deadline, "a hung origin was never marked offline"
+            time.sleep(0.1)
+        took = time.monotonic()
+        with pytest.raises(OSError) as refused:
+            within(2, (m.mnt / "Show" / "late.txt").write_bytes, b"x")
+        assert refused.value.errno == errno.EROFS and time.monotonic() - took < 1
+    wait_for_state(m, "online")
+    stop.set()
+    for t in writers:
+        t.join(timeout=20)
+    assert not any(t.is_alive() for t in writers)
+    assert set(failures) <= {errno.EROFS, errno.EIO}
+    for i in range(12):
+        path = origin / f"w{i}.bin"
+        assert not path.exists() or path.read_bytes() in (b"", bytes([i]) * 65536)
+    assert_back_online(m, origin, files)
+
+
+def test_probes_of_a_hung_origin_never_pile_up_threads(
+    origin: Path, mount_factory: MountFactory, tmp_path: Path
+) -> None:
+    """Every probe of a hung origin times out; none may leave another thread behind,
+    and the control xattrs keep answering without the origin."""
+    files = make_library(origin)
+    nas = mount_nas(mount_factory, origin, tmp_path)
+    options = [*DEFAULT_TEST_OPTIONS, "origin.timeout=200ms", "origin.probe_interval=50ms"]
+    m = mount_factory(nas.mnt, options)
+    warm(m, files)
+    with stopped(nas.proc):
+        wait_for_state(m, "offline")
+        before = daemon_threads(m)
+        time.sleep(3.0)  # about 12 probes, each timing out
+        assert daemon_threads(m) - before <= 2
+        residency = json.loads(within(1, os.getxattr, m.mnt / "cached.bin", RESIDENCY))
+        assert residency["uncached"] == 0
+        within(1, os.setxattr, m.mnt / "cached.bin", "user.cachefs.pin", b"ssd")
+        assert within(1, os.getxattr, m.mnt / "cached.bin", "user.cachefs.pin") == b"ssd"
+        assert within(1, m.stats)["origin_state"] == "offline"
+    wait_for_state(m, "online")
+
+
+def test_a_lazily_unmounted_origin_is_an_outage_and_its_successor_is_served(
+    origin: Path, mount_factory: MountFactory, tmp_path: Path
+) -> None:
+    """`umount -l` leaves cachefs's fds working on the detached share; the path now
+    leads elsewhere. cachefs must notice, and serve what is mounted there next."""
+    make_library(origin)
+    nas = mount_nas(mount_factory, origin, tmp_path)
+    m = mount_factory(nas.mnt, OUTER_OPTIONS)
+    assert read_direct(m.mnt / "cached.bin")
+    subprocess.run(["fusermount3", "-uz", str(nas.mnt)], check=True)
+    wait_for_state(m, "offline", timeout=TIMEOUT + 3)
+    assert "no longer leads" in m.stats()["origin_offline_reason"]
+    successor = tmp_path / "origin2"
+    successor.mkdir()
+    (successor / "cached.bin").write_bytes(b"the disk mounted there now")
+    options = [
+        *DEFAULT_TEST_OPTIONS,
+        f"tiers.ssd.path={tmp_path / 'nas2-cache/ssd'}",
+        f"tiers.hdd.path={tmp_path / 'nas2-cache/hdd'}",
+    ]
+    mount_factory(successor, options, mnt=nas.mnt)
+    wait_for_state(m, "online")
+    assert read_direct(m.mnt / "cached.bin") == b"the disk mounted there now"
+    assert sorted(os.listdir(m.mnt)) == ["cached.bin"]
+    mount_factory.unmount(m)
+    nas.proc.kill()  # the detached share's daemon; nothing uses it any more
+
+
+def test_an_origin_remounted_on_a_new_device_number_keeps_its_cache(
+    origin: Path, mount_factory: MountFactory, tmp_path: Path
+) -> None:
+    files = make_library(origin)
+    nas = mount_nas(mount_factory, origin, tmp_path)
+    m = mount_factory(nas.mnt, OUTER_OPTIONS)
+    warm(m, files)
+    cached = [rel for rel in files if rel != "uncached.bin"]
+    residency = {rel: wait_until_on_disk(m, rel) for rel in cached}
+    device = os.stat(nas.mnt).st_dev
+    nas.proc.kill()
+    nas.proc.wait()
+    wait_for_state(m, "offline")
+    subprocess.run(["fusermount3", "-uz", str(nas.mnt)], check=True)
+    mount_factory.unmount(nas)
+    nas = mount_nas(mount_factory, origin, tmp_path)
+    assert os.stat(nas.mnt).st_dev != device
+    wait_for_state(m, "online")
+    walk_lstat(m.mnt)  # every entry revalidated against the remounted share
+    read_before = m.stats()["origin_bytes_read"]
+    for rel in cached:
+        assert read_direct(m.mnt / rel) == files[rel]
+        assert m.residency(rel) == residency[rel]
+    assert m.stats()["origin_bytes_read"] == read_before
+    unmount_stack(mount_factory, m)
+
+
+def test_offline_ls_l_and_df_answer_from_the_cache(
+    origin: Path, mount_factory: MountFactory, tmp_path: Path
+) -> None:
+    """`ls -l` asks every file for its xattrs, `df` for statfs: while the origin is
+    down both answer from what was seen (no attribute: ENODATA, never EIO per file),
+    also when nothing asked for statfs before the outage."""
+    files = make_library(origin)
+    os.setxattr(origin / "cached.bin", "user.rating", b"5")
+    nas = mount_nas(mount_factory, origin, tmp_path)
+    m = mount_factory(nas.mnt, OUTER_OPTIONS)
+    warm(m, files)
+    assert os.getxattr(m.mnt / "cached.bin", "user.rating") == b"5"
+    listed = subprocess.run(["ls", "-l", str(m.mnt / "Show")], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    with stopped(nas.proc):
+        time.sleep(TIMEOUT + 0.3)
+        with pytest.raises(OSError):
+            within(TIMEOUT + 2, read_direct, m.mnt / "uncached.bin")
+        wait_for_state(m, "offline")
+        assert within(2, os.getxattr, m.mnt / "cached.bin", "user.rating") == b"5"
+        assert "user.rating" in within(2, os.listxattr, m.mnt / "cached.bin")
+        with pytest.raises(OSError) as never_asked:
+            within(2, os.getxattr, m.mnt / "uncached.bin", "user.rating")
+        assert never_asked.value.errno == errno.ENODATA
+        for ls in (["ls", "-l", str(m.mnt / "Show")], ["ls", "-l", str(m.mnt)]):
+            listed = within(
+                5, functools.partial(subprocess.run, capture_output=True, text=True), ls
+            )
+            assert listed.returncode == 0 and not listed.stderr, listed.stderr
+        df = within(2, os.statvfs, m.mnt)
+        assert df.f_blocks > 0 and df.f_bsize > 0
+    wait_for_state(m, "online")
