@@ -161,7 +161,7 @@ class DirHandle:
 class CacheFS(pyfuse3.Operations):
     supports_dot_lookup = False  # no NFS export, so the kernel never asks for . and ..
 
-    def __init__(self, origin: Origin, cfg: Config, stats_backend: StatsBackend) -> None:
+    def __init__(self, origin: Origin, cfg: Config, open_stats: Callable[[], StatsBackend]) -> None:
         super().__init__()
         self.origin = origin
         self.cfg = cfg
@@ -206,7 +206,10 @@ class CacheFS(pyfuse3.Operations):
         self._last_statvfs: dict[str, int] = {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
         self._nursery: trio.Nursery | None = None
         self.pins = PinTable(self.disks["ssd"].path / "pins.json")
-        self.stats_backend = stats_backend
+        # Opened by open_tiers, once the SSD directory (where the embedded backend
+        # keeps its file) has passed its ownership check.
+        self._open_stats = open_stats
+        self._stats_backend: StatsBackend | None = None
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, DirHandle] = {}
         self._states: dict[int, FileState] = {}
@@ -222,6 +225,8 @@ class CacheFS(pyfuse3.Operations):
         then open the metadata store in the (now ours) SSD tier directory."""
         for tier in self.disks.values():
             tier.open()
+        self.pins.load()
+        self._stats_backend = self._open_stats()
         if self.cfg.metadata.persist:
             store = MetadataStore(self.disks["ssd"].path, self.origin.root)
             store.open()
@@ -261,7 +266,8 @@ class CacheFS(pyfuse3.Operations):
             tier.close()
         if self.meta_store is not None:
             self.meta_store.close()
-        self.stats_backend.close()
+        if self._stats_backend is not None:
+            self._stats_backend.close()
 
     async def run_background(
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -339,6 +345,11 @@ class CacheFS(pyfuse3.Operations):
     def _in_background(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(guarded, self.stats, fn.__name__, fn, *args)
+
+    @property
+    def stats_backend(self) -> StatsBackend:
+        assert self._stats_backend is not None, "open_tiers() opens it"
+        return self._stats_backend
 
     def init(self) -> None:
         # Called by libfuse while it answers the kernel's INIT request.

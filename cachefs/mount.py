@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import logging.handlers
 import os
@@ -481,21 +482,25 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
     mountpoint = os.path.realpath(mountpoint)  # before mounting: afterwards it stats the mount
     ssd_dir = cfg.tiers["ssd"].path
     assert ssd_dir is not None  # config gives every disk tier a path
-    try:
-        stats_backend = open_backend(
+    source = Origin(origin)
+    fs = CacheFS(
+        source,
+        cfg,
+        functools.partial(
+            open_backend,
             cfg.stats.backend,
             cfg.stats.redis_url,
             cfg.monitoring.max_stats_age,
             mountpoint,
             ssd_dir,
             cfg.stats.redis_password_file,
-        )
-    except StatsUnavailable as exc:
-        raise MountError(f"{exc} (nothing mounted)") from None
-    source = Origin(origin)
-    fs = CacheFS(source, cfg, stats_backend)
+        ),
+    )
     try:
         fs.open_tiers()
+    except StatsUnavailable as exc:
+        fs.close()
+        raise MountError(f"{exc} (nothing mounted)") from None
     except (OSError, TierInUse) as exc:
         fs.close()
         raise MountError(f"cache tier: {exc} (nothing mounted)") from None

@@ -25,9 +25,9 @@ class PinTable:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._pins: dict[str, str] = {}
-        self._load()
 
-    def _load(self) -> None:
+    def load(self) -> None:
+        """Read the pins (once the directory holding them has been checked)."""
         try:
             data = json.loads(private.read_private_file(self.path))
             self._pins = {str(k): str(v) for k, v in data.items() if v in PIN_TIERS}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import redis
 
 MOUNT_TIMEOUT = 20.0
 
@@ -152,3 +154,74 @@ def mount_factory(tmp_path: Path) -> Iterator[MountFactory]:
 @pytest.fixture
 def mounted(origin: Path, mount_factory: MountFactory) -> Mounted:
     return mount_factory(origin)
+
+
+# -- a real redis-server on a free port ---------------------------------------------------
+
+
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+
+    def start(self) -> None:
+        self.proc = start_redis(self.port)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis(port: int, password: str | None = None) -> subprocess.Popen[bytes]:
+    auth = ["--requirepass", password] if password else []
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            *auth,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port, password=password)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return proc
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    port = free_port()
+    server = RedisServer(port, start_redis(port))
+    try:
+        yield server
+    finally:
+        server.proc.kill()
+        server.proc.wait()

@@ -22,7 +22,17 @@ from typing import Any, TypeVar
 
 import pytest
 
-from .conftest import DEFAULT_TEST_OPTIONS, Mounted, MountFactory
+from cachefs.check import check_tier
+from cachefs.stats import mount_prefix
+
+from .conftest import (
+    DEFAULT_TEST_OPTIONS,
+    Mounted,
+    MountFactory,
+    RedisServer,
+    run_cachefs,
+    tier_dir,
+)
 from .test_offline import (
     OUTER_OPTIONS,
     TIMEOUT,
@@ -36,6 +46,7 @@ from .test_offline import (
 )
 from .test_origin_changes import walk_lstat
 from .test_persistence import read_direct, wait_until_on_disk
+from .test_stats import redis_options
 
 T = TypeVar("T")
 RESIDENCY = "user.cachefs.residency"
@@ -290,3 +301,136 @@ def test_offline_ls_l_and_df_answer_from_the_cache(
         df = within(2, os.statvfs, m.mnt)
         assert df.f_blocks > 0 and df.f_bsize > 0
     wait_for_state(m, "online")
+
+
+# -- never wrong: crashes and damaged chunk files ----------------------------------------
+
+
+def make_mixed_library(origin: Path) -> dict[str, bytes]:
+    """Media (1 MiB chunks, HDD tier), user data (SSD tier) and small metadata files."""
+    rng = random.Random(3)
+    files = {f"Movies/m{i}.mkv": rng.randbytes(rng.randint(2, 6) * MiB + i) for i in range(3)}
+    files |= {f"docs/d{i}.bin": rng.randbytes(rng.randint(1, 3) * MiB) for i in range(3)}
+    files |= {f"Shows/s{i}.nfo": rng.randbytes(rng.randint(100, 9000)) for i in range(8)}
+    for rel, data in files.items():
+        (origin / rel).parent.mkdir(parents=True, exist_ok=True)
+        (origin / rel).write_bytes(data)
+    return files
+
+
+def verify_everything(m: Mounted, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        assert read_direct(m.mnt / rel) == data, rel
+
+
+def test_kill_9_under_concurrent_reads_leaves_a_cache_that_verifies(
+    origin: Path, mount_factory: MountFactory
+) -> None:
+    files = make_mixed_library(origin)
+    names = sorted(files)
+    rng = random.Random(4)
+    for round_ in range(3):
+        m = mount_factory(origin)
+        wrong: list[str] = []
+
+        def reader(seed: int, mnt: Path = m.mnt, wrong: list[str] = wrong) -> None:
+            pick = random.Random(seed)
+            while True:
+                rel = pick.choice(names)
+                try:
+                    got = read_direct(mnt / rel)
+                except OSError:
+                    return  # the daemon is gone
+                if got != files[rel]:
+                    wrong.append(rel)
+
+        threads = [threading.Thread(target=reader, args=(round_ * 10 + i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(rng.uniform(0.3, 1.5))  # fills, stores and evictions in flight
+        m.proc.kill()
+        m.proc.wait()
+        for t in threads:
+            t.join(timeout=10)
+        assert not wrong, wrong
+        options = m.options
+        mount_factory.unmount(m)
+        for tier in ("ssd", "hdd"):  # the crash left no chunk file that fails to verify
+            assert check_tier(tier_dir(options, tier)).bad == []
+        m = mount_factory(origin, options)
+        verify_everything(m, files)
+        assert m.stats()["corrupt_chunks"] == 0
+        mount_factory.unmount(m)
+        result = run_cachefs("check", str(tier_dir(options, "ssd")), str(tier_dir(options, "hdd")))
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def damage(paths: list[Path], how: str) -> None:
+    """Damage every chunk file one way."""
+    if how == "swapped":  # each file gets another valid chunk file's bytes
+        blobs = [p.read_bytes() for p in paths]
+        for path, blob in zip(paths, blobs[1:] + blobs[:1], strict=True):
+            path.write_bytes(blob)
+        return
+    for path in paths:
+        blob = bytearray(path.read_bytes())
+        if how == "flipped":
+            for offset in (5, len(blob) // 2, len(blob) - 1):
+                blob[offset] ^= 0x5A
+        elif how == "truncated":
+            del blob[len(blob) // 2 :]
+        elif how == "empty":
+            blob.clear()
+        path.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("how", ["flipped", "truncated", "empty", "swapped"])
+def test_every_damaged_chunk_file_is_caught_and_counted(
+    origin: Path, mount_factory: MountFactory, how: str
+) -> None:
+    files = make_mixed_library(origin)
+    m = mount_factory(origin)
+    verify_everything(m, files)
+    for rel in files:
+        wait_until_on_disk(m, rel)
+    options = m.options
+    mount_factory.unmount(m)
+    chunks = [p for t in ("ssd", "hdd") for p in sorted(tier_dir(options, t).glob("chunks/*/*"))]
+    assert len(chunks) > 20
+    damage(chunks, how)
+    m = mount_factory(origin, options)
+    verify_everything(m, files)  # byte-exact: every damaged chunk came from the origin again
+    stats = m.stats()
+    assert stats["corrupt_chunks"] == len(chunks)
+    assert stats["origin_bytes_read"] == sum(len(d) for d in files.values())
+
+
+# -- a stats backend that hangs ----------------------------------------------------------
+
+
+def test_a_hung_redis_never_slows_a_read_and_its_counts_catch_up(
+    origin: Path, mount_factory: MountFactory, redis_server: RedisServer
+) -> None:
+    files = make_mixed_library(origin)
+    m = mount_factory(origin, redis_options(redis_server))
+    verify_everything(m, files)
+    r = redis_server.client()
+    key = f"{mount_prefix(str(m.mnt))}counters"
+    deadline = time.monotonic() + 10
+    while not r.hget(key, "fuse_reads") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    threads = daemon_threads(m)
+    with stopped(redis_server.proc):
+        started = time.monotonic()
+        for _ in range(3):  # from the RAM tier: each round takes milliseconds
+            verify_everything(m, files)
+        assert time.monotonic() - started < 2.0  # a flush waits up to 2 s on Redis: not us
+        time.sleep(2.5)  # flushes time out meanwhile
+        verify_everything(m, files)
+        assert within(1, m.stats)["stats_pending_files"] > 0
+        assert daemon_threads(m) - threads <= 2
+    reads = m.stats()["fuse_reads"]
+    deadline = time.monotonic() + 15
+    while int(r.hget(key, "fuse_reads") or 0) < reads and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert int(r.hget(key, "fuse_reads")) >= reads

@@ -4,90 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import redis
 
 from cachefs.stats import Batch, EmbeddedBackend, FileDelta, Stats, mount_prefix
 
-from .conftest import Mounted, MountFactory, run_cachefs
+from .conftest import Mounted, MountFactory, RedisServer, free_port, run_cachefs, start_redis
 
 MiB = 1024 * 1024
-
-
-@dataclass
-class RedisServer:
-    port: int
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
-
-    def start(self) -> None:
-        self.proc = start_redis(self.port)
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_redis(port: int, password: str | None = None) -> subprocess.Popen[bytes]:
-    auth = ["--requirepass", password] if password else []
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            *auth,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port, password=password)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            return proc
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    port = free_port()
-    server = RedisServer(port, start_redis(port))
-    try:
-        yield server
-    finally:
-        server.proc.kill()
-        server.proc.wait()
 
 
 def read_files(mnt: Path, names: list[str], times: int) -> None:
@@ -161,7 +89,10 @@ def test_embedded_store_keeps_counts_across_remounts(
     assert after_two["counters"]["origin_bytes_read"] == sum(sizes.values())  # served from disk
     assert after_two["files"]["b.bin"]["access_count"] == 2
     assert after_two["files"]["b.bin"]["bytes_read"] == 2 * sizes["b.bin"]
-    assert after_two["counters"]["hits:ssd:user_data"] >= 3
+    # Every chunk read was a hit: on the SSD, or in RAM where read-ahead had put it.
+    counters = after_two["counters"]
+    assert counters.get("hits:ssd:user_data", 0) + counters.get("hits:ram:user_data", 0) >= 3
+    assert counters["hits:ssd:user_data"] >= 1
 
 
 def test_reads_go_on_while_redis_is_down_and_counts_catch_up(
