@@ -50,6 +50,7 @@ from rich.progress import (
 from rich.table import Table
 
 from .chunkfile import CODEC_ZSTD, SECRET_SIZE, CorruptChunk, decode, parse_header
+from .config import human_size
 from .disktier import SECRET_NAME
 
 LOCK_NAME = ".lock"
@@ -462,8 +463,8 @@ def summary_table(reports: list[TierReport]) -> Table:
             str(r.checked),
             str(r.good),
             str(len(r.bad)),
-            format_size(r.bytes_on_disk),
-            format_size(r.raw_bytes),
+            human_size(r.bytes_on_disk),
+            human_size(r.raw_bytes),
             str(r.compressed),
             f"{len(r.temp_files)} in use" if r.locked else str(len(r.leftovers)),
         ]
@@ -475,12 +476,3 @@ def summary_table(reports: list[TierReport]) -> Table:
 
 def _yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
-
-
-def format_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")

@@ -150,6 +150,16 @@ def format_size(n: int) -> str:
     return str(n)
 
 
+def human_size(n: float) -> str:
+    """``n`` bytes for people: "512 B", "1.5 MiB" (rounded; format_size is exact)."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{int(n)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
 _DURATION_UNITS: dict[str, Fraction] = {
     "us": Fraction(1, 1_000_000),
     "µs": Fraction(1, 1_000_000),

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from . import chunkfile, private
 from .chunks import ChunkKey
-from .config import TierConfig
+from .config import TierConfig, human_size
 from .policies import EvictionPolicy, make_policy, recency_factor
 from .stats import Stats
 from .tiers import TierCounters
@@ -718,9 +718,4 @@ def _size(n: float) -> str:
     """Bytes for a log line: exact, and readable."""
     if n == float("inf"):
         return "unknown"
-    value = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(n)} bytes" if unit == "bytes" else f"{int(n)} bytes ({value:.1f} {unit})"
-        value /= 1024
-    raise AssertionError("unreachable")
+    return f"{int(n)} bytes" if n < 1024 else f"{int(n)} bytes ({human_size(n)})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -99,6 +100,39 @@ def unmount(mnt: Path, proc: subprocess.Popen[bytes] | None) -> None:
             proc.wait()
     if is_mounted(mnt):
         subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+
+
+def wait_until_on_disk(mounted: Mounted, relpath: str, timeout: float = 15.0) -> dict:
+    """Chunks reach their disk tier in the background: wait for all of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        residency = mounted.residency(relpath)
+        if residency["ssd"] + residency["hdd"] >= residency["chunks"]:
+            return residency
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{relpath} not on disk: {residency}")
+        time.sleep(0.05)
+
+
+def read_direct(path: Path) -> bytes:
+    """Read bypassing the kernel page cache, so cachefs itself answers."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        size = os.fstat(fd).st_size
+        return os.pread(fd, size, 0) if size else b""
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A small tmpfs at *path* (a full disk is easy to reach), unmounted afterwards."""
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 class MountFactory:

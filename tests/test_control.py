@@ -9,8 +9,7 @@ from pathlib import Path
 
 from cachefs.config import default_config
 
-from .conftest import DEFAULT_TEST_OPTIONS, Mounted, MountFactory
-from .test_persistence import read_direct, wait_until_on_disk
+from .conftest import DEFAULT_TEST_OPTIONS, Mounted, MountFactory, read_direct, wait_until_on_disk
 
 MiB = 1024 * 1024
 MEDIA_CHUNK = default_config().content_types["media"].chunk_size

@@ -10,7 +10,6 @@ import os
 import random
 import stat
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from cachefs.disktier import FORMAT_MARKER, DiskTier, TierInUse, allocated
 from cachefs.origin import FileVersion
 from cachefs.stats import Stats
 
-from .conftest import Mounted, MountFactory
+from .conftest import Mounted, MountFactory, read_direct, tmpfs
 
 NAMESPACE = b"n" * 32
 MAX = 64 * 1024
@@ -438,21 +437,8 @@ MiB = 1024 * 1024
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "small"
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(path)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "32m") as path:
         yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def read_direct(path: Path) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)  # every read reaches cachefs
-    try:
-        return os.pread(fd, os.fstat(fd).st_size, 0)
-    finally:
-        os.close(fd)
 
 
 def tier_stats(mounted: Mounted, tier: str) -> dict:

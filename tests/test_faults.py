@@ -30,8 +30,10 @@ from .conftest import (
     Mounted,
     MountFactory,
     RedisServer,
+    read_direct,
     run_cachefs,
     tier_dir,
+    wait_until_on_disk,
 )
 from .test_offline import (
     OUTER_OPTIONS,
@@ -45,7 +47,6 @@ from .test_offline import (
     warm,
 )
 from .test_origin_changes import walk_lstat
-from .test_persistence import read_direct, wait_until_on_disk
 from .test_stats import redis_options
 
 T = TypeVar("T")

@@ -22,9 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DEFAULT_TEST_OPTIONS, Mounted, MountFactory
+from .conftest import DEFAULT_TEST_OPTIONS, Mounted, MountFactory, read_direct, wait_until_on_disk
 from .test_origin_changes import walk_lstat
-from .test_persistence import read_direct, wait_until_on_disk
 
 TIMEOUT = 1.0  # origin.timeout in these tests
 OUTER_OPTIONS = [

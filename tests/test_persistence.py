@@ -3,42 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cachefs.disktier import allocated
 
-from .conftest import Mounted, MountFactory, tier_dir, unmount
+from .conftest import (
+    Mounted,
+    MountFactory,
+    read_direct,
+    tier_dir,
+    tmpfs,
+    unmount,
+    wait_until_on_disk,
+)
 
 MiB = 1024 * 1024
-
-
-def wait_until_on_disk(mounted: Mounted, relpath: str, timeout: float = 15.0) -> dict:
-    """Chunks reach their disk tier in the background: wait for all of them."""
-    deadline = time.monotonic() + timeout
-    while True:
-        residency = mounted.residency(relpath)
-        if residency["ssd"] + residency["hdd"] >= residency["chunks"]:
-            return residency
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{relpath} not on disk: {residency}")
-        time.sleep(0.05)
-
-
-def read_direct(path: Path) -> bytes:
-    """Read bypassing the kernel page cache, so cachefs itself answers."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-    try:
-        size = os.fstat(fd).st_size
-        return os.pread(fd, size, 0) if size else b""
-    finally:
-        os.close(fd)
 
 
 def make_files(origin: Path) -> dict[str, bytes]:
@@ -181,14 +167,9 @@ def test_tiers_stay_under_max_size(origin: Path, mount_factory: MountFactory) ->
 
 
 @pytest.fixture
-def tiny_tmpfs(tmp_path: Path):
-    path = tmp_path / "tiny"
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], check=True)
-    try:
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    with tmpfs(tmp_path / "tiny", "1m") as path:
         yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def test_a_full_tier_disk_never_fails_a_read(

@@ -6,8 +6,7 @@ import os
 import random
 from pathlib import Path
 
-from .conftest import MountFactory
-from .test_persistence import read_direct, wait_until_on_disk
+from .conftest import MountFactory, read_direct, wait_until_on_disk
 
 MiB = 1024 * 1024
 

@@ -15,7 +15,6 @@ import stat
 import struct
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,34 +29,19 @@ from cachefs.origin import FileVersion
 from cachefs.private import UnsafePath, check_private_dir
 from cachefs.stats import Stats
 
-from .conftest import DEFAULT_TEST_OPTIONS, Mounted, MountFactory, is_mounted
+from .conftest import (
+    DEFAULT_TEST_OPTIONS,
+    MountFactory,
+    is_mounted,
+    read_direct,
+    wait_until_on_disk,
+)
 
 MiB = 1024 * 1024
 pytestmark = pytest.mark.timeout(60)
 
 # The format-1 header: what an attacker without any secret can build.
 V1_HEADER = struct.Struct("<4sBBHII16s16s")
-
-
-def read_direct(path: Path) -> bytes:
-    """Read bypassing the kernel page cache, so cachefs itself answers."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-    try:
-        size = os.fstat(fd).st_size
-        return os.pread(fd, size, 0) if size else b""
-    finally:
-        os.close(fd)
-
-
-def wait_until_on_disk(mounted: Mounted, relpath: str, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        residency = mounted.residency(relpath)
-        if residency["ssd"] + residency["hdd"] >= residency["chunks"]:
-            return residency
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{relpath} not on disk: {residency}")
-        time.sleep(0.05)
 
 
 def forged_v1_chunk(name: str, raw: bytes) -> bytes:
