@@ -302,8 +302,9 @@ class CacheFS(pyfuse3.Operations):
             version = FileVersion.of(st)
             tier = self.pins.tier_for(os.fsdecode(path))
             chunk_size = self.policy_for(path).chunk_size
+            in_ram = {key for key in file_chunk_keys(version, chunk_size) if key in self.ram}
             loaded = await trio.to_thread.run_sync(
-                self._pin_on_disks, version, chunk_size, tier, limiter=self.disk_limiter
+                self._pin_on_disks, version, chunk_size, tier, in_ram, limiter=self.disk_limiter
             )
             if tier == "ram":
                 self.ram.pinned_files.add(version.ino)
@@ -313,10 +314,11 @@ class CacheFS(pyfuse3.Operations):
                 self.ram.pinned_files.discard(version.ino)
 
     def _pin_on_disks(
-        self, version: FileVersion, chunk_size: int, tier: str | None
+        self, version: FileVersion, chunk_size: int, tier: str | None, in_ram: set[ChunkKey]
     ) -> list[tuple[ChunkKey, bytes]]:
         """Blocking: move a file's disk chunks into its pinned tier and mark them;
-        for a ram pin, the chunks the disks hold (as much as the RAM tier can take)."""
+        for a ram pin, the chunks the disks hold and RAM does not (*in_ram*, found
+        on the trio thread, which alone touches the RAM tier), as much as RAM takes."""
         keys = file_chunk_keys(version, chunk_size)
         target = self.disks.get(tier or "")
         for name, disk in self.disks.items():
@@ -332,7 +334,7 @@ class CacheFS(pyfuse3.Operations):
         loaded: list[tuple[ChunkKey, bytes]] = []
         room = self.ram.max_size
         for key in keys if tier == "ram" else []:
-            if key in self.ram or key.expected_length > room:
+            if key in in_ram or key.expected_length > room:
                 continue
             for disk in self.disks.values():
                 data = disk.get(key)
