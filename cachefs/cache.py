@@ -61,6 +61,11 @@ class ChunkSource(Protocol):
     @property
     def pin(self) -> str | None: ...
 
+    @property
+    def cacheable(self) -> bool:
+        """False while the file is being written: what is read goes to the reader only."""
+        ...
+
     def fetch(self, key: ChunkKey) -> tuple[bytes, FileVersion]:
         """Blocking: read a chunk from the origin.
 
@@ -418,7 +423,7 @@ class ChunkCache:
             source.origin_changed(version)
             return data, False
         complete = len(data) == key.expected_length
-        if complete and source.write_generation == generation:
+        if complete and source.cacheable and source.write_generation == generation:
             self.ram.put(key, data)
             await self._store_later(key, data, source.policy, source.pin)
             return data, True

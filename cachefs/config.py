@@ -316,6 +316,9 @@ class MountConfig:
     max_threads: int
     read_ahead: int  # bytes; the kernel's read-ahead for the mount, 0 = kernel default
     busy_poll: float  # seconds the FUSE reader polls for the next request before sleeping; 0 = off
+    # The kernel buffers writes and sends them at writeback, fsync and close:
+    # write() returns before the origin has the bytes (docs/configuration.md).
+    writeback_cache: bool = False
 
 
 @dataclass(frozen=True)
@@ -379,7 +382,7 @@ def default_config() -> Config:
         prediction=PredictionConfig(100, 0.6, 100 * MiB),
         monitoring=MonitoringConfig(5 * MINUTE, HOUR, DAY),
         stats=StatsConfig("auto", "redis://localhost:6379/11"),
-        mount=MountConfig(1.0, 1.0, 16, MiB, 50e-6),
+        mount=MountConfig(1.0, 1.0, 16, MiB, 50e-6, False),
         metadata=MetadataConfig(1.0, "auto", 10 * MINUTE, 5.0, 20, 500_000, True),
         origin=OriginConfig(5.0, 2.0),
         source=None,
@@ -512,6 +515,7 @@ _SCHEMA: dict[str, _Node] = {
         "max_threads": _Field("int", _between(1, 1024)),
         "read_ahead": _Field("size"),
         "busy_poll": _Field("duration", _duration_at_most(0.01)),
+        "writeback_cache": _Field("bool"),
     },
     "metadata": {
         "revalidate_after": _Field("duration"),  # 0 allowed: always ask the origin

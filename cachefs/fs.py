@@ -15,6 +15,7 @@ import errno
 import functools
 import itertools
 import logging
+import math
 import os
 import stat
 import threading
@@ -56,6 +57,7 @@ from .watch import close_reports_errors
 log = logging.getLogger(__name__)
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
+CAPABILITY_XATTR = b"security.capability"
 # Our own changes make the origin's watch report them too; the kernel needs no
 # notice of those (it saw the change itself).
 OWN_CHANGE_SECONDS = 2.0
@@ -107,6 +109,20 @@ class FileState:
     # The origin said the content changed (a watch event, the poller): the next
     # read asks the origin for the version before it trusts cached chunks.
     recheck: bool = False
+    # Handles that may write, and whether one has written since the first of
+    # them opened. While *written*, nothing of the file is cached (the next
+    # write would make it stale at once), so no version it passes through has
+    # chunks to look for when it is replaced.
+    writers: int = 0
+    written: bool = False
+    # A version with no chunks in the disk tiers (made while *written*, or
+    # dropped already): replacing it costs no pass over the file's chunk keys.
+    no_chunks: FileVersion | None = None
+    # The kernel asks for security.capability before every write() (to clear
+    # it); answered from here while the origin was seen without one, for this
+    # version, within attr_timeout (the age cached attributes may have).
+    no_caps: FileVersion | None = None
+    no_caps_until: float = -math.inf
 
 
 @dataclass(eq=False)  # hashed by identity: the read-ahead of each handle is its own
@@ -141,6 +157,10 @@ class OpenFile:
     @property
     def write_generation(self) -> int:
         return self.state.write_generation
+
+    @property
+    def cacheable(self) -> bool:
+        return not self.state.written  # being written: see FileState
 
     def fetch(self, key: ChunkKey) -> tuple[bytes, FileVersion]:
         with self.file.use() as fd:
@@ -219,6 +239,8 @@ class CacheFS(pyfuse3.Operations):
         self._handle_ids = itertools.count(1)
         self._as_root = os.geteuid() == 0
         self.initialized = trio.Event()
+        # pyfuse3 asks for FUSE_CAP_WRITEBACK_CACHE at INIT when this is set.
+        self.enable_writeback_cache = cfg.mount.writeback_cache
 
     def open_tiers(self) -> None:
         """Create and lock the disk tier directories (before mounting: fail early),
@@ -428,6 +450,11 @@ class CacheFS(pyfuse3.Operations):
     def _drop_version(self, old: FileVersion, chunk_size: int) -> None:
         """A file version the origin no longer has: its chunks leave every tier."""
         self.ram.drop_file(old.ino)
+        state = self._states.get(self.inodes.fuse_ino(old.ino))
+        if state is not None:
+            if state.no_chunks == old:
+                return  # nothing of it was cached, or it was dropped already
+            state.no_chunks = old
         if chunk_size:
             self._in_background(self.cache.forget_version, old, chunk_size)
 
@@ -899,8 +926,18 @@ class CacheFS(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, keep_cache=unchanged)
 
     def _open_origin(self, path: bytes, flags: int) -> tuple[int, os.stat_result]:
-        fd = self.origin.open(path, open_flags_for_origin(flags))
+        fd = self.origin.open(path, self._origin_open_flags(flags))
         return fd, os.fstat(fd)
+
+    def _origin_open_flags(self, flags: int) -> int:
+        """How to open the origin file behind a FUSE open with *flags*."""
+        if self.enable_writeback_cache and flags & WRITE_FLAGS:
+            # The kernel reads the pages it writes in part, through any handle,
+            # and does O_APPEND itself (each write comes with its offset).
+            if flags & os.O_ACCMODE == os.O_WRONLY:
+                flags = flags & ~os.O_ACCMODE | os.O_RDWR
+            flags &= ~os.O_APPEND
+        return open_flags_for_origin(flags)
 
     def _reopen_read_only(self, inode: int, path: bytes, flags: int) -> int:
         """Blocking: the origin fd of a lazily opened handle, under its current name."""
@@ -920,7 +957,7 @@ class CacheFS(pyfuse3.Operations):
         self._require_online()
         path = self._child_path(parent_inode, name)
         parent_path = self._path(parent_inode)
-        open_flags = open_flags_for_origin(flags) | os.O_CREAT
+        open_flags = self._origin_open_flags(flags) | os.O_CREAT
         perm = stat.S_IMODE(mode)
 
         def work() -> tuple[int, os.stat_result]:
@@ -962,6 +999,7 @@ class CacheFS(pyfuse3.Operations):
         writable = bool(flags & WRITE_FLAGS)
         file = OriginFile(fd, functools.partial(self._reopen_read_only, inode, path, flags))
         handle = OpenFile(file, inode, state, policy, relpath, pin, writable=writable)
+        state.writers += writable
         handle.on_origin_change = functools.partial(self._changed_under_reader, inode)
         self._files[fh] = handle
         if pin == "ram" and state.version is not None:
@@ -991,7 +1029,9 @@ class CacheFS(pyfuse3.Operations):
     @fuse_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self._files[fh]
-        handle.state.write_generation += 1
+        state = handle.state
+        state.write_generation += 1
+        state.written = True  # until its last writer closes: see FileState
 
         def work() -> tuple[int, os.stat_result]:
             with handle.file.use() as fd:
@@ -1000,10 +1040,19 @@ class CacheFS(pyfuse3.Operations):
         try:
             written, st = await self._change(work)
         finally:
-            handle.state.write_generation += 1
+            state.write_generation += 1
         self._meta_update(handle.inode, st)
         self._note_version(handle.inode, st)
+        version = FileVersion.of(st)
+        state.no_chunks = version  # made while written: nothing of it is cached
+        # The origin's kernel dropped any capability the file had when it took
+        # this write (as ours would): the kernel's check before the next write
+        # is answered without asking the origin.
+        self._no_caps(state, version)
         return written
+
+    def _no_caps(self, state: FileState, version: FileVersion) -> None:
+        state.no_caps, state.no_caps_until = version, time.monotonic() + self.attr_timeout
 
     @fuse_handler
     async def flush(self, fh: int) -> None:
@@ -1029,7 +1078,15 @@ class CacheFS(pyfuse3.Operations):
     @fuse_handler
     async def release(self, fh: int) -> None:
         handle = self._files.pop(fh)
-        handle.state.handles.discard(fh)
+        state = handle.state
+        state.handles.discard(fh)
+        if handle.writable:
+            state.writers -= 1
+            if not state.writers and state.written:
+                # Reads may cache its chunks again, of the version it has now.
+                state.written = False
+                if state.no_chunks == state.version:
+                    state.no_chunks = None
         self.inodes.closed(handle.inode)
         if not self.inodes.known(handle.inode):
             self._states.pop(handle.inode, None)
@@ -1084,9 +1141,24 @@ class CacheFS(pyfuse3.Operations):
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         if xattrs.is_control(name):
             return await xattrs.get_control(self, inode, name)
-        value = await self._origin_xattr(self._path(inode), name)
+        state = self._states.get(inode)
+        if name == CAPABILITY_XATTR and state is not None and state.version is not None:
+            value = await self._capability(inode, state)
+        else:
+            value = await self._origin_xattr(self._path(inode), name)
         if value is None:
             raise FUSEError(pyfuse3.ENOATTR)
+        return value
+
+    async def _capability(self, inode: int, state: FileState) -> bytes | None:
+        """security.capability of an open file: the kernel asks before every write()."""
+        version, generation = state.version, state.write_generation
+        if state.no_caps == version and time.monotonic() < state.no_caps_until:
+            return None
+        value = await self._origin_xattr(self._path(inode), CAPABILITY_XATTR)
+        unchanged = (state.version, state.write_generation) == (version, generation)
+        if value is None and unchanged and version is not None:
+            self._no_caps(state, version)
         return value
 
     def _ctimes(self, path: bytes) -> tuple[int | None, int]:
@@ -1126,9 +1198,16 @@ class CacheFS(pyfuse3.Operations):
             return
         path = self._path(inode)
         await self._change(self.origin.setxattr, path, name, value)
+        self._xattrs_changed(inode, path)
+        self._changed_here(path)
+
+    def _xattrs_changed(self, inode: int, path: bytes) -> None:
         self.meta.stale(path)  # its ctime changed
         self.xattr_cache.forget(path)
-        self._changed_here(path)
+        state = self._states.get(inode)
+        if state is not None:
+            state.no_caps = None
+            state.write_generation += 1  # an answer asked for before this one is old
 
     @fuse_handler
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
@@ -1151,8 +1230,7 @@ class CacheFS(pyfuse3.Operations):
             raise FUSEError(errno.EPERM)
         path = self._path(inode)
         await self._change(self.origin.removexattr, path, name)
-        self.meta.stale(path)
-        self.xattr_cache.forget(path)
+        self._xattrs_changed(inode, path)
         self._changed_here(path)
 
     # -- introspection --------------------------------------------------------------

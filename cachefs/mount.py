@@ -422,6 +422,26 @@ def set_read_ahead(mountpoint: str, size: int) -> None:
         log.info("kernel read-ahead left at its default: %s", exc)
 
 
+# With mount.writeback_cache the kernel holds a mount's dirty pages up to its
+# per-device share of the dirty limit: 1 % for FUSE (~50 MB here), so a file
+# written at random is sent to the origin a few pages at a time long before
+# fsync. 10 % (of vm.dirty_ratio's limit) lets such a file wait for fsync in
+# one piece and stays bounded.
+WRITEBACK_MAX_RATIO = 10
+
+
+def set_dirty_share(mountpoint: str, percent: int) -> None:
+    """Let the mount hold *percent* of the dirty page limit (writeback cache)."""
+    device = mount_device(mountpoint)
+    try:
+        if device is None:
+            raise OSError("mount not found in /proc/self/mountinfo")
+        with open(f"/sys/class/bdi/{device}/max_ratio", "w") as f:
+            f.write(str(percent))
+    except OSError as exc:
+        log.info("dirty page share of the mount left at its default: %s", exc)
+
+
 def daemonize() -> None:
     """Detach once the mount is up: the parent returns 0 to the shell / mount(8)."""
     if os.fork() > 0:
@@ -450,6 +470,8 @@ async def _tune_kernel(fs: CacheFS, mountpoint: str) -> None:
     await fs.initialized.wait()
     await trio.sleep(0.05)
     await trio.to_thread.run_sync(set_read_ahead, mountpoint, fs.cfg.mount.read_ahead)
+    if fs.cfg.mount.writeback_cache:
+        await trio.to_thread.run_sync(set_dirty_share, mountpoint, WRITEBACK_MAX_RATIO)
 
 
 async def serve(fs: CacheFS, mountpoint: str) -> None:

@@ -33,6 +33,7 @@ class FakeSource:
     lock: threading.Lock = field(default_factory=threading.Lock)
     policy = default_config().content_types["user_data"]
     pin = None
+    cacheable = True
 
     @property
     def version(self) -> FileVersion:

@@ -528,6 +528,7 @@ def test_bad_watch_mode(tmp_path: Path) -> None:
         ("probe_interval = 0", "origin.probe_interval: must be greater than 0"),
         ("probe_interval = -2", "origin.probe_interval: invalid duration -2"),
         ('busy_poll = "20ms"', "mount.busy_poll: must be at most 10ms, got 20ms"),
+        ('writeback_cache = "yes"', "mount.writeback_cache: expected true or false"),
         ('busy_poll = "-5us"', "mount.busy_poll: invalid duration '-5us'"),
         ('busy_poll = "50ns"', "mount.busy_poll: invalid duration '50ns'"),
     ],
@@ -794,7 +795,7 @@ def test_round_trip_customised(tmp_path: Path) -> None:
         prediction=PredictionConfig(7, 1e-05, 0),
         monitoring=MonitoringConfig(1.0, 93784.005, 1.5),
         stats=StatsConfig("redis", "rediss://user:p#ss@host:6380/2"),
-        mount=MountConfig(0.0, 0.1, 1, 0, 0.0),
+        mount=MountConfig(0.0, 0.1, 1, 0, 0.0, True),
         metadata=MetadataConfig(0.0, "off", 0.001, 0.5, 1, 1000, False),
         origin=OriginConfig(1e-4, 93784.005),
     )

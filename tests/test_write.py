@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import stat
 import tempfile
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DEFAULT_TEST_OPTIONS, Mounted, MountFactory
+from .conftest import DEFAULT_TEST_OPTIONS, Mounted, MountFactory, read_direct, wait_until_on_disk
 
 
 def test_write_goes_through_to_origin(origin: Path, mounted: Mounted) -> None:
@@ -222,3 +223,73 @@ def test_flush_is_forwarded_only_where_close_can_fail(
     assert over_fuse.stats()["fuse_flushes"] >= 10
     assert (origin / "closed4.txt").read_bytes() == b"x"
     mount_factory.unmount(over_fuse)
+
+
+def rss_mib(m: Mounted) -> float:
+    with open(f"/proc/{m.proc.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_file_being_written_is_read_right_and_cached_only_once_closed(
+    origin: Path, mount_factory: MountFactory
+) -> None:
+    """While a writer holds the file, every write makes a new version: reads go to the
+    origin (right bytes, nothing cached); once the last writer closes, reads cache."""
+    m = mount_factory(origin)
+    data = bytearray(os.urandom(2 * 1024 * 1024))
+    (origin / "grow.bin").write_bytes(data)
+    assert read_direct(m.mnt / "grow.bin") == data  # cached before the writer comes
+    with open(m.mnt / "grow.bin", "r+b", buffering=0) as writer:
+        for i in range(8):
+            offset = i * 250_000
+            writer.seek(offset)
+            writer.write(b"%08d" % i * 512)
+            data[offset : offset + 4096] = b"%08d" % i * 512
+            assert read_direct(m.mnt / "grow.bin") == data  # another handle sees it
+            assert m.residency("grow.bin")["uncached"] == m.residency("grow.bin")["chunks"]
+    assert (origin / "grow.bin").read_bytes() == data
+    assert read_direct(m.mnt / "grow.bin") == data
+    assert wait_until_on_disk(m, "grow.bin")["uncached"] == 0  # closed: cached again
+    assert read_direct(m.mnt / "grow.bin") == data
+
+
+def test_many_small_writes_keep_memory_bounded(origin: Path, mount_factory: MountFactory) -> None:
+    """Each write used to queue a pass over every chunk key of the whole file."""
+    m = mount_factory(origin, ["tiers.ram.max_size=1MiB", "stats.backend=embedded"])
+    before = rss_mib(m)
+    block = os.urandom(4096)
+    with open(m.mnt / "big.bin", "wb", buffering=0) as f:
+        for _ in range(8192):  # 32 MiB in 4 KiB writes
+            f.write(block)
+    assert (origin / "big.bin").stat().st_size == 32 * 1024 * 1024
+    assert rss_mib(m) - before < 64
+
+
+@pytest.mark.parametrize("writeback", [False, True])
+def test_writes_are_on_the_origin_at_close_and_fsync(
+    origin: Path, mount_factory: MountFactory, writeback: bool
+) -> None:
+    m = mount_factory(origin, [*DEFAULT_TEST_OPTIONS, f"mount.writeback_cache={writeback}"])
+    with open(m.mnt / "doc.txt", "wb") as f:
+        f.write(b"first\n")
+        f.flush()
+        os.fsync(f.fileno())
+        assert (origin / "doc.txt").read_bytes() == b"first\n"  # fsync: on the origin
+        f.write(b"second\n")
+    assert (origin / "doc.txt").read_bytes() == b"first\nsecond\n"  # close: on the origin
+    with open(m.mnt / "doc.txt", "ab") as f:  # O_APPEND appends, whoever keeps the offset
+        f.write(b"third\n")
+    assert (origin / "doc.txt").read_bytes() == b"first\nsecond\nthird\n"
+    with open(m.mnt / "doc.txt", "r+b") as f:  # a partial page written, the rest kept
+        f.seek(2)
+        f.write(b"R")
+    assert (origin / "doc.txt").read_bytes() == b"fiRst\nsecond\nthird\n"
+    assert (m.mnt / "doc.txt").read_bytes() == b"fiRst\nsecond\nthird\n"
+    (origin / "mapped.bin").write_bytes(bytes(8192))
+    with open(m.mnt / "mapped.bin", "r+b") as f, mmap.mmap(f.fileno(), 8192) as mem:
+        mem[4090:4100] = b"0123456789"
+        mem.flush()
+    assert (origin / "mapped.bin").read_bytes()[4090:4100] == b"0123456789"
