@@ -3,7 +3,9 @@
 Run as root (mounts, drop_caches)::
 
     .venv/bin/python bench/run.py [--quick] [--reps 3] [--systems origin,rclone,cachefs]
-                                  [--workloads a,b,b2,c,d2,e,f2] [--out bench-results/]
+                                  [--workloads a,b,b2,c,d2,e,f2,ws,wr,wr3 | reads | writes]
+                                  [--write-systems origin,cachefs,cachefs-wb]
+                                  [--write-origins slow,local] [--out bench-results/]
 
 Writes ``<out>/<timestamp>.jsonl``: one ``meta`` line (machine, versions, the
 slow origin's `check` figures), one ``result`` line per system, workload and
@@ -22,6 +24,20 @@ plus the peak RSS of every cachefs / rclone process (``rss``). "Cold" means
 the system's own cache emptied (fresh cache directory, remount) and the
 kernel's caches dropped. The slow origin is brought up at the start
 (``--small`` data set with --quick) and always taken down at the end.
+
+The write workloads run on writable origins of their own (write_origin.py):
+the slow disk read-write (``slow``) and a tmpfs (``local``), each written
+directly (``origin``), through cachefs, and through cachefs with the kernel's
+writeback cache (``cachefs-wb``); fsync + close are part of every timing:
+
+    ws   1 MiB sequential write() of a new 64 MiB file              (ws_seq_write_<origin>)
+    wr   4 KiB pwrite()s, every block once, seeded random order    (wr_rand_4k_write_<origin>)
+    wr3  the same with 3000-byte blocks (unaligned to pages)       (wr3_rand_3000_write_<origin>)
+
+plus the peak RSS of each cachefs daemon (``w_rss_<origin>``). A random-write
+file is laid out first (untimed, as fio does). Every file is read back through
+the system and from the origin and compared with what was written
+(``verified``). ``--quick`` writes 16 MiB files.
 """
 
 from __future__ import annotations
@@ -29,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -49,7 +66,8 @@ from typing import IO, Any
 import dataset
 import slow_origin
 import workloads as w
-from systems import SYSTEMS, Cachefs, MountError, System, force_unmount
+import write_origin
+from systems import SYSTEMS, Cachefs, CachefsBase, MountError, System, force_unmount
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -61,11 +79,29 @@ MiB = 1024 * 1024
 # Soft limits (s): a workload stops reading when it runs out and reports
 # complete=false. The watchdog adds a grace period and then kills the FUSE
 # daemon, so even a hung mount cannot hold the run.
-LIMITS = {"seq": 60.0, "streams": 90.0, "random": 5.0, "scan": 150.0, "heads": 30.0}
+LIMITS = {
+    "seq": 60.0,
+    "streams": 90.0,
+    "random": 5.0,
+    "scan": 150.0,
+    "heads": 30.0,
+    "write": 60.0,
+}
 WATCHDOG_GRACE_S = 60.0
 
-ALL_WORKLOADS = ("a", "b", "b2", "c", "d2", "e", "f2")
+READ_WORKLOADS = ("a", "b", "b2", "c", "d2", "e", "f2")
+WRITE_WORKLOADS = ("ws", "wr", "wr3")
+ALL_WORKLOADS = READ_WORKLOADS + WRITE_WORKLOADS
+WORKLOAD_ALIASES = {"reads": READ_WORKLOADS, "writes": WRITE_WORKLOADS}
 QUICK_WORKLOADS = ("a", "b2", "e", "f2")
+WRITE_NAMES = {"ws": "ws_seq_write", "wr": "wr_rand_4k_write", "wr3": "wr3_rand_3000_write"}
+WRITE_BLOCKS = {"ws": 1024 * 1024, "wr": 4096, "wr3": 3000}
+WRITE_ORIGINS = ("slow", "local")
+WRITE_SYSTEMS = ("origin", "cachefs", "cachefs-wb")
+WRITE_MIB, QUICK_WRITE_MIB = 64, 16
+QUICK_WRITE_LIMIT = 10.0  # s; the full run's is LIMITS["write"]
+# Writes cache nothing: a small RAM tier makes "RSS near the RAM tier" a real bound.
+WRITE_CACHEFS_OPTIONS = "tiers.ram.max_size=64MiB"
 MEDIA_GROUP = {"a", "b", "b2", "d2"}  # share one cold read of the first media file
 SCAN_GROUP = {"e", "f2"}  # (f') reads files the scan (or a plain fill) cached
 
@@ -92,6 +128,29 @@ class DataSet:
         small = sorted(s.path for s in specs if s.size < w.SMALL_FILE)
         picked = random.Random(SEED).sample(small, min(sample, len(small)))
         return cls(profile.name, [s.path for s in media], media[0].size, picked)
+
+
+@dataclass(frozen=True)
+class WriteOrigin:
+    """A writable origin of the write workloads and how to read its disk counters."""
+
+    name: str  # "slow" or "local"
+    path: Path
+    device: Callable[[], dict[str, Any]]
+    description: dict[str, Any]
+
+
+def _same_bytes(path: Path, expected: bytes) -> bool:
+    """Does *path* hold exactly *expected*? (read in 1 MiB pieces, compared by hash)"""
+    digest = hashlib.blake2b()
+    with open(path, "rb", buffering=0) as f:
+        while piece := f.read(MiB):
+            digest.update(piece)
+    return digest.digest() == hashlib.blake2b(expected).digest()
+
+
+def no_device() -> dict[str, Any]:
+    return {}
 
 
 # -- the slow origin -----------------------------------------------------------
@@ -211,6 +270,20 @@ HEADLINE = {  # the figure echoed to the terminal per workload
     "f2_small_heads": ("p50_ms", "ms p50"),
     "rss": ("peak_rss_mib", "MiB peak RSS"),
 }
+HEADLINE_PREFIXES = {  # write workloads carry their origin in the name
+    "ws_": ("mib_s", "MiB/s"),
+    "wr": ("iops", "IOPS"),
+    "w_rss_": ("peak_rss_mib", "MiB peak RSS"),
+}
+
+
+def headline(workload: str) -> tuple[str, str]:
+    if workload in HEADLINE:
+        return HEADLINE[workload]
+    for prefix, found in HEADLINE_PREFIXES.items():
+        if workload.startswith(prefix):
+            return found
+    return ("seconds", "s")
 
 
 # -- running ---------------------------------------------------------------------
@@ -235,7 +308,15 @@ def watchdog(system: System, seconds: float) -> Iterator[threading.Event]:
 
 
 class Bench:
-    def __init__(self, data: DataSet, origin: Path, recorder: Recorder, wanted: set[str]) -> None:
+    def __init__(
+        self,
+        data: DataSet,
+        origin: Path | None,
+        recorder: Recorder,
+        wanted: set[str],
+        write_bytes: int = WRITE_MIB * MiB,
+        write_limit: float = LIMITS["write"],
+    ) -> None:
         self.data = data
         self.origin = origin
         self.recorder = recorder
@@ -243,6 +324,8 @@ class Bench:
         self.origin_cfg = slow_origin.Config.from_env()
         self.offsets = w.random_offsets(data.media_size, RANDOM_READS, SEED)
         self.ram_tier_bytes: int | None = None
+        self.write_bytes = write_bytes
+        self.write_limit = write_limit
 
     def drop_caches(self) -> None:
         if not slow_origin.drop_caches():
@@ -281,10 +364,12 @@ class Bench:
     def emit(self, system: str, workload: str, rep: int, metrics: dict[str, Any]) -> None:
         record = {"system": system, "workload": workload, "rep": rep, "metrics": metrics}
         self.recorder.write({"type": "result", **record})
-        key, unit = HEADLINE.get(workload, ("seconds", "s"))
+        key, unit = headline(workload)
         shown = f"ERROR {metrics['error']}" if "error" in metrics else f"{metrics.get(key)} {unit}"
         if metrics.get("complete") is False:
             shown += " (stopped at its time limit)"
+        if metrics.get("verified") is False:
+            shown += " (WRONG BYTES read back)"
         log(f"rep {rep} {system:8} {workload:21} {shown}")
 
     # Each group starts cold and measures what depends on that cold start.
@@ -328,6 +413,71 @@ class Bench:
                 system, "f2_small_heads", rep, heads, w.small_file_heads, root, self.data.small
             )
 
+    # -- writes ----------------------------------------------------------------------
+
+    def write_group(self, system: System, origin: WriteOrigin, rep: int) -> None:
+        """The write workloads through *system* over one writable origin, from a fresh mount."""
+        ram_tier: int | None = None
+        try:
+            system.reset()
+            if isinstance(system, Cachefs):
+                ram_tier = system.stats().get("tiers", {}).get("ram", {}).get("max_size")
+            for workload in WRITE_WORKLOADS:
+                if workload in self.wanted:
+                    if system.died():  # killed by the watchdog: the next one gets a fresh mount
+                        system.reset()
+                    self.write_workload(system, origin, workload, rep)
+        except MountError as exc:
+            self.emit(system.name, f"mount_{origin.name}", rep, {"error": str(exc)})
+        finally:
+            system.stop()
+        if peaks := system.take_peak_rss():
+            metrics: dict[str, Any] = {"peak_rss_mib": round(max(peaks) / MiB, 1)}
+            if ram_tier:
+                metrics["ram_tier_mib"] = round(ram_tier / MiB, 1)
+            self.emit(system.name, f"w_rss_{origin.name}", rep, metrics)
+
+    def write_workload(self, system: System, origin: WriteOrigin, workload: str, rep: int) -> None:
+        """One write workload: lay out (random writes), write (timed), read back, delete."""
+        size, block, limit = self.write_bytes, WRITE_BLOCKS[workload], self.write_limit
+        directory = system.root / "bench-writes"
+        path = directory / f"{workload}.bin"
+        at_origin = origin.path / "bench-writes" / path.name
+        before = origin.device()
+        metrics: dict[str, Any] = {}
+        # Lay-out and read-back are untimed but bounded too: a slow system may
+        # take as long for them as for the timed part.
+        with watchdog(system, 3 * limit + WATCHDOG_GRACE_S) as fired:
+            try:
+                directory.mkdir(exist_ok=True)
+                if workload == "ws":
+                    metrics = w.sequential_write(path, size, limit)
+                    expected = w.expected_after_sequential_write(int(metrics["bytes"]))
+                else:
+                    w.lay_out(path, size)
+                    before = origin.device()  # the device's share of the timed part only
+                    metrics = w.random_write(path, block, limit)
+                    expected = w.expected_after_random_write(size, block, int(metrics["writes"]))
+                after = origin.device()
+            except OSError as exc:
+                after = origin.device()
+                metrics = {"error": str(exc), "watchdog": fired.is_set()}
+                if death := system.died():
+                    metrics["daemon_died"] = death
+            else:
+                try:
+                    metrics["verified_mount"] = _same_bytes(path, expected)
+                    metrics["verified_origin"] = _same_bytes(at_origin, expected)
+                    metrics["verified"] = metrics["verified_mount"] and metrics["verified_origin"]
+                    path.unlink()
+                except OSError as exc:  # the figures stand; the bytes were not checked
+                    metrics["verified"] = None
+                    metrics["verify_error"] = str(exc)
+        if before or after:  # the slow origin: what reached its disk during the timed part
+            for key in ("bytes_written", "requests", "seeks"):
+                metrics[f"origin_{key}"] = after.get(key, 0) - before.get(key, 0)
+        self.emit(system.name, f"{WRITE_NAMES[workload]}_{origin.name}", rep, metrics)
+
     def run_system(self, system: System, rep: int) -> None:
         groups: list[Callable[[System, int], None]] = []
         if self.wanted & MEDIA_GROUP:
@@ -364,39 +514,109 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small data set, workloads a,b2,e,f2")
     parser.add_argument("--reps", type=int, help="repetitions (default 3; 1 with --quick)")
     parser.add_argument("--systems", default="origin,rclone,cachefs")
-    parser.add_argument("--workloads", help=f"subset of {','.join(ALL_WORKLOADS)}")
+    parser.add_argument(
+        "--workloads", help=f"subset of {','.join(ALL_WORKLOADS)}; or reads, writes"
+    )
+    parser.add_argument("--write-systems", default=",".join(WRITE_SYSTEMS))
+    parser.add_argument("--write-origins", default=",".join(WRITE_ORIGINS))
+    parser.add_argument(
+        "--local-origin", type=Path, help="directory for the local write origin (default: a tmpfs)"
+    )
+    parser.add_argument("--write-mib", type=int, help=f"file size (default {WRITE_MIB}, quick 16)")
+    parser.add_argument(
+        "--base-tree", type=Path, help="checkout of cachefs that system cachefs-base runs"
+    )
     parser.add_argument("--small", action="store_true", help="the small data set")
     parser.add_argument("--small-files", type=int, default=SMALL_SAMPLE, help="(f') sample size")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--keep-origin", action="store_true", help="leave the slow origin up")
     args = parser.parse_args(argv)
     args.systems = args.systems.split(",")
-    unknown = set(args.systems) - set(SYSTEMS)
+    args.write_systems = args.write_systems.split(",")
+    unknown = set(args.systems + args.write_systems) - set(SYSTEMS)
     if unknown:
         parser.error(f"unknown systems {sorted(unknown)}; choose from {sorted(SYSTEMS)}")
+    if "rclone" in args.write_systems:
+        parser.error("rclone is not a write system: it uploads after close returns")
+    args.write_origins = args.write_origins.split(",")
+    if set(args.write_origins) - set(WRITE_ORIGINS):
+        parser.error(f"write origins are a subset of {','.join(WRITE_ORIGINS)}")
     default = QUICK_WORKLOADS if args.quick else ALL_WORKLOADS
-    args.workloads = args.workloads.split(",") if args.workloads else list(default)
+    named = args.workloads.split(",") if args.workloads else list(default)
+    args.workloads = [w for name in named for w in WORKLOAD_ALIASES.get(name, (name,))]
     if set(args.workloads) - set(ALL_WORKLOADS):
         parser.error(f"workloads are a subset of {','.join(ALL_WORKLOADS)}")
+    args.write_mib = args.write_mib or (QUICK_WRITE_MIB if args.quick else WRITE_MIB)
     args.reps = args.reps or (1 if args.quick else 3)
     args.small = args.small or args.quick
     return args
 
 
-def preflight(systems: list[str]) -> None:
+def preflight(args: argparse.Namespace) -> None:
     if os.geteuid() != 0:
         raise SystemExit("bench/run.py needs root (mounts, loop devices, drop_caches)")
-    if "rclone" in systems and shutil.which("rclone") is None:
+    if "rclone" in args.systems and reads_wanted(args) and shutil.which("rclone") is None:
         raise SystemExit("rclone is not installed: apt-get install -y rclone (or make bench)")
+    if "cachefs-base" in args.systems + args.write_systems and args.base_tree is None:
+        raise SystemExit("system cachefs-base needs --base-tree")
+    if writes_wanted(args) and "cachefs-wb" in args.write_systems and not knows_writeback():
+        log("this cachefs has no mount.writeback_cache: leaving out system cachefs-wb")
+        args.write_systems.remove("cachefs-wb")
+
+
+def knows_writeback() -> bool:
+    """Does the checkout's cachefs have the mount.writeback_cache key?"""
+    check = "import cachefs.config as c; c.MountConfig.__dataclass_fields__['writeback_cache']"
+    probe = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True)
+    return probe.returncode == 0
+
+
+def reads_wanted(args: argparse.Namespace) -> bool:
+    return bool(set(args.workloads) & set(READ_WORKLOADS))
+
+
+def writes_wanted(args: argparse.Namespace) -> bool:
+    return bool(set(args.workloads) & set(WRITE_WORKLOADS))
+
+
+def write_origins_up(args: argparse.Namespace, workdir: Path) -> list[WriteOrigin]:
+    """The writable origins the write workloads use (taken down by write_origins_down)."""
+    found = []
+    for name in args.write_origins:
+        if name == "slow":
+            cfg = write_origin.config()
+            log("bringing the writable slow origin up (write_origin.py)")
+            path = write_origin.up(cfg)
+            found.append(
+                WriteOrigin(
+                    "slow",
+                    path,
+                    lambda cfg=cfg: slow_origin.device_stats(cfg),
+                    {"latency_ms": cfg.latency_ms, "mbps": cfg.mbps, "fs": filesystem_of(path)},
+                )
+            )
+        else:
+            path = args.local_origin or write_origin.mount_tmpfs(workdir / "local-origin")
+            found.append(WriteOrigin("local", path, no_device, {"fs": filesystem_of(path)}))
+    return found
+
+
+def write_origins_down(origins: list[WriteOrigin], workdir: Path) -> None:
+    for origin in origins:
+        if origin.name == "slow":
+            write_origin.down(write_origin.config())
+        elif origin.path == workdir / "local-origin":
+            write_origin.unmount_tmpfs(origin.path)
 
 
 def interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def cleanup(systems: list[System], workdir: Path) -> None:
+def cleanup(systems: list[System], workdir: Path, origins: list[WriteOrigin]) -> None:
     for system in systems:
         system.stop()
+    write_origins_down(origins, workdir)
     leftovers = [p for p, _ in slow_origin.mounts_under(workdir)]
     for path in leftovers:
         force_unmount(path)
@@ -412,38 +632,68 @@ def run(args: argparse.Namespace, out_file: Path) -> None:
     bench_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=bench_dir))
     systems: list[System] = []
+    writers: list[tuple[WriteOrigin, System]] = []
+    origins: list[WriteOrigin] = []
     started = time.time()
+    if args.base_tree is not None:
+        CachefsBase.tree = args.base_tree.resolve()
     try:
-        origin = origin_up(args.small)
-        systems = [SYSTEMS[name](origin, workdir, logs) for name in args.systems]
+        origin: Path | None = None
+        check: dict[str, Any] | None = None
+        if reads_wanted(args):
+            origin = origin_up(args.small)
+            systems = [SYSTEMS[name](origin, workdir, logs) for name in args.systems]
         data = DataSet.load(dataset.SMALL if args.small else dataset.FULL, args.small_files)
-        log("measuring the slow origin (slow_origin.py check)")
-        check = origin_check()
+        if reads_wanted(args):
+            log("measuring the slow origin (slow_origin.py check)")
+            check = origin_check()
+        if writes_wanted(args):
+            origins = write_origins_up(args, workdir)
+            for where in origins:
+                for name in args.write_systems:
+                    system = SYSTEMS[name](where.path, workdir / f"writes-{where.name}",
+                                           logs / f"writes-{where.name}")  # fmt: skip
+                    if isinstance(system, Cachefs):
+                        system.extra_options = WRITE_CACHEFS_OPTIONS
+                    writers.append((where, system))
         with open(out_file, "w", encoding="utf-8") as out:
             recorder = Recorder(out)
-            recorder.write(meta(args, data, check, systems, workdir, started))
-            bench = Bench(data, origin, recorder, set(args.workloads))
+            recorder.write(meta(args, data, check, systems, workdir, started, writers))
+            limit = QUICK_WRITE_LIMIT if args.quick else LIMITS["write"]
+            bench = Bench(data, origin, recorder, set(args.workloads), args.write_mib * MiB, limit)
             for rep in range(args.reps):
                 for system in systems:
                     bench.run_system(system, rep)
+                for where, system in writers:
+                    bench.write_group(system, where, rep)
             recorder.write(
                 {"type": "end", "elapsed_s": round(time.time() - started, 1)}
                 | {"loadavg": os.getloadavg()}
             )
     finally:
-        cleanup(systems, workdir)
-        if not args.keep_origin:
+        cleanup(systems + [s for _, s in writers], workdir, origins)
+        if origin is not None and not args.keep_origin:
             origin_down()
 
 
 def meta(
     args: argparse.Namespace,
     data: DataSet,
-    check: dict[str, Any],
+    check: dict[str, Any] | None,
     systems: list[System],
     workdir: Path,
     started: float,
+    writers: list[tuple[WriteOrigin, System]],
 ) -> dict[str, Any]:
+    writes: dict[str, Any] = {}
+    if writers:
+        writes = {
+            "write_mib": args.write_mib,
+            "write_workloads": [w for w in WRITE_WORKLOADS if w in args.workloads],
+            "write_systems": args.write_systems,
+            "write_origins": {o.name: {"path": str(o.path), **o.description} for o, _ in writers},
+            "write_settings": {s.name: s.describe() for _, s in writers},
+        }
     return {
         "type": "meta",
         "date": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
@@ -456,19 +706,20 @@ def meta(
         "media_size": data.media_size,
         "small_sample": len(data.small),
         "random_reads": RANDOM_READS,
-        "limits_s": LIMITS,
+        "limits_s": LIMITS | ({"write": QUICK_WRITE_LIMIT} if args.quick else {}),
         "machine": machine(),
-        "versions": versions(args.systems),
+        "versions": versions(args.systems if reads_wanted(args) else []),
         "origin_check": check,
         "cache_fs": filesystem_of(workdir),
         "system_settings": {s.name: s.describe() for s in systems},
         "loadavg": os.getloadavg(),
+        **writes,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    preflight(args.systems)
+    preflight(args)
     # SIGINT too: a shell that started us in the background may have set it to ignore.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, interrupt)

@@ -5,6 +5,9 @@
   (``--vfs-cache-mode full``), cache and config in a private directory.
 * ``cachefs`` -- ``python -m cachefs.cli mount -f`` with default settings and
   disk tiers big enough for the data set, tier directories in a private directory.
+* ``cachefs-wb`` -- the same with ``mount.writeback_cache=true`` (write workloads).
+* ``cachefs-base`` -- ``cachefs`` run from another checkout (``--base-tree``), to
+  compare two versions of cachefs in one run.
 
 "Cold" for a system means an empty cache of its own: `reset()` unmounts,
 deletes the cache directories and mounts afresh (the caller then drops the
@@ -118,6 +121,14 @@ class FuseSystem(System):
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str] | None:
+        """The daemon's environment (None: ours)."""
+        return None
+
+    def directory(self) -> Path:
+        """The daemon's working directory (``python -m`` imports from it first)."""
+        return REPO
+
     def reset(self) -> None:
         self.stop()
         shutil.rmtree(self.cache, ignore_errors=True)
@@ -136,7 +147,8 @@ class FuseSystem(System):
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=REPO,
+                cwd=self.directory(),
+                env=self.environment(),
                 start_new_session=True,
             )
         deadline = time.monotonic() + MOUNT_TIMEOUT_S
@@ -217,10 +229,20 @@ class Rclone(FuseSystem):
 
 class Cachefs(FuseSystem):
     name = "cachefs"
+    tree = REPO  # the checkout whose cachefs package the daemon runs
+    mode_options = ""  # what this variant sets beyond CACHEFS_OPTIONS
+
+    def __init__(self, origin: Path, workdir: Path, logs: Path) -> None:
+        super().__init__(origin, workdir, logs)
+        self.extra_options = ""  # set by the caller: e.g. a smaller RAM tier for writes
+
+    def settings(self) -> str:
+        """Every -o setting but the tier directories."""
+        return ",".join(o for o in (CACHEFS_OPTIONS, self.mode_options, self.extra_options) if o)
 
     def options(self) -> str:
         tiers = f"tiers.ssd.path={self.cache / 'ssd'},tiers.hdd.path={self.cache / 'hdd'}"
-        return f"{CACHEFS_OPTIONS},{tiers}"
+        return f"{self.settings()},{tiers}"
 
     def command(self) -> list[str]:
         return [
@@ -228,8 +250,19 @@ class Cachefs(FuseSystem):
             str(self.origin), str(self.mnt), "-o", self.options(),
         ]  # fmt: skip
 
+    def environment(self) -> dict[str, str] | None:
+        if self.tree == REPO:
+            return None
+        return {**os.environ, "PYTHONPATH": str(self.tree)}
+
+    def directory(self) -> Path:
+        return self.tree
+
     def describe(self) -> dict[str, object]:
-        return {"options": CACHEFS_OPTIONS, "tier_dirs": str(self.cache)}
+        found: dict[str, object] = {"options": self.settings(), "tier_dirs": str(self.cache)}
+        if self.tree != REPO:
+            found["tree"] = str(self.tree)
+        return found
 
     def stats(self) -> dict:
         """The mount's ``user.cachefs.stats`` (counters and tier sizes), {} if unreadable."""
@@ -239,4 +272,29 @@ class Cachefs(FuseSystem):
             return {}
 
 
-SYSTEMS: dict[str, type[System]] = {"origin": System, "rclone": Rclone, "cachefs": Cachefs}
+class CachefsWriteback(Cachefs):
+    """cachefs with the kernel's writeback cache: write() returns before the origin has
+    the bytes, which reach it at writeback, fsync and close (docs/configuration.md)."""
+
+    name = "cachefs-wb"
+    mode_options = "mount.writeback_cache=true"
+
+
+class CachefsBase(Cachefs):
+    """cachefs from another checkout (``CachefsBase.tree``, set from --base-tree)."""
+
+    name = "cachefs-base"
+
+    def _start(self) -> None:
+        if self.tree == REPO:
+            raise MountError("cachefs-base needs --base-tree (another checkout of cachefs)")
+        super()._start()
+
+
+SYSTEMS: dict[str, type[System]] = {
+    "origin": System,
+    "rclone": Rclone,
+    "cachefs": Cachefs,
+    "cachefs-wb": CachefsWriteback,
+    "cachefs-base": CachefsBase,
+}

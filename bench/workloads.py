@@ -227,3 +227,121 @@ def small_file_heads(root: Path, rel_paths: list[str], limit_s: float) -> dict[s
         "seconds": round(time.perf_counter() - start, 3),
         "complete": len(latencies) == len(rel_paths),
     }
+
+
+# -- (w) writes: 1 MiB sequential, 4 KiB and 3000-byte random, fsync at close ----------
+
+WRITE_SEED = 20240602
+
+
+def write_pattern(size: int, block: int) -> bytes:
+    """The bytes written: incompressible, the same for every system and run."""
+    return random.Random(WRITE_SEED).randbytes(size + block)  # slices start anywhere
+
+
+def lay_out(path: Path, size: int) -> None:
+    """Create *path* with *size* bytes written front to back, fsync'd: the untimed
+    set-up of a random-write job, as fio lays out its file first."""
+    data = memoryview(write_pattern(size, 0))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for offset in range(0, size, BLOCK):
+            os.pwrite(fd, data[offset : min(size, offset + BLOCK)], offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def random_write_offsets(size: int, block: int) -> list[int]:
+    """Every whole block of the file once, in a seeded random order (fio's random map)."""
+    offsets = [i * block for i in range(size // block)]
+    random.Random(WRITE_SEED + block).shuffle(offsets)
+    return offsets
+
+
+def _piece(data: memoryview, n: int, block: int) -> memoryview:
+    """The n-th random write's bytes: never what the layout put at that offset."""
+    start = (n * 7 + 1) % block
+    return data[start : start + block]
+
+
+def expected_after_random_write(size: int, block: int, writes: int) -> bytes:
+    """The file's content after lay_out() and the first *writes* random writes."""
+    data = memoryview(write_pattern(size, block))
+    content = bytearray(data[:size])
+    for n, offset in enumerate(random_write_offsets(size, block)[:writes]):
+        content[offset : offset + block] = _piece(data, n, block)
+    return bytes(content)
+
+
+def expected_after_sequential_write(size: int) -> bytes:
+    return write_pattern(size, 0)[:size]
+
+
+def _finish_write(
+    fd: int, start: float, done: int, writes: int, complete: bool, latencies: list[float]
+) -> dict[str, object]:
+    """fsync + close are part of the measured time (fio's fsync_on_close=1)."""
+    before_sync = time.perf_counter()
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    end = time.perf_counter()
+    seconds = end - start
+    return {
+        "mib_s": round(done / seconds / MiB, 2),
+        "iops": round(writes / seconds, 1),
+        "writes": writes,
+        "bytes": done,
+        "seconds": round(seconds, 3),
+        "fsync_close_s": round(end - before_sync, 3),
+        **latency_summary(latencies),
+        "complete": complete,
+    }
+
+
+def sequential_write(path: Path, size: int, limit_s: float) -> dict[str, object]:
+    """Write a new file front to back in 1 MiB write()s, then fsync and close it."""
+    data = memoryview(write_pattern(size, 0))
+    latencies: list[float] = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    start = time.perf_counter()
+    deadline = start + limit_s
+    done = 0
+    try:
+        while done < size:
+            before = time.perf_counter()
+            done += os.write(fd, data[done : min(size, done + BLOCK)])
+            latencies.append((time.perf_counter() - before) * 1000)
+            if before > deadline:
+                break
+    except BaseException:
+        os.close(fd)
+        raise
+    return _finish_write(fd, start, done, len(latencies), done >= size, latencies)
+
+
+def random_write(path: Path, block: int, limit_s: float) -> dict[str, object]:
+    """pwrite()s of *block* bytes at block-aligned offsets of a laid-out file, each
+    block once in a seeded random order; then fsync and close (all timed)."""
+    size = os.stat(path).st_size
+    offsets = random_write_offsets(size, block)
+    data = memoryview(write_pattern(size, block))
+    latencies: list[float] = []
+    fd = os.open(path, os.O_WRONLY)
+    start = time.perf_counter()
+    deadline = start + limit_s
+    done = 0
+    try:
+        for n, offset in enumerate(offsets):
+            before = time.perf_counter()
+            done += os.pwrite(fd, _piece(data, n, block), offset)
+            latencies.append((time.perf_counter() - before) * 1000)
+            if before > deadline:
+                break
+    except BaseException:
+        os.close(fd)
+        raise
+    complete = len(latencies) == len(offsets)
+    return _finish_write(fd, start, done, len(latencies), complete, latencies)
