@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	@[ -d $(DEMO)/origin ] || $(PY) -m cachefs.demo $(DEMO)/origin
+	@[ -d $(DEMO)/origin ] || $(PY) -m cachefs.app.demo $(DEMO)/origin
 	@mkdir -p $(DEMO)/mnt $(DEMO)/cache
 	@if mountpoint -q $(DEMO)/mnt; then echo "demo already mounted at $(DEMO)/mnt"; else \
 	$(VENV)/bin/cachefs mount $(DEMO)/origin $(DEMO)/mnt -o \

@@ -48,8 +48,8 @@ def serve_floor(tree: str, mountpoint: str, busy_poll: bool) -> None:
     import pyfuse3
     import trio
 
-    from cachefs import fuseloop
     from cachefs.config import default_config
+    from cachefs.fuse import loop as fuseloop
 
     class Floor(pyfuse3.Operations):
         supports_dot_lookup = False
@@ -158,7 +158,7 @@ def start_system(name: str, tree: Path, work: Path) -> tuple[Path, subprocess.Po
     opts += ",stats.backend=embedded"
     if name == "cachefs-nopoll":
         opts += ",mount.busy_poll=0"
-    cmd = [sys.executable, "-m", "cachefs.cli", "mount", "-f", str(tree), str(mnt), "-o", opts]
+    cmd = [sys.executable, "-m", "cachefs", "mount", "-f", str(tree), str(mnt), "-o", opts]
     repo = Path(__file__).resolve().parents[1]
     quiet = subprocess.DEVNULL
     return mnt, subprocess.Popen(cmd, cwd=repo, stdout=quiet, stderr=quiet)

@@ -54,7 +54,7 @@ def mount(origin: Path, mnt: Path, log: Path) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable,
         "-m",
-        "cachefs.cli",
+        "cachefs",
         "mount",
         "-f",
         str(origin),

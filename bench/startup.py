@@ -21,11 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from cachefs.chunks import ChunkKey, origin_namespace
 from cachefs.config import default_config
-from cachefs.disktier import DiskTier
-from cachefs.origin import FileVersion
-from cachefs.stats import Stats
+from cachefs.data.chunks import ChunkKey, origin_namespace
+from cachefs.data.tiers.disk import DiskTier
+from cachefs.origin.access import FileVersion
+from cachefs.stats.counters import Stats
 
 CHUNK = 4096
 
@@ -54,7 +54,7 @@ def time_mount(origin: Path, mnt: Path, ssd: Path, count: int) -> tuple[float, f
     )
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cachefs.cli", "mount", "-f", str(origin), str(mnt), "-o", opts],
+        [sys.executable, "-m", "cachefs", "mount", "-f", str(origin), str(mnt), "-o", opts],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

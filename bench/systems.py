@@ -3,7 +3,7 @@
 * ``origin``  -- the slow origin read directly: its only cache is the kernel's.
 * ``rclone``  -- ``rclone mount`` of the origin directory with its VFS cache
   (``--vfs-cache-mode full``), cache and config in a private directory.
-* ``cachefs`` -- ``python -m cachefs.cli mount -f`` with default settings and
+* ``cachefs`` -- ``python -m cachefs mount -f`` with default settings and
   disk tiers big enough for the data set, tier directories in a private directory.
 * ``cachefs-wb`` -- the same with ``mount.writeback_cache=true`` (write workloads).
 * ``cachefs-base`` -- ``cachefs`` run from another checkout (``--base-tree``), to
@@ -246,9 +246,13 @@ class Cachefs(FuseSystem):
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "cachefs.cli", "mount", "-f",
+            sys.executable, "-m", self.module(), "mount", "-f",
             str(self.origin), str(self.mnt), "-o", self.options(),
         ]  # fmt: skip
+
+    def module(self) -> str:
+        """``python -m`` target: a checkout from before the package layout has cachefs.cli."""
+        return "cachefs" if (self.tree / "cachefs" / "__main__.py").exists() else "cachefs.cli"
 
     def environment(self) -> dict[str, str] | None:
         if self.tree == REPO:

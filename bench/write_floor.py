@@ -46,7 +46,7 @@ def serve(mode: str, writeback: bool, backing: str, mountpoint: str) -> None:
     import trio
 
     sys.path.insert(0, str(HERE.parent))
-    from cachefs import fuseloop
+    from cachefs.fuse import loop as fuseloop
 
     file_inode = pyfuse3.ROOT_INODE + 1
 

@@ -47,7 +47,7 @@ def tier_dir(options: list[str], tier: str) -> Path:
 
 
 def cachefs_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cachefs.cli", *args]
+    return [sys.executable, "-m", "cachefs", *args]
 
 
 def run_cachefs(*args: str) -> subprocess.CompletedProcess[str]:

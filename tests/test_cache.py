@@ -11,12 +11,12 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cachefs.cache import ChunkCache
-from cachefs.chunks import ChunkKey
 from cachefs.config import default_config
-from cachefs.origin import FileVersion
-from cachefs.stats import Stats
-from cachefs.tiers import RamTier
+from cachefs.data.chunkcache import ChunkCache
+from cachefs.data.chunks import ChunkKey
+from cachefs.data.tiers.ram import RamTier
+from cachefs.origin.access import FileVersion
+from cachefs.stats.counters import Stats
 
 
 @dataclass(eq=False)

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from cachefs import chunkfile
-from cachefs.check import NoSecret, NotATierDirectory, TierReport, check_tier
-from cachefs.chunks import ChunkKey
-from cachefs.cli import cli
+from cachefs.app.check import NoSecret, NotATierDirectory, TierReport, check_tier
+from cachefs.app.cli import cli
 from cachefs.config import TierConfig
-from cachefs.disktier import DiskTier
-from cachefs.origin import FileVersion
-from cachefs.stats import Stats
+from cachefs.data.chunks import ChunkKey
+from cachefs.data.tiers import chunkfile
+from cachefs.data.tiers.disk import DiskTier
+from cachefs.origin.access import FileVersion
+from cachefs.stats.counters import Stats
 
 COMPRESSIBLE = b"cachefs " * 4096  # 32 KiB that zstd shrinks a lot
 INCOMPRESSIBLE_SIZE = 20_000
@@ -259,7 +259,7 @@ def test_check_holds_a_shared_lock(tier: Tier) -> None:
 
 def test_subprocess_smoke(tier: Tier) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "cachefs.cli", "check", str(tier.path)],
+        [sys.executable, "-m", "cachefs", "check", str(tier.path)],
         capture_output=True,
         text=True,
         timeout=60,

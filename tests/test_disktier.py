@@ -20,13 +20,13 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
-from cachefs import chunkfile
-from cachefs.check import check_tier
-from cachefs.chunks import ChunkKey
+from cachefs.app.check import check_tier
 from cachefs.config import TierConfig
-from cachefs.disktier import FORMAT_MARKER, DiskTier, TierInUse, allocated
-from cachefs.origin import FileVersion
-from cachefs.stats import Stats
+from cachefs.data.chunks import ChunkKey
+from cachefs.data.tiers import chunkfile
+from cachefs.data.tiers.disk import FORMAT_MARKER, DiskTier, TierInUse, allocated
+from cachefs.origin.access import FileVersion
+from cachefs.stats.counters import Stats
 
 from .conftest import Mounted, MountFactory, read_direct, tmpfs
 
@@ -229,7 +229,7 @@ def test_enospc_skips_the_chunk_without_an_error(tmp_path: Path, monkeypatch) ->
         raise OSError(errno.ENOSPC, "No space left on device")
 
     # (a real full filesystem: test_a_tier_fills_its_filesystem_without_failing_a_read)
-    monkeypatch.setattr("cachefs.private.create_file", full_disk)
+    monkeypatch.setattr("cachefs.common.private.create_file", full_disk)
     assert tier.put(key(7), b"x" * 1000, level=None) is False
     assert tier.bytes == 0
 
@@ -363,7 +363,7 @@ def test_old_format_chunks_are_dropped_once_not_counted_as_corrupt(
     tmp_path.chmod(0o700)
     old = [write_v1_chunk(tmp_path, key(i), bytes([i]) * 1000) for i in range(3)]
     (tmp_path / "index").write_bytes(b"an old snapshot")
-    with caplog.at_level(logging.INFO, logger="cachefs.disktier"):
+    with caplog.at_level(logging.INFO, logger="cachefs.data.tiers.disk"):
         tier = DiskTier(tier_config(tmp_path), NAMESPACE, Stats(), Clock())
         tier.open()
         assert not tier.contains(key(0))  # before the index loads: not served, not counted
@@ -380,7 +380,7 @@ def test_old_format_chunks_are_dropped_once_not_counted_as_corrupt(
     assert tier.put(key(0), b"n" * 1000, level=None) and tier.get(key(0)) == b"n" * 1000
     tier.close()
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="cachefs.disktier"):
+    with caplog.at_level(logging.INFO, logger="cachefs.data.tiers.disk"):
         again = open_tier(tmp_path)
     assert not [r for r in caplog.records if "dropped" in r.getMessage()]
     assert again.get(key(0)) == b"n" * 1000
@@ -492,7 +492,7 @@ def test_caching_resumes_once_there_is_room_again(
     ballast = small_tmpfs / "ballast"
     ballast.write_bytes(b"\0" * 20 * MiB)  # leaves less than min_free
     time.sleep(1.1)  # the free-space figure is rechecked every second
-    with caplog.at_level(logging.INFO, logger="cachefs.disktier"):
+    with caplog.at_level(logging.INFO, logger="cachefs.data.tiers.disk"):
         assert not tier.put(key(1), b"a" * 1000, level=None)
         assert not tier.put(key(2), b"b" * 1000, level=None)
         assert tier.stats_dict()["caching"] is False

@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from cachefs.check import check_tier
-from cachefs.stats import mount_prefix
+from cachefs.app.check import check_tier
+from cachefs.stats.counters import mount_prefix
 
 from .conftest import (
     DEFAULT_TEST_OPTIONS,

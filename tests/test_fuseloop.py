@@ -12,8 +12,8 @@ import pyfuse3
 import pytest
 import trio
 
-from cachefs import fuseloop
-from cachefs.fuseloop import BusyPoll
+from cachefs.fuse import loop as fuseloop
+from cachefs.fuse.loop import BusyPoll
 
 from .conftest import DEFAULT_TEST_OPTIONS, MountFactory, is_mounted
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from cachefs.cache import ChunkCache
 from cachefs.config import default_config
-from cachefs.fs import FileState, OpenFile
-from cachefs.origin import FileVersion, HandleReleased, OriginFile
-from cachefs.stats import Stats
-from cachefs.tiers import RamTier
+from cachefs.data.chunkcache import ChunkCache
+from cachefs.data.tiers.ram import RamTier
+from cachefs.fuse.operations import FileState, OpenFile
+from cachefs.origin.access import FileVersion, HandleReleased, OriginFile
+from cachefs.stats.counters import Stats
 
 from .test_cache import FakeSource
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 
-from cachefs.inodes import ROOT_INODE, InodeTable
+from cachefs.fuse.inodes import ROOT_INODE, InodeTable
 
 DIR, REG = stat.S_IFDIR, stat.S_IFREG
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cachefs.metadata import MetadataCache, StatInfo
-from cachefs.metastore import MetadataStore, pack, unpack
+from cachefs.meta.cache import MetadataCache, StatInfo
+from cachefs.meta.store import MetadataStore, pack, unpack
 
 DIR = 0o040755
 FILE = 0o100644
@@ -302,8 +302,8 @@ def test_a_store_left_readable_by_others_is_tightened(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from cachefs.metadata import MetadataCache, StatInfo
-from cachefs.metastore import MetadataStore
+from cachefs.meta.cache import MetadataCache, StatInfo
+from cachefs.meta.store import MetadataStore
 store = MetadataStore(Path(sys.argv[1]), "/srv/nas")
 store.open()
 meta = MetadataCache(1.0)

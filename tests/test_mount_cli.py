@@ -115,7 +115,7 @@ def test_mount_helper_takes_fstab_options(tmp_path: Path, origin: Path) -> None:
     (origin / "f").write_bytes(b"data")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    helper = [sys.executable, "-m", "cachefs.mount_helper"]
+    helper = [sys.executable, "-m", "cachefs.app.mount_helper"]
     opts = "rw,_netdev,nofail,noauto,x-systemd.automount,ro," + tier_options(tmp_path)
     result = subprocess.run(
         [*helper, str(origin), str(mnt), "-n", "-o", opts, "-t", "fuse.cachefs"],

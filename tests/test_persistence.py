@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cachefs.disktier import allocated
+from cachefs.data.tiers.disk import allocated
 
 from .conftest import (
     Mounted,

@@ -1,4 +1,4 @@
-"""Tests for cachefs.policies: ranking, aging, TTL, persistence, iteration safety."""
+"""Tests for cachefs.data.tiers.policies: ranking, aging, TTL, persistence, iteration safety."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cachefs.config import EVICTION_POLICIES
-from cachefs.policies import (
+from cachefs.data.tiers.policies import (
     POLICIES,
     EvictionPolicy,
     LFUPolicy,

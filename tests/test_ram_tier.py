@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from cachefs.chunks import ChunkKey
-from cachefs.origin import FileVersion
-from cachefs.tiers import RamTier
+from cachefs.data.chunks import ChunkKey
+from cachefs.data.tiers.ram import RamTier
+from cachefs.origin.access import FileVersion
 
 MAX = 1000
 VERSIONS = [FileVersion(ino, 10_000, 5, 5) for ino in range(3)]

@@ -1,4 +1,4 @@
-"""Tests for cachefs.rules: user rules, glob semantics, extension defaults."""
+"""Tests for cachefs.data.rules: user rules, glob semantics, extension defaults."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cachefs.config import Rule, default_config, load_config
-from cachefs.rules import ContentTypeResolver, compile_glob, default_content_type
+from cachefs.data.rules import ContentTypeResolver, compile_glob, default_content_type
 
 
 def resolver(*rules: tuple[str, str]) -> ContentTypeResolver:

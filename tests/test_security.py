@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from cachefs.chunks import ChunkKey
+from cachefs.common.private import UnsafePath, check_private_dir
 from cachefs.config import TierConfig
-from cachefs.disktier import DiskTier
-from cachefs.origin import FileVersion
-from cachefs.private import UnsafePath, check_private_dir
-from cachefs.stats import Stats
+from cachefs.data.chunks import ChunkKey
+from cachefs.data.tiers.disk import DiskTier
+from cachefs.origin.access import FileVersion
+from cachefs.stats.counters import Stats
 
 from .conftest import (
     DEFAULT_TEST_OPTIONS,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from cachefs.stats import Batch, EmbeddedBackend, FileDelta, Stats, mount_prefix
+from cachefs.stats.counters import Batch, EmbeddedBackend, FileDelta, Stats, mount_prefix
 
 from .conftest import Mounted, MountFactory, RedisServer, free_port, run_cachefs, start_redis
 
@@ -152,7 +152,7 @@ def test_backend_auto_falls_back_to_embedded(origin: Path, mount_factory: MountF
 
 
 def test_pending_file_entries_are_bounded(monkeypatch) -> None:
-    monkeypatch.setattr("cachefs.stats.MAX_PENDING_FILES", 3)
+    monkeypatch.setattr("cachefs.stats.counters.MAX_PENDING_FILES", 3)
     stats = Stats()
     for i in range(5):
         stats.file_access(f"f{i}", opened=True)

@@ -9,8 +9,8 @@ import pytest
 import trio
 import trio.testing
 
-from cachefs.stats import Stats
-from cachefs.supervise import FIRST_RESTART, guarded, supervised
+from cachefs.common.supervise import FIRST_RESTART, guarded, supervised
+from cachefs.stats.counters import Stats
 
 
 def test_a_failing_task_is_restarted_with_growing_pauses(caplog: pytest.LogCaptureFixture) -> None:

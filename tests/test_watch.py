@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from cachefs import watch
-from cachefs.watch import (
+from cachefs.meta import inotify as watch
+from cachefs.meta.inotify import (
     IN_ATTRIB,
     IN_CLOSE_WRITE,
     IN_CREATE,
@@ -32,10 +32,10 @@ from cachefs.watch import (
     IN_Q_OVERFLOW,
     Inotify,
     WatchEvent,
-    filesystem_type_name,
     parse_events,
-    supports_inotify,
 )
+from cachefs.origin import fstypes
+from cachefs.origin.fstypes import filesystem_type_name, supports_inotify
 
 Triple = tuple[bytes | None, bytes, int]
 TIMEOUT = 5.0
@@ -504,7 +504,7 @@ def test_watch_limit_returns_false_and_warns_once(tmp_path: Path) -> None:
         from pathlib import Path
         Path("/proc/sys/user/max_inotify_watches").write_text("2")
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-        from cachefs.watch import Inotify
+        from cachefs.meta.inotify import Inotify
         root = Path(sys.argv[1])
         with Inotify() as ino:
             print([ino.add(n.encode(), str(root / n).encode()) for n in "abcd"], ino.count())
@@ -667,5 +667,5 @@ def test_magic_numbers_match_linux_headers() -> None:
     if not header.exists():
         pytest.skip("no kernel headers")
     defined = dict(re.findall(r"#define\s+(\w+)\s+(0x[0-9a-fA-F]+)", header.read_text()))
-    table = watch._FILESYSTEMS
+    table = fstypes._FILESYSTEMS
     assert {m: table.get(int(defined[m], 16)) for m in MAGIC_MACROS} == MAGIC_MACROS

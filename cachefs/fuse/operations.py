@@ -28,18 +28,21 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from . import xattrs
-from .cache import ChunkCache
-from .changes import ChangeDetector, filesystem_of
-from .chunks import ChunkKey, file_chunk_keys, origin_namespace
-from .config import Config, ContentTypeConfig
-from .disktier import DiskTier
-from .fuseloop import BusyPoll, describe_busy_poll
-from .health import OriginMonitor, OriginOffline
-from .inodes import ROOT_INODE, InodeTable
-from .metadata import MetadataCache, StatInfo, XattrCache, join, split
-from .metastore import MetadataStore
-from .origin import (
+from cachefs.common.supervise import guarded, supervised
+from cachefs.config import Config, ContentTypeConfig
+from cachefs.data.chunkcache import ChunkCache
+from cachefs.data.chunks import ChunkKey, file_chunk_keys, origin_namespace
+from cachefs.data.pins import PinTable
+from cachefs.data.rules import ContentTypeResolver
+from cachefs.data.tiers.disk import DiskTier
+from cachefs.data.tiers.ram import RamTier
+from cachefs.fuse import xattrs
+from cachefs.fuse.inodes import ROOT_INODE, InodeTable
+from cachefs.fuse.loop import BusyPoll, describe_busy_poll
+from cachefs.meta.cache import MetadataCache, StatInfo, XattrCache, join, split
+from cachefs.meta.changes import ChangeDetector, filesystem_of
+from cachefs.meta.store import MetadataStore
+from cachefs.origin.access import (
     RENAME_EXCHANGE,
     FileVersion,
     Origin,
@@ -47,12 +50,9 @@ from .origin import (
     is_mountpoint,
     open_flags_for_origin,
 )
-from .pins import PinTable
-from .rules import ContentTypeResolver
-from .stats import Stats, StatsBackend
-from .supervise import guarded, supervised
-from .tiers import RamTier
-from .watch import close_reports_errors
+from cachefs.origin.fstypes import close_reports_errors
+from cachefs.origin.monitor import OriginMonitor, OriginOffline
+from cachefs.stats.counters import Stats, StatsBackend
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,8 @@ class CacheFS(pyfuse3.Operations):
             self.disk_limiter,
             origin_call=self.monitor.call,
         )
-        self.detector = ChangeDetector(self, cfg.metadata)
+        self.detector = ChangeDetector(cfg.metadata, self.meta, origin, self.monitor, self.stats)
+        self.detector.listener = self
         self.monitor.on_online.append(self._back_online)
         self._own_changes: dict[bytes, float] = {}  # path -> when we changed it
         # FLUSH (sent at every close) reaches the origin only where close() can

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from .cli import fail, run_mount
+from cachefs.app.cli import fail, run_mount
 
 USAGE = "usage: mount.cachefs ORIGIN MOUNTPOINT [-sfnv] [-o options] [-t type]"
 

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from .origin import Origin
+from cachefs.origin.access import Origin
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from .config import ConfigError, config_to_toml, load_config
-from .mount import MountError, mount, parse_mount_options
+from cachefs.app.mount import MountError, mount, parse_mount_options
+from cachefs.config import ConfigError, config_to_toml, load_config
 
 
 def fail(message: str, code: int) -> None:
@@ -112,7 +112,7 @@ def check_command(dirs: tuple[str, ...], repair: bool, verbose: bool) -> None:
     Exit status: 0 all good (or repaired), 1 problems found, 2 usage error.
     """
     # Imported here so that mounting does not pay for rich and the checker.
-    from .check import run_check
+    from cachefs.app.check import run_check
 
     sys.exit(run_check(dirs, repair, verbose))
 

@@ -18,13 +18,13 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
-from .chunks import ChunkKey, chunk_count, chunk_range, file_chunk_keys
-from .config import ContentTypeConfig
-from .disktier import DiskTier
-from .origin import FileVersion
-from .stats import Stats
-from .supervise import guarded, supervised
-from .tiers import RamTier
+from cachefs.common.supervise import guarded, supervised
+from cachefs.config import ContentTypeConfig
+from cachefs.data.chunks import ChunkKey, chunk_count, chunk_range, file_chunk_keys
+from cachefs.data.tiers.disk import DiskTier
+from cachefs.data.tiers.ram import RamTier
+from cachefs.origin.access import FileVersion
+from cachefs.stats.counters import Stats
 
 log = logging.getLogger(__name__)
 

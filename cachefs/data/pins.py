@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from . import private
+from cachefs.common import private
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import os
 import stat
 import threading
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, Protocol
+
+from cachefs.common.libc import libc
 
 # Longest relative path handed to one *at() call. Longer ones are resolved by
 # walking directory fds component group by component group.
@@ -27,11 +28,10 @@ _MAX_AT_PATH = 2048
 # Flags that make no sense (or fail) when re-opening the origin file.
 _STRIPPED_OPEN_FLAGS = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | getattr(os, "O_DIRECT", 0)
 
-RENAME_NOREPLACE = 1
+# renameat2 flags are passed through; EXCHANGE changes what cachefs must forget.
 RENAME_EXCHANGE = 2
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_renameat2 = getattr(_libc, "renameat2", None)
+_renameat2 = getattr(libc, "renameat2", None)
 if _renameat2 is not None:
     _renameat2.argtypes = [
         ctypes.c_int,

@@ -1,6 +1,6 @@
 """Build a small media-library-like origin for ``make demo``.
 
-Usage: ``python -m cachefs.demo DIR``
+Usage: ``python -m cachefs.app.demo DIR``
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def build(root: Path) -> None:
 
 def main() -> None:
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m cachefs.demo DIR")
+        sys.exit("usage: python -m cachefs.app.demo DIR")
     root = Path(sys.argv[1])
     build(root)
     print(f"demo origin written to {root}")

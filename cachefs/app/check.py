@@ -49,9 +49,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .chunkfile import CODEC_ZSTD, SECRET_SIZE, CorruptChunk, decode, parse_header
-from .config import human_size
-from .disktier import SECRET_NAME
+from cachefs.config import human_size
+from cachefs.data.tiers.chunkfile import CODEC_ZSTD, SECRET_SIZE, CorruptChunk, decode, parse_header
+from cachefs.data.tiers.disk import SECRET_NAME
 
 LOCK_NAME = ".lock"
 INDEX_NAME = "index"

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import redis
 
-from . import private
+from cachefs.common import private
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import trio
-
-from .stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +24,20 @@ LAST_RESTART = 60.0  # the longest pause between restarts
 HEALTHY_AFTER = 600.0  # a task that ran this long before failing starts the pauses anew
 
 
-def _failed(stats: Stats, name: str, what: str) -> None:
+class Counters(Protocol):
+    """Where failures are counted: cachefs.stats.Stats."""
+
+    def add(self, name: str, amount: int = 1) -> None: ...
+
+
+def _failed(stats: Counters, name: str, what: str) -> None:
     stats.add("background_failures")
     stats.add(f"background_failures:{name}")
     log.exception("background task %s failed; %s", name, what)
 
 
 async def supervised(
-    stats: Stats, name: str, fn: Callable[..., Awaitable[Any]], *args: Any
+    stats: Counters, name: str, fn: Callable[..., Awaitable[Any]], *args: Any
 ) -> None:
     """Run long-lived task *fn* until it returns; after a failure, run it again."""
     pause = FIRST_RESTART
@@ -50,7 +54,9 @@ async def supervised(
         pause = min(LAST_RESTART, pause * 2)
 
 
-async def guarded(stats: Stats, name: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+async def guarded(
+    stats: Counters, name: str, fn: Callable[..., Awaitable[Any]], *args: Any
+) -> None:
     """Run one-off job *fn*; a failure is logged and counted, never raised."""
     try:
         await fn(*args)

@@ -36,12 +36,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from . import chunkfile, private
-from .chunks import ChunkKey
-from .config import TierConfig, human_size
-from .policies import EvictionPolicy, make_policy, recency_factor
-from .stats import Stats
-from .tiers import TierCounters
+from cachefs.common import private
+from cachefs.config import TierConfig, human_size
+from cachefs.data.chunks import ChunkKey
+from cachefs.data.tiers import chunkfile
+from cachefs.data.tiers.policies import EvictionPolicy, make_policy, recency_factor
+from cachefs.data.tiers.ram import TierCounters
+from cachefs.stats.counters import Stats
 
 log = logging.getLogger(__name__)
 

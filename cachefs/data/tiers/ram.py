@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .chunks import ChunkKey
+from cachefs.data.chunks import ChunkKey
 
 PROTECTED_SHARE = 0.8
 # A hit this soon after the chunk arrived is the same read (several FUSE

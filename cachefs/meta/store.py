@@ -23,8 +23,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from . import private
-from .metadata import STORE_FORMAT, STORE_NAME, Journal, MetadataCache, StatInfo
+from cachefs.common import private
+from cachefs.meta.cache import STORE_FORMAT, STORE_NAME, Journal, MetadataCache, StatInfo
 
 log = logging.getLogger(__name__)
 

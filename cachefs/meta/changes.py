@@ -24,20 +24,19 @@ from __future__ import annotations
 
 import errno
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
-from .config import MetadataConfig
-from .health import OriginOffline
-from .metadata import StatInfo, join, split
-from .origin import FileVersion
-from .supervise import guarded, supervised
-from .watch import IN_CLOSE_WRITE, IN_MODIFY, Inotify, WatchEvent, filesystem_type_name
-from .watch import supports_inotify as local_filesystem
-
-if TYPE_CHECKING:
-    from .fs import CacheFS
+from cachefs.common.supervise import guarded, supervised
+from cachefs.config import MetadataConfig
+from cachefs.meta.cache import MetadataCache, StatInfo, join, split
+from cachefs.meta.inotify import IN_CLOSE_WRITE, IN_MODIFY, Inotify, WatchEvent
+from cachefs.origin.access import FileVersion, Origin
+from cachefs.origin.fstypes import filesystem_type_name
+from cachefs.origin.fstypes import supports_inotify as local_filesystem
+from cachefs.origin.monitor import OriginMonitor, OriginOffline
+from cachefs.stats.counters import Stats
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +51,45 @@ class WatchUnavailable(Exception):
     """``metadata.watch = "inotify"`` and no inotify instance can be had."""
 
 
+class ChangeListener(Protocol):
+    """What the detector tells about changes, and asks to re-read (the FUSE layer)."""
+
+    async def relist(self, dirpath: bytes) -> list[tuple[bytes, StatInfo]]:
+        """Read *dirpath* at the origin and bring the metadata cache in line."""
+        ...
+
+    def tell_kernel(self, dirpath: bytes, name: bytes, content: bool) -> None:
+        """*name* in *dirpath* changed at the origin (*content*: its bytes may have)."""
+        ...
+
+
 class ChangeDetector:
-    def __init__(self, fs: CacheFS, cfg: MetadataConfig) -> None:
-        self.fs = fs
+    def __init__(
+        self,
+        cfg: MetadataConfig,
+        meta: MetadataCache,
+        origin: Origin,
+        monitor: OriginMonitor,
+        stats: Stats,
+    ) -> None:
         self.cfg = cfg
+        self.meta = meta
+        self.origin = origin
+        self.monitor = monitor
+        self.stats = stats
+        # Set by the composition root once the FUSE operations exist.
+        self.listener: ChangeListener | None = None
         self.mode = cfg.watch  # "auto" is settled by settle()
         self.reason = "configured"
         self._inotify: Inotify | None = None
         self._covered: set[bytes] = set()  # directories watched
         self._adding: dict[bytes, trio.Event] = {}
         self._limit_reached = False
+
+    @property
+    def _listener(self) -> ChangeListener:
+        assert self.listener is not None, "the composition root sets it"
+        return self.listener
 
     def watched_count(self) -> int:
         return len(self._covered)
@@ -96,8 +124,8 @@ class ChangeDetector:
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         async with trio.open_nursery() as nursery:
-            stats = self.fs.stats
-            if self.mode != "off" and self.fs.monitor.online:
+            stats = self.stats
+            if self.mode != "off" and self.monitor.online:
                 nursery.start_soon(guarded, stats, "metadata warm-up", self._warm_up)
             if self.mode != "off":
                 # With inotify, for the directories no watch covers.
@@ -109,15 +137,15 @@ class ChangeDetector:
         """After a restart, re-read the listings the store brought back, paced by
         poll_budget, so the first library scan finds its entries confirmed (and,
         with inotify, watched) instead of asking the origin file by file."""
-        pending = self.fs.meta.restored_listings()
+        pending = self.meta.restored_listings()
         if not pending:
             return
         started = trio.current_time()
         pause = 1.0 / self.cfg.poll_budget
         for dirpath in pending:
-            if not self.fs.monitor.online:
+            if not self.monitor.online:
                 return  # revalidation on use takes over when it comes back
-            if not self.fs.meta.listing_fresh(dirpath):
+            if not self.meta.listing_fresh(dirpath):
                 await self.poll_directory(dirpath)
                 await trio.sleep(pause)
         took = trio.current_time() - started
@@ -143,7 +171,7 @@ class ChangeDetector:
             return
         done = self._adding[dirpath] = trio.Event()
         try:
-            watched = await self.fs.monitor.call(self._add_watch, dirpath)
+            watched = await self.monitor.call(self._add_watch, dirpath)
         except OSError as exc:  # gone, not a directory, offline: no watch, no harm
             log.debug("no watch on %r: %s", dirpath, exc)
             return
@@ -152,7 +180,7 @@ class ChangeDetector:
             done.set()
         if watched:
             self._covered.add(dirpath)
-            self.fs.meta.mark_watched(dirpath)
+            self.meta.mark_watched(dirpath)
         else:
             self._limit_reached = True  # Inotify logged it; entries fall back to revalidate_after
 
@@ -162,7 +190,7 @@ class ChangeDetector:
 
     def _add_watch(self, dirpath: bytes) -> bool:
         assert self._inotify is not None
-        with self.fs.origin.proc_path(dirpath) as path:
+        with self.origin.proc_path(dirpath) as path:
             return self._inotify.add(dirpath, path)
 
     async def _watch_events(self) -> None:
@@ -171,7 +199,7 @@ class ChangeDetector:
             self._apply(await self._inotify.read_events())
 
     def _apply(self, events: list[WatchEvent]) -> None:
-        meta = self.fs.meta
+        meta = self.meta
         seen: dict[tuple[bytes, bytes], bool] = {}
         for event in events:
             if event.overflow:
@@ -198,7 +226,7 @@ class ChangeDetector:
                 meta.stale_tree(join(event.key, event.name))
         for (dirpath, name), content in seen.items():
             meta.changed(dirpath, name)
-            self.fs.tell_kernel(dirpath, name, content)
+            self._listener.tell_kernel(dirpath, name, content)
 
     # -- polling ---------------------------------------------------------------------
 
@@ -215,8 +243,8 @@ class ChangeDetector:
         if self.cfg.revalidate_after <= 0:
             return  # every lookup asks the origin anyway: nothing to keep fresh
         while True:
-            due = self.fs.meta.poll_candidates(self.cfg.poll_window, every)
-            if not due or not self.fs.monitor.online:
+            due = self.meta.poll_candidates(self.cfg.poll_window, every)
+            if not due or not self.monitor.online:
                 await trio.sleep(idle)
                 continue
             for dirpath in due[: self.cfg.poll_budget]:
@@ -225,18 +253,18 @@ class ChangeDetector:
 
     async def poll_directory(self, dirpath: bytes) -> None:
         """Re-list *dirpath*; tell the kernel about every entry that changed."""
-        before = dict(self.fs.meta.listing(dirpath) or [])
+        before = dict(self.meta.listing(dirpath) or [])
         try:
-            now = dict(await self.fs.relist(dirpath))
+            now = dict(await self._listener.relist(dirpath))
         except OriginOffline:
             return
         except (FileNotFoundError, NotADirectoryError):
             if not dirpath:
                 return  # the origin root itself: the outage monitor's business
             parent, name = split(dirpath)
-            self.fs.meta.changed(parent, name)
-            self.fs.meta.forget_tree(dirpath)
-            self.fs.tell_kernel(parent, name, False)
+            self.meta.changed(parent, name)
+            self.meta.forget_tree(dirpath)
+            self._listener.tell_kernel(parent, name, False)
             return
         except OSError as exc:
             log.debug("poll of %r: %s", dirpath, exc)
@@ -244,7 +272,7 @@ class ChangeDetector:
         for name in before.keys() | now.keys():
             old, new = before.get(name), now.get(name)
             if _differs(old, new):
-                self.fs.tell_kernel(dirpath, name, _content_differs(old, new))
+                self._listener.tell_kernel(dirpath, name, _content_differs(old, new))
 
 
 def filesystem_of(root: str) -> tuple[bool, str]:

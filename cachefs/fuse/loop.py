@@ -26,7 +26,7 @@ import types
 import pyfuse3
 import trio
 
-from .config import format_duration
+from cachefs.config import format_duration
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from .chunks import ChunkKey, file_chunk_keys
-from .inodes import ROOT_INODE
-from .origin import FileVersion
-from .pins import PIN_TIERS
+from cachefs.data.chunks import ChunkKey, file_chunk_keys
+from cachefs.data.pins import PIN_TIERS
+from cachefs.fuse.inodes import ROOT_INODE
+from cachefs.origin.access import FileVersion
 
 if TYPE_CHECKING:
-    from .fs import CacheFS
+    from cachefs.fuse.operations import CacheFS
 
 PREFIX = b"user.cachefs."
 STATS = PREFIX + b"stats"

@@ -11,7 +11,7 @@ import functools
 import re
 from collections.abc import Iterable
 
-from .config import Config, ContentTypeConfig
+from cachefs.config import Config, ContentTypeConfig
 
 __all__ = ["CACHE_SIZE", "ContentTypeResolver", "compile_glob", "default_content_type"]
 

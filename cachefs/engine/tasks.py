@@ -5,33 +5,49 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
 import redis
 import trio
 
-if TYPE_CHECKING:
-    from .fs import CacheFS
+from cachefs.data.chunkcache import ChunkCache
+from cachefs.data.tiers.disk import DiskTier
+from cachefs.data.tiers.ram import RamTier
+from cachefs.meta.cache import MetadataCache
+from cachefs.meta.store import MetadataStore
+from cachefs.stats.counters import Stats, StatsBackend
 
 log = logging.getLogger(__name__)
 
 
-async def janitor(fs: CacheFS) -> None:
+class Janitor:
     """Every cleanup_interval: expire chunks past their tier's TTL, persist indexes."""
-    while True:
-        await trio.sleep(fs.cfg.monitoring.cleanup_interval)
-        await clean_once(fs)
 
+    def __init__(
+        self,
+        ram: RamTier,
+        ram_ttl: float,
+        disks: Mapping[str, DiskTier],
+        disk_limiter: trio.CapacityLimiter,
+        interval: float,
+    ) -> None:
+        self.ram, self.ram_ttl, self.disks = ram, ram_ttl, disks
+        self.disk_limiter, self.interval = disk_limiter, interval
 
-async def clean_once(fs: CacheFS) -> None:
-    expired = fs.ram.expire(time.monotonic() - fs.cfg.tiers["ram"].ttl)
-    for tier in fs.disks.values():
-        if not tier.ready.is_set():
-            continue
-        expired += await trio.to_thread.run_sync(tier.sweep_expired, limiter=fs.disk_limiter)
-        await trio.to_thread.run_sync(tier.save_index, limiter=fs.disk_limiter)
-    if expired:
-        log.info("janitor: %d chunks expired", expired)
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self.interval)
+            await self.clean_once()
+
+    async def clean_once(self) -> None:
+        expired = self.ram.expire(time.monotonic() - self.ram_ttl)
+        for tier in self.disks.values():
+            if not tier.ready.is_set():
+                continue
+            expired += await trio.to_thread.run_sync(tier.sweep_expired, limiter=self.disk_limiter)
+            await trio.to_thread.run_sync(tier.save_index, limiter=self.disk_limiter)
+        if expired:
+            log.info("janitor: %d chunks expired", expired)
 
 
 class MetadataSaver:
@@ -43,8 +59,13 @@ class MetadataSaver:
 
     INTERVAL = 1.0
 
-    def __init__(self, fs: CacheFS) -> None:
-        self.fs = fs
+    def __init__(
+        self,
+        meta: MetadataCache,
+        store: MetadataStore | None,
+        disk_limiter: trio.CapacityLimiter,
+    ) -> None:
+        self.meta, self.store, self.disk_limiter = meta, store, disk_limiter
         self._failing = False
 
     async def run(self) -> None:
@@ -53,13 +74,13 @@ class MetadataSaver:
             await self.save_once()
 
     async def save_once(self) -> None:
-        meta, store = self.fs.meta, self.fs.meta_store
+        meta, store = self.meta, self.store
         meta.trim()
         journal = meta.journal.take()
         if store is None or not len(journal):
             return
         try:
-            await trio.to_thread.run_sync(store.write, journal, limiter=self.fs.disk_limiter)
+            await trio.to_thread.run_sync(store.write, journal, limiter=self.disk_limiter)
         except (sqlite3.Error, OSError) as exc:
             if not self._failing:
                 log.warning("metadata store: cannot write (%s); the cache keeps working", exc)
@@ -78,14 +99,14 @@ class Flusher:
     (1 s, 2 s, ... up to the interval) until one succeeds.
     """
 
-    def __init__(self, fs: CacheFS) -> None:
-        self.fs = fs
+    def __init__(self, stats: Stats, backend: StatsBackend, interval: float) -> None:
+        self.stats, self.backend, self.interval = stats, backend, interval
         self.failing = False
         # One flush at a time: a hung Redis holds one thread, never the shared pool.
         self._limiter = trio.CapacityLimiter(1)
 
     async def run(self) -> None:
-        interval = self.fs.cfg.monitoring.stats_interval
+        interval = self.interval
         delay = interval
         while True:
             await trio.sleep(delay)
@@ -95,7 +116,7 @@ class Flusher:
                 delay = min(interval, 1.0 if delay >= interval else delay * 2)
 
     async def flush_once(self) -> bool:
-        stats, backend = self.fs.stats, self.fs.stats_backend
+        stats, backend = self.stats, self.backend
         batch = stats.take_batch()
         if not batch:
             return True
@@ -127,32 +148,41 @@ class Migrator:
     foreground fills are in flight and moves at most its byte budget a pass.
     """
 
-    def __init__(self, fs: CacheFS) -> None:
-        self.fs = fs
+    def __init__(
+        self,
+        cache: ChunkCache,
+        lower: DiskTier,
+        upper: DiskTier,
+        threshold: float,
+        stats: Stats,
+        disk_limiter: trio.CapacityLimiter,
+    ) -> None:
+        self.cache, self.lower, self.upper = cache, lower, upper
+        self.threshold, self.stats, self.disk_limiter = threshold, stats, disk_limiter
 
     async def run(self) -> None:
         while True:
             await trio.sleep(MIGRATE_INTERVAL)
-            if self.fs.cache.fills_in_flight() >= BUSY_FILLS:
+            if self.cache.fills_in_flight() >= BUSY_FILLS:
                 continue
-            await trio.to_thread.run_sync(self.promote_once, limiter=self.fs.disk_limiter)
+            await trio.to_thread.run_sync(self.promote_once, limiter=self.disk_limiter)
 
     def promote_once(self) -> int:
         """One pass (blocking, in a worker thread); returns how many chunks moved."""
-        lower, upper = self.fs.disks["hdd"], self.fs.disks["ssd"]
+        lower, upper = self.lower, self.upper
         if not (lower.ready.is_set() and upper.ready.is_set()):
             return 0
         budget = MIGRATE_BYTES_PER_SECOND * MIGRATE_INTERVAL
         weakest = upper.weakest_score()
         moved = 0
-        for digest, score, size in lower.hot_chunks(self.fs.cfg.prediction.min_confidence):
+        for digest, score, size in lower.hot_chunks(self.threshold):
             if size > budget:
                 break
             # room in the SSD, or this chunk outranks what the SSD would evict
             if not upper.has_room(size) and score <= weakest:
                 break
             if lower.move_digest_to(digest, upper):
-                self.fs.stats.add("promotions")
+                self.stats.add("promotions")
                 budget -= size
                 moved += 1
         return moved

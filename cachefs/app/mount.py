@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 import pyfuse3
 import trio
 
-from .background import Flusher, MetadataSaver, Migrator, janitor
-from .changes import WatchUnavailable
-from .config import Config, ConfigError, load_config
-from .disktier import TierInUse
-from .fs import CacheFS
-from .fuseloop import install as install_busy_poll
-from .origin import Origin
-from .stats import StatsUnavailable, open_backend
-from .supervise import guarded, supervised
+from cachefs.common.supervise import guarded, supervised
+from cachefs.config import Config, ConfigError, load_config
+from cachefs.data.tiers.disk import TierInUse
+from cachefs.engine.tasks import Flusher, Janitor, MetadataSaver, Migrator
+from cachefs.fuse.loop import install as install_busy_poll
+from cachefs.fuse.operations import CacheFS
+from cachefs.meta.changes import WatchUnavailable
+from cachefs.origin.access import Origin
+from cachefs.stats.counters import StatsUnavailable, open_backend
 
 log = logging.getLogger(__name__)
 
@@ -479,11 +479,23 @@ async def serve(fs: CacheFS, mountpoint: str) -> None:
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(guarded, fs.stats, "kernel tuning", _tune_kernel, fs, mountpoint)
         await nursery.start(fs.run_background)
-        nursery.start_soon(supervised, fs.stats, "janitor", janitor, fs)
-        flusher = Flusher(fs)
+        cfg = fs.cfg
+        janitor = Janitor(
+            fs.ram, cfg.tiers["ram"].ttl, fs.disks, fs.disk_limiter, cfg.monitoring.cleanup_interval
+        )
+        nursery.start_soon(supervised, fs.stats, "janitor", janitor.run)
+        flusher = Flusher(fs.stats, fs.stats_backend, cfg.monitoring.stats_interval)
         nursery.start_soon(supervised, fs.stats, "stats flusher", flusher.run)
-        nursery.start_soon(supervised, fs.stats, "migrator", Migrator(fs).run)
-        saver = MetadataSaver(fs)
+        migrator = Migrator(
+            fs.cache,
+            fs.disks["hdd"],
+            fs.disks["ssd"],
+            cfg.prediction.min_confidence,
+            fs.stats,
+            fs.disk_limiter,
+        )
+        nursery.start_soon(supervised, fs.stats, "migrator", migrator.run)
+        saver = MetadataSaver(fs.meta, fs.meta_store, fs.disk_limiter)
         nursery.start_soon(supervised, fs.stats, "metadata saver", saver.run)
         fs.busy_poll = install_busy_poll(fs.cfg.mount.busy_poll)
         await pyfuse3.main(min_tasks=2, max_tasks=64)

@@ -6,7 +6,7 @@ import hashlib
 import struct
 from typing import NamedTuple
 
-from .origin import FileVersion
+from cachefs.origin.access import FileVersion
 
 _KEY_FIELDS = struct.Struct("<QQqqQQ")
 
