@@ -52,6 +52,7 @@ demo-stop:
 lint: setup
 	$(VENV)/bin/ruff check cachefs tests bench
 	$(VENV)/bin/ruff format --check cachefs tests bench
+	$(VENV)/bin/lint-imports  # the layering contract in pyproject.toml
 
 typecheck: setup
 	$(VENV)/bin/mypy cachefs
