@@ -21,7 +21,8 @@ import trio
 from cachefs.config import default_config
 from cachefs.data.chunkcache import ChunkCache
 from cachefs.data.tiers.ram import RamTier
-from cachefs.fuse.operations import FileState, OpenFile
+from cachefs.engine.engine import Engine
+from cachefs.fuse.handles import FileState, OpenFile
 from cachefs.origin.access import FileVersion, HandleReleased, OriginFile
 from cachefs.stats.counters import Stats
 
@@ -84,12 +85,13 @@ def test_closing_a_handle_during_its_read_ahead_never_serves_another_file(
 
     monkeypatch.setattr(os, "pread", gated_pread)
     limiter = trio.CapacityLimiter(8)
-    cache = ChunkCache(RamTier(1 << 20), {}, Stats(), limiter, limiter)
+    engine = Engine(Stats())
+    cache = ChunkCache(RamTier(1 << 20), {}, Stats(), limiter, limiter, spawn=engine.spawn)
     results: dict[str, bytes] = {}
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(cache.run)
+            await nursery.start(engine.run, cache.tasks())
             first = handle_for(tmp_path / "a")
             assert await cache.read(first, 0, CHUNK, sequential=True) == a_bytes[:CHUNK]
             await trio.to_thread.run_sync(in_pread.wait, 5)

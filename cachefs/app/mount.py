@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 import pyfuse3
 import trio
 
-from cachefs.common.supervise import guarded, supervised
+from cachefs.app import compose
 from cachefs.config import Config, ConfigError, load_config
 from cachefs.data.tiers.disk import TierInUse
-from cachefs.engine.tasks import Flusher, Janitor, MetadataSaver, Migrator
 from cachefs.fuse.loop import install as install_busy_poll
 from cachefs.fuse.operations import CacheFS
 from cachefs.meta.changes import WatchUnavailable
@@ -464,45 +463,26 @@ async def _terminate_on_signal() -> None:
             return
 
 
-async def _tune_kernel(fs: CacheFS, mountpoint: str) -> None:
+async def _tune_kernel(fs: CacheFS, cfg: Config, mountpoint: str) -> None:
     # The kernel sets the mount's read-ahead while processing our INIT reply,
     # which is written right after Operations.init(); tune it after that.
     await fs.initialized.wait()
     await trio.sleep(0.05)
-    await trio.to_thread.run_sync(set_read_ahead, mountpoint, fs.cfg.mount.read_ahead)
-    if fs.cfg.mount.writeback_cache:
+    await trio.to_thread.run_sync(set_read_ahead, mountpoint, cfg.mount.read_ahead)
+    if cfg.mount.writeback_cache:
         await trio.to_thread.run_sync(set_dirty_share, mountpoint, WRITEBACK_MAX_RATIO)
 
 
-async def serve(fs: CacheFS, mountpoint: str) -> None:
+async def serve(parts: compose.Mount, mountpoint: str) -> None:
+    """Serve FUSE requests beside the Engine's tasks until unmounted; then stop in order."""
+    engine = parts.engine
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_terminate_on_signal)
-        nursery.start_soon(guarded, fs.stats, "kernel tuning", _tune_kernel, fs, mountpoint)
-        await nursery.start(fs.run_background)
-        cfg = fs.cfg
-        janitor = Janitor(
-            fs.ram, cfg.tiers["ram"].ttl, fs.disks, fs.disk_limiter, cfg.monitoring.cleanup_interval
-        )
-        nursery.start_soon(supervised, fs.stats, "janitor", janitor.run)
-        flusher = Flusher(fs.stats, fs.stats_backend, cfg.monitoring.stats_interval)
-        nursery.start_soon(supervised, fs.stats, "stats flusher", flusher.run)
-        migrator = Migrator(
-            fs.cache,
-            fs.disks["hdd"],
-            fs.disks["ssd"],
-            cfg.prediction.min_confidence,
-            fs.stats,
-            fs.disk_limiter,
-        )
-        nursery.start_soon(supervised, fs.stats, "migrator", migrator.run)
-        saver = MetadataSaver(fs.meta, fs.meta_store, fs.disk_limiter)
-        nursery.start_soon(supervised, fs.stats, "metadata saver", saver.run)
-        fs.busy_poll = install_busy_poll(fs.cfg.mount.busy_poll)
+        await nursery.start(engine.run, parts.tasks())
+        engine.spawn("kernel tuning", _tune_kernel, parts.fs, parts.cfg, mountpoint)
+        parts.busy_poll = install_busy_poll(parts.cfg.mount.busy_poll)
         await pyfuse3.main(min_tasks=2, max_tasks=64)
-        await fs.cache.drain(timeout=10)
-        with trio.move_on_after(10):
-            await flusher.flush_once()
-            await saver.save_once()
+        await engine.stop(parts.shutdown_steps())
         nursery.cancel_scope.cancel()
 
 
@@ -514,10 +494,8 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
     setup_logging(opts, foreground)
     os.umask(0)  # modes from the kernel already have the caller's umask applied
     mountpoint = os.path.realpath(mountpoint)  # before mounting: afterwards it stats the mount
-    ssd_dir = cfg.tiers["ssd"].path
-    assert ssd_dir is not None  # config gives every disk tier a path
     source = Origin(origin)
-    fs = CacheFS(
+    parts = compose.build(
         source,
         cfg,
         functools.partial(
@@ -526,25 +504,25 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
             cfg.stats.redis_url,
             cfg.monitoring.max_stats_age,
             mountpoint,
-            ssd_dir,
+            compose.state_directory(cfg),
             cfg.stats.redis_password_file,
         ),
     )
     try:
-        fs.open_tiers()
+        parts.open()
     except StatsUnavailable as exc:
-        fs.close()
+        parts.close()
         raise MountError(f"{exc} (nothing mounted)") from None
     except (OSError, TierInUse) as exc:
-        fs.close()
+        parts.close()
         raise MountError(f"cache tier: {exc} (nothing mounted)") from None
     try:
-        fs.connect_origin()
+        parts.connect()
     except WatchUnavailable as exc:
-        fs.close()
+        parts.close()
         raise MountError(f"{exc} (nothing mounted)") from None
     except OSError as exc:
-        fs.close()
+        parts.close()
         if exc.errno in DEAD_MOUNT_ERRNOS:
             problem, fix = dead_mount("origin", origin, os.path.realpath(origin))
             raise MountError(
@@ -556,10 +534,10 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
             f"origin {origin}: {reason}, and no cached metadata to serve it offline "
             "(nothing mounted)"
         ) from None
-    if not fs.monitor.online:
+    if not parts.monitor.online:
         log.warning("origin %s does not answer: mounting offline from the cache", source.root)
     try:
-        pyfuse3.init(fs, mountpoint, fuse_options(opts, source.root))
+        pyfuse3.init(parts.fs, mountpoint, fuse_options(opts, source.root))
     except RuntimeError as exc:
         raise MountError(f"cannot mount {mountpoint}: {exc} (see the message above)") from None
     log.info("mounted %s on %s", source.root, mountpoint)
@@ -569,7 +547,7 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
     clean = False
     fatal: Exception | None = None
     try:
-        trio.run(serve, fs, mountpoint)
+        trio.run(serve, parts, mountpoint)
         clean = True
     except Exception as exc:
         # In the background stderr is /dev/null: the log is the only trace of this.
@@ -577,7 +555,7 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
         fatal = exc
     finally:
         pyfuse3.close(unmount=True)
-        fs.close()
+        parts.close()
         source.close()
         log.info("unmounted %s (%s)", mountpoint, "clean" if clean else "after an error")
     if fatal is not None:

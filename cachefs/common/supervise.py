@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
@@ -22,6 +23,17 @@ log = logging.getLogger(__name__)
 FIRST_RESTART = 1.0  # seconds before a failed task runs again
 LAST_RESTART = 60.0  # the longest pause between restarts
 HEALTHY_AFTER = 600.0  # a task that ran this long before failing starts the pauses anew
+
+
+@dataclass(frozen=True)
+class Task:
+    """A background task a part hands to the Engine: long-lived (restarted after a
+    failure), or *once* (a failure is logged and counted, the mount goes on without it)."""
+
+    name: str
+    run: Callable[..., Awaitable[Any]]
+    args: tuple[Any, ...] = ()
+    once: bool = False
 
 
 class Counters(Protocol):

@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
-from cachefs.common.supervise import guarded, supervised
+from cachefs.common.supervise import Task
 from cachefs.config import ContentTypeConfig
 from cachefs.data.chunks import ChunkKey, chunk_count, chunk_range, file_chunk_keys
 from cachefs.data.tiers.disk import DiskTier
@@ -114,6 +114,16 @@ class _Store:
     forgotten: int  # how often its version had been forgotten when it was queued
 
 
+class Spawn(Protocol):
+    """Starts a one-off background job (the Engine's spawn); False if it was dropped."""
+
+    def __call__(self, name: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool: ...
+
+
+def _no_background(name: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
+    return False
+
+
 class ChunkCache:
     def __init__(
         self,
@@ -123,6 +133,7 @@ class ChunkCache:
         origin_limiter: trio.CapacityLimiter,
         disk_limiter: trio.CapacityLimiter,
         origin_call: OriginCall | None = None,
+        spawn: Spawn = _no_background,
     ) -> None:
         self.ram = ram
         self.disks = dict(disks)  # fastest first
@@ -138,34 +149,37 @@ class ChunkCache:
         # Bumped by forget_version: a store queued before is not written, or is
         # deleted again if it was being written (an evict must leave nothing behind).
         self._forgotten: dict[FileVersion, int] = {}
-        self._nursery: trio.Nursery | None = None
+        # Read-ahead fillers run as the Engine's one-off jobs; without one, no read-ahead.
+        self._spawn = spawn
         self._indexes_loaded = {name: trio.Event() for name in self.disks}
         # Keyed by the source itself, not id(): a released handle's id is reused.
         self._streams: dict[ChunkSource, _ReadAhead] = {}
 
     # -- background work ------------------------------------------------------------
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Load the disk indexes and write chunks to disk tiers until cancelled."""
+    def tasks(self) -> list[Task]:
+        """For the Engine: load the disk indexes, and write chunks to disk tiers.
+
+        Until these are asked for, chunks read are not queued for the disks.
+        """
         send, receive = trio.open_memory_channel[_Store](STORE_QUEUE)
         self._store_queue = send
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            for tier in self.disks.values():
-                nursery.start_soon(guarded, self.stats, "index load", self._load_index, tier)
-            for _ in range(STORE_WORKERS):
-                worker = self._store_worker
-                nursery.start_soon(supervised, self.stats, "store worker", worker, receive.clone())
-            task_status.started()
+        loads = [
+            Task("index load", self._load_index, (tier,), once=True) for tier in self.disks.values()
+        ]
+        stores = [
+            Task("store worker", self._store_worker, (receive.clone(),))
+            for _ in range(STORE_WORKERS)
+        ]
+        return loads + stores
 
-    async def drain(self, timeout: float) -> None:
-        """At unmount: let queued chunks reach their disk tier (bounded by *timeout*)."""
+    async def drain(self) -> None:
+        """At unmount: let queued chunks reach their disk tier (the caller bounds the wait)."""
         if self._store_queue is None:
             return
-        with trio.move_on_after(timeout):
-            await self._store_queue.aclose()
-            while self._pending_stores:
-                await trio.sleep(0.01)
+        await self._store_queue.aclose()
+        while self._pending_stores:
+            await trio.sleep(0.01)
 
     async def _load_index(self, tier: DiskTier) -> None:
         try:
@@ -284,18 +298,15 @@ class ChunkCache:
 
     def _read_ahead(self, source: ChunkSource, first: int) -> None:
         """Extend this reader's read-ahead window; start its filler if it is idle."""
-        if self._nursery is None:
-            return
         count = max(1, min(READ_AHEAD_MAX_CHUNKS, READ_AHEAD_BYTES // source.chunk_size))
         last = min(first + count, chunk_count(source.version.size, source.chunk_size))
         if first >= last:
             return  # the reader is at the last chunk: a small file read whole, say
         stream = self._streams.get(source)
         if stream is None:
-            stream = self._streams[source] = _ReadAhead(first, last)
-            self._nursery.start_soon(
-                guarded, self.stats, "read-ahead", self._run_read_ahead, source, stream
-            )
+            stream = _ReadAhead(first, last)
+            if self._spawn("read-ahead", self._run_read_ahead, source, stream):
+                self._streams[source] = stream
         else:
             stream.next = max(stream.next, first)  # the reader may have overtaken it
             stream.until = max(stream.until, last)
@@ -319,9 +330,7 @@ class ChunkCache:
                     if flight is not None:
                         await flight.done.wait()
                     elif any(tier.known_to_hold(key) for tier in self.disks.values()):
-                        self._nursery_or_fail().start_soon(
-                            guarded, self.stats, "read-ahead", self._fill_quietly, source, key
-                        )
+                        self._spawn("read-ahead", self._fill_quietly, source, key)
                     elif not await self._fill_quietly(source, key):
                         break
         finally:
@@ -333,10 +342,6 @@ class ChunkCache:
         stream = self._streams.get(source)
         if stream is not None:
             stream.scope.cancel()
-
-    def _nursery_or_fail(self) -> trio.Nursery:
-        assert self._nursery is not None
-        return self._nursery
 
     async def _fill_quietly(self, source: ChunkSource, key: ChunkKey) -> bool:
         if key in self.ram or key in self._inflight:

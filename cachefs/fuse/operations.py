@@ -1,11 +1,16 @@
-"""FUSE operations: metadata from the metadata cache, reads through the chunk cache.
+"""The FUSE handlers: metadata from the metadata cache, reads through the chunk cache.
 
-Every handler is async; origin I/O runs in worker threads behind one
-``trio.CapacityLimiter``, through the outage monitor (health.py), so a slow
-origin never blocks the trio loop and a dead one is noticed. Lookups, getattr,
-readdir and read-only opens are answered from the metadata cache while its
-entries are fresh (metadata.py); changes go to the origin first, then update
-the cache.
+Every handler is async; origin I/O runs in worker threads through the outage
+monitor (cachefs.origin.monitor), so a slow origin never blocks the trio loop
+and a dead one is noticed. Lookups, getattr, readdir and read-only opens are
+answered from the metadata cache while its entries are fresh; changes go to
+the origin first, then update the cache.
+
+Longer than the other modules, for a reason: pyfuse3 dispatches every request
+to one Operations object, and its handlers share the inode table, the open
+handles and the per-file states, so they stay one class. What needs none of
+that lives beside it: the handles (handles.py), the control xattrs
+(xattrs.py), the cache controls (cachefs.engine.control).
 """
 
 from __future__ import annotations
@@ -15,44 +20,46 @@ import errno
 import functools
 import itertools
 import logging
-import math
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from cachefs.common.supervise import guarded, supervised
 from cachefs.config import Config, ContentTypeConfig
 from cachefs.data.chunkcache import ChunkCache
-from cachefs.data.chunks import ChunkKey, file_chunk_keys, origin_namespace
 from cachefs.data.pins import PinTable
 from cachefs.data.rules import ContentTypeResolver
-from cachefs.data.tiers.disk import DiskTier
 from cachefs.data.tiers.ram import RamTier
+from cachefs.engine.control import CacheControl
+from cachefs.engine.engine import Engine
 from cachefs.fuse import xattrs
+from cachefs.fuse.handles import (
+    DirHandle,
+    FileState,
+    OpenFile,
+    close_a_duplicate,
+    fstat_file,
+    open_now,
+    sync_file,
+)
 from cachefs.fuse.inodes import ROOT_INODE, InodeTable
-from cachefs.fuse.loop import BusyPoll, describe_busy_poll
 from cachefs.meta.cache import MetadataCache, StatInfo, XattrCache, join, split
-from cachefs.meta.changes import ChangeDetector, filesystem_of
-from cachefs.meta.store import MetadataStore
+from cachefs.meta.changes import ChangeDetector
 from cachefs.origin.access import (
     RENAME_EXCHANGE,
     FileVersion,
     Origin,
     OriginFile,
-    is_mountpoint,
     open_flags_for_origin,
 )
-from cachefs.origin.fstypes import close_reports_errors
+from cachefs.origin.facts import OriginFacts
 from cachefs.origin.monitor import OriginMonitor, OriginOffline
-from cachefs.stats.counters import Stats, StatsBackend
+from cachefs.stats.counters import Stats
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +68,6 @@ CAPABILITY_XATTR = b"security.capability"
 # Our own changes make the origin's watch report them too; the kernel needs no
 # notice of those (it saw the change itself).
 OWN_CHANGE_SECONDS = 2.0
-STATVFS_FIELDS = (
-    "f_bsize",
-    "f_frsize",
-    "f_blocks",
-    "f_bfree",
-    "f_bavail",
-    "f_files",
-    "f_ffree",
-    "f_favail",
-    "f_namemax",
-)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -97,284 +93,72 @@ def fuse_handler(
     return wrapper
 
 
-@dataclass
-class FileState:
-    """What cachefs knows about one regular file's content while the kernel knows it."""
-
-    version: FileVersion | None = None
-    chunk_size: int = 0  # of the last handle opened: to find old chunks to delete
-    # Bumped around every write so a fetch racing a write is never cached.
-    write_generation: int = 0
-    handles: set[int] = field(default_factory=set)
-    # The origin said the content changed (a watch event, the poller): the next
-    # read asks the origin for the version before it trusts cached chunks.
-    recheck: bool = False
-    # Handles that may write, and whether one has written since the first of
-    # them opened. While *written*, nothing of the file is cached (the next
-    # write would make it stale at once), so no version it passes through has
-    # chunks to look for when it is replaced.
-    writers: int = 0
-    written: bool = False
-    # A version with no chunks in the disk tiers (made while *written*, or
-    # dropped already): replacing it costs no pass over the file's chunk keys.
-    no_chunks: FileVersion | None = None
-    # The kernel asks for security.capability before every write() (to clear
-    # it); answered from here while the origin was seen without one, for this
-    # version, within attr_timeout (the age cached attributes may have).
-    no_caps: FileVersion | None = None
-    no_caps_until: float = -math.inf
-
-
-@dataclass(eq=False)  # hashed by identity: the read-ahead of each handle is its own
-class OpenFile:
-    """One open file handle: its origin file plus what the read path needs.
-
-    A read-only handle opened from fresh cached metadata has no origin fd
-    until a read misses every tier (``file`` opens it then): opening a cached
-    file costs the origin nothing.
-    """
-
-    file: OriginFile
-    inode: int
-    state: FileState
-    policy: ContentTypeConfig
-    relpath: str  # origin-relative path at open time, for per-file stats
-    pin: str | None = None  # the tier a pin keeps this file in (pins.py)
-    next_offset: int = 0  # where a sequential reader reads next
-    writable: bool = False
-    # Told (on the trio thread) when a fetch finds the origin file changed.
-    on_origin_change: Callable[[FileVersion], None] | None = None
-
-    @property
-    def version(self) -> FileVersion:
-        assert self.state.version is not None
-        return self.state.version
-
-    @property
-    def chunk_size(self) -> int:
-        return self.policy.chunk_size
-
-    @property
-    def write_generation(self) -> int:
-        return self.state.write_generation
-
-    @property
-    def cacheable(self) -> bool:
-        return not self.state.written  # being written: see FileState
-
-    def fetch(self, key: ChunkKey) -> tuple[bytes, FileVersion]:
-        with self.file.use() as fd:
-            data = os.pread(fd, key.expected_length, key.offset)
-            return data, FileVersion.of(os.fstat(fd))
-
-    def origin_changed(self, version: FileVersion) -> None:
-        if self.on_origin_change is not None:
-            self.on_origin_change(version)
-
-
-@dataclass
-class DirHandle:
-    inode: int
-    entries: list[tuple[bytes, StatInfo]] | None = None
-
-
 class CacheFS(pyfuse3.Operations):
+    """The FUSE handlers. Every part they use is built by the composition root
+    (cachefs.app.compose) and handed in; nothing here starts or stops anything."""
+
     supports_dot_lookup = False  # no NFS export, so the kernel never asks for . and ..
 
-    def __init__(self, origin: Origin, cfg: Config, open_stats: Callable[[], StatsBackend]) -> None:
+    def __init__(
+        self,
+        *,
+        cfg: Config,
+        origin: Origin,
+        facts: OriginFacts,
+        monitor: OriginMonitor,
+        inodes: InodeTable,
+        meta: MetadataCache,
+        xattr_cache: XattrCache,
+        detector: ChangeDetector,
+        resolver: ContentTypeResolver,
+        ram: RamTier,
+        cache: ChunkCache,
+        pins: PinTable,
+        control: CacheControl,
+        engine: Engine,
+        stats: Stats,
+        report: Callable[[], dict[str, Any]],
+    ) -> None:
         super().__init__()
-        self.origin = origin
-        self.cfg = cfg
-        self.inodes = InodeTable(origin.root_ino)
-        self.monitor = OriginMonitor(
-            origin, cfg.origin.timeout, cfg.origin.probe_interval, cfg.mount.max_threads
-        )
-        self.meta = MetadataCache(cfg.metadata.revalidate_after, cfg.metadata.max_entries)
-        self.xattr_cache = XattrCache()
-        self.meta_store: MetadataStore | None = None
+        self.origin, self.facts, self.monitor, self.inodes = origin, facts, monitor, inodes
+        self.meta, self.xattr_cache, self.detector = meta, xattr_cache, detector
+        self.resolver, self.ram, self.cache, self.pins = resolver, ram, cache, pins
+        self.engine, self.stats = engine, stats
+        self.control_xattrs = xattrs.ControlXattrs(self, control, report)
         # The kernel may keep attributes and names no longer than we would trust them.
         self.attr_timeout = min(cfg.mount.attr_timeout, cfg.metadata.revalidate_after)
         self.entry_timeout = min(cfg.mount.entry_timeout, cfg.metadata.revalidate_after)
-        self.resolver = ContentTypeResolver(cfg)
-        self.stats = Stats()
-        self.ram = RamTier(cfg.tiers["ram"].max_size, cfg.tiers["ram"].scan_resistant)
-        namespace = origin_namespace(origin.root)
-        self.disks = {
-            name: DiskTier(cfg.tiers[name], namespace, self.stats) for name in ("ssd", "hdd")
-        }
-        # An SSD eviction moves a chunk that still earns it down to the HDD.
-        self.disks["ssd"].demote_to = self.disks["hdd"]
-        self.disks["ssd"].demote_threshold = cfg.prediction.min_confidence / 2
-        # Worker threads for tier files; origin threads are the monitor's.
-        self.disk_limiter = trio.CapacityLimiter(cfg.mount.max_threads)
+        # pyfuse3 asks for FUSE_CAP_WRITEBACK_CACHE at INIT when this is set.
+        self.enable_writeback_cache = cfg.mount.writeback_cache
         self._notify_limiter = trio.CapacityLimiter(2)  # kernel cache invalidations
-        self.cache = ChunkCache(
-            self.ram,
-            self.disks,
-            self.stats,
-            self.monitor.reads,
-            self.disk_limiter,
-            origin_call=self.monitor.call,
-        )
-        self.detector = ChangeDetector(cfg.metadata, self.meta, origin, self.monitor, self.stats)
-        self.detector.listener = self
-        self.monitor.on_online.append(self._back_online)
         self._own_changes: dict[bytes, float] = {}  # path -> when we changed it
-        # FLUSH (sent at every close) reaches the origin only where close() can
-        # report an error; decided at mount, kept if the origin is offline then.
-        self.forward_flush = True
-        # The origin's last statfs answer, kept (and persisted) for df while offline.
-        self._last_statvfs: dict[str, int] = {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
-        self._nursery: trio.Nursery | None = None
-        self.pins = PinTable(self.disks["ssd"].path / "pins.json")
-        # Opened by open_tiers, once the SSD directory (where the embedded backend
-        # keeps its file) has passed its ownership check.
-        self._open_stats = open_stats
-        self._stats_backend: StatsBackend | None = None
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, DirHandle] = {}
         self._states: dict[int, FileState] = {}
         # The file version in the attributes last given to the kernel, per inode.
         self._kernel_view: dict[int, FileVersion] = {}
-        self.busy_poll: BusyPoll | None = None  # set by mount.serve when pyfuse3 polls
         self._handle_ids = itertools.count(1)
         self._as_root = os.geteuid() == 0
         self.initialized = trio.Event()
-        # pyfuse3 asks for FUSE_CAP_WRITEBACK_CACHE at INIT when this is set.
-        self.enable_writeback_cache = cfg.mount.writeback_cache
 
-    def open_tiers(self) -> None:
-        """Create and lock the disk tier directories (before mounting: fail early),
-        then open the metadata store in the (now ours) SSD tier directory."""
-        for tier in self.disks.values():
-            tier.open()
-        self.pins.load()
-        self._stats_backend = self._open_stats()
-        if self.cfg.metadata.persist:
-            store = MetadataStore(self.disks["ssd"].path, self.origin.root)
-            store.open()
-            restored = store.load_into(self.meta)
-            self.meta_store = store
-            log.info("metadata store %s: %d entries restored", store.path, restored)
-
-    def connect_origin(self) -> None:
-        """Blocking, at mount: reach the origin, or start offline from the metadata store."""
-        facts = self.meta_store.meta() if self.meta_store is not None else {}
-        self.origin.expect_mountpoint = bool(facts.get("root_mountpoint"))
-        self._last_statvfs.update(facts.get("statvfs") or {})
-        try:
-            _with_timeout(self.origin.reconnect, self.cfg.origin.timeout)
-        except OSError as exc:
-            if self.meta.root.st is None:
-                raise
-            self.origin.root_ino = self.meta.root.st.st_ino
-            self.monitor.mark_offline(f"at mount: {exc}")
-            filesystem = None
-        else:
-            # A mount point now must stay one: if it turns into a plain directory
-            # later, the share was unmounted, not emptied.
-            self.origin.expect_mountpoint = is_mountpoint(self.origin.root)
-            self.forward_flush = close_reports_errors(self.origin.root)
-            filesystem = filesystem_of(self.origin.root)
-            self._remember_statvfs(os.statvfs(self.origin.root))
-            if self.meta_store is not None:
-                self.meta_store.set_meta(
-                    root_mountpoint=self.origin.expect_mountpoint, statvfs=self._last_statvfs
-                )
-        self.inodes.root_ino = self.origin.root_ino
-        self.detector.settle(filesystem)
-
-    def close(self) -> None:
-        for tier in self.disks.values():
-            tier.close()
-        if self.meta_store is not None:
-            self.meta_store.close()
-        if self._stats_backend is not None:
-            self._stats_backend.close()
-
-    async def run_background(
-        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Background work beside pyfuse3.main: disk-tier indexes and writes, cleanup."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await nursery.start(self.cache.run)
-            nursery.start_soon(supervised, self.stats, "origin monitor", self.monitor.run)
-            nursery.start_soon(supervised, self.stats, "change detector", self.detector.run)
-            nursery.start_soon(guarded, self.stats, "pin re-apply", self._reapply_pins)
-            task_status.started()
-
-    # -- pins ------------------------------------------------------------------------
-
-    async def _reapply_pins(self) -> None:
-        """After a restart, mark the chunks of pinned files again once indexes load."""
-        await self.cache.indexes_loaded()
-        for relpath, _ in self.pins.items():
-            await self.apply_pin(relpath)
-
-    async def apply_pin(self, relpath: str) -> None:
-        """Bring cached chunks of *relpath* (a file, or every file below a directory)
-        in line with its pin: moved into the pinned disk tier and marked there; for a
-        ``ram`` pin, also read from the disks into memory.
-
-        The files are found in the metadata cache, never at the origin: what is not
-        known there has no chunks to move, and a pin must work while the origin
-        is offline or hung.
-        """
-        for path, st in self.meta.regular_files(os.fsencode(relpath)):
-            version = FileVersion.of(st)
-            tier = self.pins.tier_for(os.fsdecode(path))
-            chunk_size = self.policy_for(path).chunk_size
-            in_ram = {key for key in file_chunk_keys(version, chunk_size) if key in self.ram}
-            loaded = await trio.to_thread.run_sync(
-                self._pin_on_disks, version, chunk_size, tier, in_ram, limiter=self.disk_limiter
-            )
-            if tier == "ram":
-                self.ram.pinned_files.add(version.ino)
-                for key, data in loaded:
-                    self.ram.put(key, data)
-            else:
-                self.ram.pinned_files.discard(version.ino)
-
-    def _pin_on_disks(
-        self, version: FileVersion, chunk_size: int, tier: str | None, in_ram: set[ChunkKey]
-    ) -> list[tuple[ChunkKey, bytes]]:
-        """Blocking: move a file's disk chunks into its pinned tier and mark them;
-        for a ram pin, the chunks the disks hold and RAM does not (*in_ram*, found
-        on the trio thread, which alone touches the RAM tier), as much as RAM takes."""
-        keys = file_chunk_keys(version, chunk_size)
-        target = self.disks.get(tier or "")
-        for name, disk in self.disks.items():
-            digests = [k.digest(disk.namespace) for k in keys]
-            if target is not None and name != target.name:
-                for digest in digests:
-                    if disk.contains_digest(digest):
-                        disk.move_digest_to(digest, target)
-            disk.set_pinned(digests, False)
-        if target is not None:
-            digests = [k.digest(target.namespace) for k in keys]
-            target.set_pinned([d for d in digests if target.contains_digest(d)], True)
-        loaded: list[tuple[ChunkKey, bytes]] = []
-        room = self.ram.max_size
-        for key in keys if tier == "ram" else []:
-            if key in in_ram or key.expected_length > room:
-                continue
-            for disk in self.disks.values():
-                data = disk.get(key)
-                if data is not None:
-                    loaded.append((key, data))
-                    room -= len(data)
-                    break
-        return loaded
-
-    def _in_background(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
-        if self._nursery is not None:
-            self._nursery.start_soon(guarded, self.stats, fn.__name__, fn, *args)
+    # -- what other parts ask of the handlers ---------------------------------------------
 
     @property
-    def stats_backend(self) -> StatsBackend:
-        assert self._stats_backend is not None, "open_tiers() opens it"
-        return self._stats_backend
+    def open_file_count(self) -> int:
+        return len(self._files)
+
+    def path_of(self, inode: int) -> bytes:
+        return self._path(inode)
+
+    async def cached_attr(self, path: bytes) -> StatInfo:
+        return await self._stat_inode_cached(path)
+
+    def open_version(self, inode: int) -> FileVersion | None:
+        state = self._states.get(inode)
+        return state.version if state is not None and state.handles else None
+
+    def _in_background(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        self.engine.spawn(fn.__name__, fn, *args)
 
     def init(self) -> None:
         # Called by libfuse while it answers the kernel's INIT request.
@@ -509,7 +293,7 @@ class CacheFS(pyfuse3.Operations):
         with contextlib.suppress(OSError):  # ENOENT: the kernel had forgotten it already
             await trio.to_thread.run_sync(fn, *args, limiter=self._notify_limiter)
 
-    def _back_online(self) -> None:
+    def back_online(self) -> None:
         """What was served while offline is revalidated before it is trusted again."""
         self.inodes.root_ino = self.origin.root_ino  # a remounted share may number it anew
         self.meta.stale_all()
@@ -598,7 +382,7 @@ class CacheFS(pyfuse3.Operations):
         files = [self._files[fh].file for fh in state.handles] if state is not None else []
         for file in files:
             if file.opened:
-                return StatInfo.of(await self._io(_fstat, file))
+                return StatInfo.of(await self._io(fstat_file, file))
         raise FUSEError(errno.ENOENT)
 
     async def _stat_inode_cached(self, path: bytes) -> StatInfo:
@@ -775,13 +559,10 @@ class CacheFS(pyfuse3.Operations):
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()
         with contextlib.suppress(OriginOffline):  # df goes on: the last answer
-            self._remember_statvfs(await self._io(self.origin.statvfs))
-        for name, value in self._last_statvfs.items():
+            self.facts.remember_statvfs(await self._io(self.origin.statvfs))
+        for name, value in self.facts.statvfs.items():
             setattr(data, name, value)
         return data
-
-    def _remember_statvfs(self, sv: os.statvfs_result) -> None:
-        self._last_statvfs = {name: getattr(sv, name) for name in STATVFS_FIELDS}
 
     @fuse_handler
     async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
@@ -868,7 +649,7 @@ class CacheFS(pyfuse3.Operations):
         for fh in list(state.handles) if state is not None else []:
             handle = self._files.get(fh)
             if handle is not None and not handle.file.opened:
-                await self._io(_open_now, handle.file)
+                await self._io(open_now, handle.file)
 
     @fuse_handler
     async def rename(
@@ -1060,21 +841,21 @@ class CacheFS(pyfuse3.Operations):
         # Closing a duplicate makes origins that report errors at close (NFS,
         # SMB) report them now, to the process that called close().
         self.stats.add("fuse_flushes")
-        if not self.forward_flush:
+        if not self.facts.forward_flush:
             # The origin's close() cannot fail (ext4, xfs, ...): ENOSYS makes the
             # kernel stop sending FLUSH, one round trip less for every close().
             raise FUSEError(errno.ENOSYS)
         handle = self._files[fh]
         if not handle.file.opened or not handle.writable:
             return  # nothing written through this handle: nothing to report
-        await self._untimed(_close_a_duplicate, handle.file)
+        await self._untimed(close_a_duplicate, handle.file)
 
     @fuse_handler
     async def fsync(self, fh: int, datasync: bool) -> None:
         file = self._files[fh].file
         if not file.opened:
             return  # opened read-only and never read from the origin
-        await self._untimed(_sync, file, datasync)
+        await self._untimed(sync_file, file, datasync)
 
     @fuse_handler
     async def release(self, fh: int) -> None:
@@ -1141,7 +922,7 @@ class CacheFS(pyfuse3.Operations):
     @fuse_handler
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         if xattrs.is_control(name):
-            return await xattrs.get_control(self, inode, name)
+            return await self.control_xattrs.get(inode, name)
         state = self._states.get(inode)
         if name == CAPABILITY_XATTR and state is not None and state.version is not None:
             value = await self._capability(inode, state)
@@ -1195,7 +976,7 @@ class CacheFS(pyfuse3.Operations):
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
         if xattrs.is_control(name):
-            await xattrs.set_control(self, inode, name, value)
+            await self.control_xattrs.set(inode, name, value)
             return
         path = self._path(inode)
         await self._change(self.origin.setxattr, path, name, value)
@@ -1234,91 +1015,9 @@ class CacheFS(pyfuse3.Operations):
         self._xattrs_changed(inode, path)
         self._changed_here(path)
 
-    # -- introspection --------------------------------------------------------------
-
-    def stats_snapshot(self) -> dict[str, Any]:
-        counters = self.stats.snapshot()
-        return {
-            "tiers": {"ram": self.ram.stats()}
-            | {name: tier.stats_dict() for name, tier in self.disks.items()},
-            # per "tier:content type": chunk lookups that hit, missed, bytes served
-            "tier_hits": _per_tier(counters, "hits:"),
-            "tier_misses": _per_tier(counters, "misses:"),
-            "tier_bytes": _per_tier(counters, "bytes:"),
-            "background_failures": counters.get("background_failures", 0),
-            "origin_changed_during_read": counters.get("origin_changed_during_read", 0),
-            "xattr_hits": counters.get("xattr_hits", 0),
-            "origin_bytes_read": counters.get("origin_bytes_read", 0),
-            "origin_reads": counters.get("origin_reads", 0),
-            "corrupt_chunks": counters.get("corrupt_chunks", 0),
-            "promotions": counters.get("promotions", 0),
-            "demotions": counters.get("demotions", 0),
-            "compressed_bytes_saved": counters.get("compressed_bytes_saved", 0),
-            "stats_backend": self.stats_backend.name,
-            "stats_pending_files": self.stats.pending_files(),
-            "store_skipped": counters.get("store_skipped", 0),
-            "fuse_reads": counters.get("fuse_reads", 0),
-            "fuse_read_bytes": counters.get("fuse_read_bytes", 0),
-            "fuse_flushes": counters.get("fuse_flushes", 0),
-            "open_files": len(self._files),
-            "known_inodes": self.inodes.count(),
-            "metadata_entries": self.meta.count(),
-            "metadata_hits": counters.get("metadata_hits", 0),
-            "metadata_revalidations": counters.get("metadata_revalidations", 0),
-            "metadata_listings": counters.get("metadata_listings", 0),
-            "watched_directories": self.detector.watched_count(),
-            "change_detection": self.detector.mode,
-            "change_detection_reason": self.detector.reason,
-            **describe_busy_poll(self.busy_poll),
-        } | self.monitor.describe()
-
-
-def _per_tier(counters: dict[str, Any], prefix: str) -> dict[str, int]:
-    return {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
-
-
-def _close_a_duplicate(file: OriginFile) -> None:
-    """What close() of a duplicate reports: deferred write errors (NFS, SMB, FUSE)."""
-    with file.use() as fd:
-        os.close(os.dup(fd))
-
-
-def _sync(file: OriginFile, datasync: bool) -> None:
-    with file.use() as fd:
-        (os.fdatasync if datasync else os.fsync)(fd)
-
-
-def _open_now(file: OriginFile) -> None:
-    with file.use():
-        pass
-
-
-def _fstat(file: OriginFile) -> os.stat_result:
-    with file.use() as fd:
-        return os.fstat(fd)
-
 
 def _existing(st: StatInfo | None) -> StatInfo:
     """A cached entry's attributes; a cached "no such entry" is ENOENT."""
     if st is None:
         raise FileNotFoundError(errno.ENOENT, "no such entry")
     return st
-
-
-def _with_timeout(fn: Callable[[], None], timeout: float) -> None:
-    """Blocking, before trio runs: *fn* in a daemon thread, ETIMEDOUT if it hangs."""
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fn()
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True, name="origin-connect")
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise OSError(errno.ETIMEDOUT, f"no answer within {timeout:g}s")
-    if failure:
-        raise failure[0]

@@ -28,7 +28,7 @@ from typing import Protocol
 
 import trio
 
-from cachefs.common.supervise import guarded, supervised
+from cachefs.common.supervise import Task
 from cachefs.config import MetadataConfig
 from cachefs.meta.cache import MetadataCache, StatInfo, join, split
 from cachefs.meta.inotify import IN_CLOSE_WRITE, IN_MODIFY, Inotify, WatchEvent
@@ -121,17 +121,16 @@ class ChangeDetector:
         self.mode = mode
         log.info("origin change detection: %s (%s)", mode, self.reason)
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        async with trio.open_nursery() as nursery:
-            stats = self.stats
-            if self.mode != "off" and self.monitor.online:
-                nursery.start_soon(guarded, stats, "metadata warm-up", self._warm_up)
-            if self.mode != "off":
-                # With inotify, for the directories no watch covers.
-                nursery.start_soon(supervised, stats, "poller", self._poll)
-            if self.mode == "inotify":
-                await self._watch_events()
+    def tasks(self) -> list[Task]:
+        """For the Engine, once settle() has decided the mode."""
+        if self.mode == "off":
+            return []
+        found = [Task("poller", self._poll)]  # with inotify: for directories no watch covers
+        if self.monitor.online:
+            found.append(Task("metadata warm-up", self._warm_up, once=True))
+        if self.mode == "inotify":
+            found.append(Task("change watch", self._watch_events))
+        return found
 
     async def _warm_up(self) -> None:
         """After a restart, re-read the listings the store brought back, paced by

@@ -1,0 +1,324 @@
+"""The composition root: one function builds every part of a mount from its Config.
+
+:func:`build` makes the parts and hands each the others it needs; nothing
+else in cachefs constructs a collaborator. :class:`Mount` then runs the
+mount's life in order:
+
+1. :meth:`Mount.open` (blocking, before mounting): the disk tiers are created,
+   checked and locked, then pins, the stats backend and the metadata store
+   are read from the state directory (the SSD tier's unless ``state_dir`` is
+   set), which by then has passed its ownership check;
+2. :meth:`Mount.connect` (blocking): reach the origin, or start offline from
+   the metadata store; settle the change detection mode;
+3. :meth:`Mount.tasks` / :meth:`Mount.shutdown_steps`: what the Engine runs
+   while the mount is served, and how it stops;
+4. :meth:`Mount.close`: tiers, store and stats backend closed.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from cachefs.common.supervise import Task
+from cachefs.config import Config
+from cachefs.data.chunkcache import ChunkCache
+from cachefs.data.chunks import origin_namespace
+from cachefs.data.pins import PinTable
+from cachefs.data.rules import ContentTypeResolver
+from cachefs.data.tiers.disk import DiskTier
+from cachefs.data.tiers.ram import RamTier
+from cachefs.engine.control import CacheControl
+from cachefs.engine.engine import Engine, ShutdownStep
+from cachefs.engine.tasks import Flusher, Janitor, MetadataSaver, Migrator
+from cachefs.fuse.inodes import InodeTable
+from cachefs.fuse.loop import BusyPoll, describe_busy_poll
+from cachefs.fuse.operations import CacheFS
+from cachefs.meta.cache import MetadataCache, XattrCache
+from cachefs.meta.changes import ChangeDetector, filesystem_of
+from cachefs.meta.store import MetadataStore
+from cachefs.origin.access import Origin, is_mountpoint
+from cachefs.origin.facts import OriginFacts
+from cachefs.origin.fstypes import close_reports_errors
+from cachefs.origin.monitor import OriginMonitor
+from cachefs.stats.counters import Stats, StatsBackend
+
+log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 10.0  # at unmount: how long queued chunks may take to reach their tier
+
+
+def state_directory(cfg: Config) -> Path:
+    """Where pins, the metadata store and embedded stats live: the SSD tier's directory."""
+    path = cfg.tiers["ssd"].path
+    assert path is not None  # config gives every disk tier a path
+    return path
+
+
+@dataclass
+class Mount:
+    """Every part of one mount, built by :func:`build`."""
+
+    cfg: Config
+    origin: Origin
+    facts: OriginFacts
+    monitor: OriginMonitor
+    stats: Stats
+    meta: MetadataCache
+    detector: ChangeDetector
+    ram: RamTier
+    disks: dict[str, DiskTier]
+    disk_limiter: trio.CapacityLimiter
+    cache: ChunkCache
+    pins: PinTable
+    control: CacheControl
+    engine: Engine
+    fs: CacheFS
+    open_stats: Callable[[], StatsBackend]
+    state_dir: Path
+    meta_store: MetadataStore | None = None
+    stats_backend: StatsBackend | None = None
+    busy_poll: BusyPoll | None = None  # set by the server when pyfuse3 polls
+    _steps: list[ShutdownStep] = field(default_factory=list)
+
+    # -- before mounting ---------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create and lock the disk tier directories (fail early), then read the state."""
+        for tier in self.disks.values():
+            tier.open()
+        self.pins.load()
+        self.stats_backend = self.open_stats()
+        if self.cfg.metadata.persist:
+            store = MetadataStore(self.state_dir, self.origin.root)
+            store.open()
+            restored = store.load_into(self.meta)
+            self.meta_store = store
+            log.info("metadata store %s: %d entries restored", store.path, restored)
+
+    def connect(self) -> None:
+        """Blocking: reach the origin, or start offline from the metadata store."""
+        facts = self.meta_store.meta() if self.meta_store is not None else {}
+        self.origin.expect_mountpoint = bool(facts.get("root_mountpoint"))
+        self.facts.restore_statvfs(facts.get("statvfs"))
+        try:
+            _with_timeout(self.origin.reconnect, self.cfg.origin.timeout)
+        except OSError as exc:
+            if self.meta.root.st is None:
+                raise
+            self.origin.root_ino = self.meta.root.st.st_ino
+            self.monitor.mark_offline(f"at mount: {exc}")
+            filesystem = None
+        else:
+            # A mount point now must stay one: if it turns into a plain directory
+            # later, the share was unmounted, not emptied.
+            self.origin.expect_mountpoint = is_mountpoint(self.origin.root)
+            self.facts.forward_flush = close_reports_errors(self.origin.root)
+            filesystem = filesystem_of(self.origin.root)
+            self.facts.remember_statvfs(os.statvfs(self.origin.root))
+            if self.meta_store is not None:
+                self.meta_store.set_meta(
+                    root_mountpoint=self.origin.expect_mountpoint, statvfs=self.facts.statvfs
+                )
+        self.fs.inodes.root_ino = self.origin.root_ino
+        self.detector.settle(filesystem)
+
+    # -- while served ------------------------------------------------------------------
+
+    def tasks(self) -> list[Task]:
+        """Every background task of the mount, for the Engine (after connect)."""
+        cfg = self.cfg
+        janitor = Janitor(
+            self.ram,
+            cfg.tiers["ram"].ttl,
+            self.disks,
+            self.disk_limiter,
+            cfg.monitoring.cleanup_interval,
+        )
+        flusher = Flusher(self.stats, self._backend(), cfg.monitoring.stats_interval)
+        migrator = Migrator(
+            self.cache,
+            self.disks["hdd"],
+            self.disks["ssd"],
+            cfg.prediction.min_confidence,
+            self.stats,
+            self.disk_limiter,
+        )
+        saver = MetadataSaver(self.meta, self.meta_store, self.disk_limiter)
+        self._steps = [
+            ShutdownStep("drain chunk stores", self.cache.drain, DRAIN_SECONDS),
+            ShutdownStep("flush stats", flusher.flush_once),
+            ShutdownStep("save metadata", saver.save_once),
+        ]
+        return [
+            *self.cache.tasks(),
+            Task("origin monitor", self.monitor.run),
+            *self.detector.tasks(),
+            Task("pin re-apply", self.control.reapply_pins, once=True),
+            Task("janitor", janitor.run),
+            Task("stats flusher", flusher.run),
+            Task("migrator", migrator.run),
+            Task("metadata saver", saver.run),
+        ]
+
+    def shutdown_steps(self) -> list[ShutdownStep]:
+        """In order: queued chunks reach their tier, stats are flushed, metadata saved."""
+        return list(self._steps)
+
+    def _backend(self) -> StatsBackend:
+        assert self.stats_backend is not None, "open() opens it"
+        return self.stats_backend
+
+    def report(self) -> dict[str, Any]:
+        """``user.cachefs.stats``: counters, tier sizes, origin and watch state."""
+        counters = self.stats.snapshot()
+        return {
+            "tiers": {"ram": self.ram.stats()}
+            | {name: tier.stats_dict() for name, tier in self.disks.items()},
+            # per "tier:content type": chunk lookups that hit, missed, bytes served
+            "tier_hits": _per_tier(counters, "hits:"),
+            "tier_misses": _per_tier(counters, "misses:"),
+            "tier_bytes": _per_tier(counters, "bytes:"),
+            "background_failures": counters.get("background_failures", 0),
+            "origin_changed_during_read": counters.get("origin_changed_during_read", 0),
+            "xattr_hits": counters.get("xattr_hits", 0),
+            "origin_bytes_read": counters.get("origin_bytes_read", 0),
+            "origin_reads": counters.get("origin_reads", 0),
+            "corrupt_chunks": counters.get("corrupt_chunks", 0),
+            "promotions": counters.get("promotions", 0),
+            "demotions": counters.get("demotions", 0),
+            "compressed_bytes_saved": counters.get("compressed_bytes_saved", 0),
+            "stats_backend": self._backend().name,
+            "stats_pending_files": self.stats.pending_files(),
+            "store_skipped": counters.get("store_skipped", 0),
+            "fuse_reads": counters.get("fuse_reads", 0),
+            "fuse_read_bytes": counters.get("fuse_read_bytes", 0),
+            "fuse_flushes": counters.get("fuse_flushes", 0),
+            "open_files": self.fs.open_file_count,
+            "known_inodes": self.fs.inodes.count(),
+            "metadata_entries": self.meta.count(),
+            "metadata_hits": counters.get("metadata_hits", 0),
+            "metadata_revalidations": counters.get("metadata_revalidations", 0),
+            "metadata_listings": counters.get("metadata_listings", 0),
+            "watched_directories": self.detector.watched_count(),
+            "change_detection": self.detector.mode,
+            "change_detection_reason": self.detector.reason,
+            **describe_busy_poll(self.busy_poll),
+        } | self.monitor.describe()
+
+    # -- after unmounting --------------------------------------------------------------
+
+    def close(self) -> None:
+        for tier in self.disks.values():
+            tier.close()
+        if self.meta_store is not None:
+            self.meta_store.close()
+        if self.stats_backend is not None:
+            self.stats_backend.close()
+
+
+def build(origin: Origin, cfg: Config, open_stats: Callable[[], StatsBackend]) -> Mount:
+    """Every part of a mount of *origin*, wired; nothing opened or started yet.
+
+    *open_stats* opens the stats backend; it is called by :meth:`Mount.open`
+    once the state directory (where the embedded backend keeps its file) has
+    passed its ownership check.
+    """
+    stats = Stats()
+    monitor = OriginMonitor(
+        origin, cfg.origin.timeout, cfg.origin.probe_interval, cfg.mount.max_threads
+    )
+    meta = MetadataCache(cfg.metadata.revalidate_after, cfg.metadata.max_entries)
+    detector = ChangeDetector(cfg.metadata, meta, origin, monitor, stats)
+    ram = RamTier(cfg.tiers["ram"].max_size, cfg.tiers["ram"].scan_resistant)
+    namespace = origin_namespace(origin.root)
+    disks = {name: DiskTier(cfg.tiers[name], namespace, stats) for name in ("ssd", "hdd")}
+    # An SSD eviction moves a chunk that still earns it down to the HDD.
+    disks["ssd"].demote_to = disks["hdd"]
+    disks["ssd"].demote_threshold = cfg.prediction.min_confidence / 2
+    # Worker threads for tier files; origin threads are the monitor's.
+    disk_limiter = trio.CapacityLimiter(cfg.mount.max_threads)
+    engine = Engine(stats)
+    cache = ChunkCache(
+        ram, disks, stats, monitor.reads, disk_limiter, origin_call=monitor.call, spawn=engine.spawn
+    )
+    state_dir = state_directory(cfg)
+    pins = PinTable(state_dir / "pins.json")
+    resolver = ContentTypeResolver(cfg)
+    control = CacheControl(meta, resolver, ram, disks, cache, pins, disk_limiter)
+    mount: Mount
+
+    def report() -> dict[str, Any]:
+        return mount.report()
+
+    fs = CacheFS(
+        cfg=cfg,
+        origin=origin,
+        facts=OriginFacts(),
+        monitor=monitor,
+        inodes=InodeTable(origin.root_ino),
+        meta=meta,
+        xattr_cache=XattrCache(),
+        detector=detector,
+        resolver=resolver,
+        ram=ram,
+        cache=cache,
+        pins=pins,
+        control=control,
+        engine=engine,
+        stats=stats,
+        report=report,
+    )
+    detector.listener = fs
+    monitor.on_online.append(fs.back_online)
+    mount = Mount(
+        cfg=cfg,
+        origin=origin,
+        facts=fs.facts,
+        monitor=monitor,
+        stats=stats,
+        meta=meta,
+        detector=detector,
+        ram=ram,
+        disks=disks,
+        disk_limiter=disk_limiter,
+        cache=cache,
+        pins=pins,
+        control=control,
+        engine=engine,
+        fs=fs,
+        open_stats=open_stats,
+        state_dir=state_dir,
+    )
+    return mount
+
+
+def _per_tier(counters: dict[str, Any], prefix: str) -> dict[str, int]:
+    return {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
+
+
+def _with_timeout(fn: Callable[[], None], timeout: float) -> None:
+    """Blocking, before trio runs: *fn* in a daemon thread, ETIMEDOUT if it hangs."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True, name="origin-connect")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise OSError(errno.ETIMEDOUT, f"no answer within {timeout:g}s")
+    if failure:
+        raise failure[0]

@@ -1,0 +1,330 @@
+"""The FUSE handlers called in-process, beside the real-mount tests.
+
+The mount is built by the composition root (cachefs.app.compose) over a real
+origin directory with real disk tiers in a temporary directory, its Engine
+runs, and the handlers are called directly under trio, as the kernel would
+call them (as s3ql's t3_fs_api does). Only the kernel's side is stood in for:
+pyfuse3's readdir_reply and the kernel cache invalidations, which need a
+FUSE session, are recorded instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import pytest
+import trio
+from pyfuse3 import FUSEError
+
+from cachefs.app import compose
+from cachefs.common import supervise
+from cachefs.config import load_config
+from cachefs.data.chunks import chunk_count
+from cachefs.fuse.inodes import ROOT_INODE
+from cachefs.meta.cache import MetadataCache
+from cachefs.origin.access import Origin
+from cachefs.stats.counters import EmbeddedBackend
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What the handlers read of pyfuse3.RequestContext (which Python cannot build)."""
+
+    uid: int = os.geteuid()
+    gid: int = os.getegid()
+    pid: int = os.getpid()
+    umask: int = 0o022
+
+
+CTX: Any = Ctx()
+
+
+@dataclass
+class Kernel:
+    """The kernel side: directory entries replied and cache invalidations received."""
+
+    entries: list[bytes]
+    invalidated_entries: list[tuple[int, bytes]]
+    invalidated_inodes: list[int]
+
+
+@pytest.fixture
+def kernel(monkeypatch: pytest.MonkeyPatch) -> Kernel:
+    seen = Kernel([], [], [])
+
+    def readdir_reply(token: list[bytes], name: bytes, attrs: Any, next_id: int) -> bool:
+        token.append(name)
+        seen.entries.append(name)
+        return True
+
+    monkeypatch.setattr(pyfuse3, "readdir_reply", readdir_reply)
+    monkeypatch.setattr(
+        pyfuse3, "invalidate_entry", lambda p, n, *a, **k: seen.invalidated_entries.append((p, n))
+    )
+    monkeypatch.setattr(
+        pyfuse3, "invalidate_inode", lambda i, *a, **k: seen.invalidated_inodes.append(i)
+    )
+    return seen
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Path:
+    root = tmp_path / "origin"
+    (root / "Movies").mkdir(parents=True)
+    (root / "Movies" / "film.mkv").write_bytes(os.urandom(3 * MiB))
+    (root / "notes.txt").write_bytes(b"hello, cachefs\n")
+    return root
+
+
+Build = Callable[..., compose.Mount]
+
+
+@pytest.fixture
+def build(tmp_path: Path, origin: Path) -> Iterator[Build]:
+    built: list[compose.Mount] = []
+
+    def make(**overrides: str) -> compose.Mount:
+        options = {
+            "tiers.ram.max_size": "8MiB",
+            "tiers.ssd.path": str(tmp_path / "cache" / "ssd"),
+            "tiers.hdd.path": str(tmp_path / "cache" / "hdd"),
+            "stats.backend": "embedded",
+            **overrides,
+        }
+        cfg = load_config(None, options)
+        state = compose.state_directory(cfg)
+        parts = compose.build(
+            Origin(str(origin)), cfg, lambda: EmbeddedBackend(state / "stats.json", 3600)
+        )
+        parts.open()
+        parts.connect()
+        built.append(parts)
+        return parts
+
+    yield make
+    for parts in built:
+        parts.close()
+        parts.origin.close()
+
+
+@asynccontextmanager
+async def serving(parts: compose.Mount) -> AsyncIterator[compose.Mount]:
+    """The mount's Engine runs (as under pyfuse3.main); stopped in order afterwards."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(parts.engine.run, parts.tasks())
+        yield parts
+        await parts.engine.stop(parts.shutdown_steps())
+
+
+async def lookup_path(parts: compose.Mount, path: str) -> int:
+    inode = ROOT_INODE
+    for name in path.split("/"):
+        inode = (await parts.fs.lookup(inode, name.encode(), CTX)).st_ino
+    return inode
+
+
+async def read_all(parts: compose.Mount, inode: int, size: int) -> bytes:
+    fs = parts.fs
+    fh = (await fs.open(inode, os.O_RDONLY, CTX)).fh
+    try:
+        return await fs.read(fh, 0, size)
+    finally:
+        await fs.release(fh)
+
+
+def stats_of(parts: compose.Mount) -> dict[str, Any]:
+    return parts.report()
+
+
+def test_reads_come_from_the_origin_once_then_from_the_cache(
+    build: Build, origin: Path, kernel: Kernel
+) -> None:
+    parts = build()
+    film = (origin / "Movies" / "film.mkv").read_bytes()
+
+    async def main() -> None:
+        async with serving(parts):
+            inode = await lookup_path(parts, "Movies/film.mkv")
+            attrs = await parts.fs.getattr(inode, CTX)
+            assert attrs.st_size == len(film)
+            assert await read_all(parts, inode, len(film)) == film
+            origin_reads = stats_of(parts)["origin_reads"]
+            assert origin_reads > 0
+            assert await read_all(parts, inode, len(film)) == film
+            assert stats_of(parts)["origin_reads"] == origin_reads  # all from the tiers
+
+    trio.run(main)
+
+
+def test_readdir_lists_the_origin_directory(build: Build, kernel: Kernel) -> None:
+    parts = build()
+
+    async def main() -> None:
+        async with serving(parts):
+            fh = await parts.fs.opendir(ROOT_INODE, CTX)
+            token: list[bytes] = []
+            await parts.fs.readdir(fh, 0, token)  # type: ignore[arg-type]
+            await parts.fs.releasedir(fh)
+            assert sorted(token) == [b"Movies", b"notes.txt"]
+
+    trio.run(main)
+
+
+def test_a_write_reaches_the_origin_and_is_read_back(
+    build: Build, origin: Path, kernel: Kernel
+) -> None:
+    parts = build()
+
+    async def main() -> None:
+        async with serving(parts):
+            fs = parts.fs
+            info, entry = await fs.create(ROOT_INODE, b"new.bin", 0o644, os.O_RDWR, CTX)
+            assert await fs.write(info.fh, 0, b"abc" * 1000) == 3000
+            assert await fs.read(info.fh, 1000, 6) == b"bcabca"[:6]
+            await fs.release(info.fh)
+            assert (origin / "new.bin").read_bytes() == b"abc" * 1000
+            assert await read_all(parts, entry.st_ino, 4000) == b"abc" * 1000
+
+    trio.run(main)
+
+
+def test_an_origin_change_is_seen_and_the_old_chunks_are_not_served(
+    build: Build, origin: Path, kernel: Kernel
+) -> None:
+    parts = build(**{"metadata.revalidate_after": "0s", "metadata.watch": "off"})
+    notes = origin / "notes.txt"
+
+    async def main() -> None:
+        async with serving(parts):
+            inode = await lookup_path(parts, "notes.txt")
+            assert await read_all(parts, inode, 100) == b"hello, cachefs\n"
+            notes.write_bytes(b"changed at the origin, longer\n")
+            assert (await parts.fs.getattr(inode, CTX)).st_size == notes.stat().st_size
+            assert await read_all(parts, inode, 100) == b"changed at the origin, longer\n"
+
+    trio.run(main)
+
+
+def test_the_control_xattrs_report_residency_and_evict(build: Build, kernel: Kernel) -> None:
+    parts = build()
+
+    async def main() -> None:
+        async with serving(parts):
+            fs = parts.fs
+            inode = await lookup_path(parts, "Movies/film.mkv")
+            await read_all(parts, inode, 3 * MiB)
+            residency = json.loads(await fs.getxattr(inode, b"user.cachefs.residency", CTX))
+            assert residency["ram"] == residency["chunks"] > 0
+            assert residency["uncached"] == 0
+            await fs.setxattr(inode, b"user.cachefs.evict", b"1", CTX)
+            residency = json.loads(await fs.getxattr(inode, b"user.cachefs.residency", CTX))
+            assert residency["uncached"] == residency["chunks"]
+            stats = json.loads(await fs.getxattr(ROOT_INODE, b"user.cachefs.stats", CTX))
+            assert stats["origin_state"] == "online"
+            assert stats["stats_backend"] == "embedded"
+            assert b"user.cachefs.stats" not in await fs.listxattr(ROOT_INODE, CTX)
+
+    trio.run(main)
+
+
+def test_offline_cached_reads_go_on_uncached_fail_and_changes_are_refused(
+    build: Build, origin: Path, kernel: Kernel
+) -> None:
+    parts = build()
+    film = (origin / "Movies" / "film.mkv").read_bytes()
+
+    async def main() -> None:
+        async with serving(parts):
+            fs = parts.fs
+            inode = await lookup_path(parts, "Movies/film.mkv")
+            notes = await lookup_path(parts, "notes.txt")
+            assert await read_all(parts, inode, len(film)) == film
+            parts.monitor.mark_offline("test: origin unplugged")
+            assert await read_all(parts, inode, len(film)) == film
+            with pytest.raises(FUSEError) as uncached:
+                await read_all(parts, notes, 100)
+            assert uncached.value.errno == errno.EIO
+            with pytest.raises(FUSEError) as refused:
+                await fs.create(ROOT_INODE, b"nope", 0o644, os.O_RDWR, CTX)
+            assert refused.value.errno == errno.EROFS
+
+    trio.run(main)
+
+
+def test_a_change_the_detector_reports_reaches_the_kernel(build: Build, kernel: Kernel) -> None:
+    parts = build()
+
+    async def main() -> None:
+        async with serving(parts):
+            inode = await lookup_path(parts, "notes.txt")
+            parts.fs.tell_kernel(b"", b"notes.txt", True)
+            with trio.fail_after(5):
+                while inode not in kernel.invalidated_inodes:
+                    await trio.sleep(0.01)
+            assert (ROOT_INODE, b"notes.txt") in kernel.invalidated_entries
+
+    trio.run(main)
+
+
+def test_a_failing_engine_task_is_restarted_while_reads_go_on(
+    build: Build, origin: Path, kernel: Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The janitor's disk refuses (ENOSPC, then EROFS): counted, restarted, reads unharmed."""
+    monkeypatch.setattr(supervise, "FIRST_RESTART", 0.01)
+    parts = build(**{"monitoring.cleanup_interval": "1s"})  # its floor
+    failures = [OSError(errno.ENOSPC, "No space left on device"), OSError(errno.EROFS, "ro")]
+    ssd = parts.disks["ssd"]
+    real_sweep = ssd.sweep_expired
+
+    def sweep() -> int:
+        if failures:
+            raise failures.pop(0)
+        return real_sweep()
+
+    monkeypatch.setattr(ssd, "sweep_expired", sweep)
+    film = (origin / "Movies" / "film.mkv").read_bytes()
+
+    async def main() -> None:
+        async with serving(parts):
+            inode = await lookup_path(parts, "Movies/film.mkv")
+            with trio.fail_after(10):
+                while failures or parts.stats.get("background_failures:janitor") < 2:
+                    assert await read_all(parts, inode, len(film)) == film
+                    await trio.sleep(0.01)
+            assert await read_all(parts, inode, len(film)) == film
+
+    trio.run(main)
+    assert parts.stats.get("background_failures:janitor") == 2
+
+
+def test_the_stop_drains_stores_and_writes_the_metadata_snapshot(
+    build: Build, kernel: Kernel
+) -> None:
+    parts = build()
+
+    async def main() -> None:
+        async with serving(parts):
+            inode = await lookup_path(parts, "Movies/film.mkv")
+            await read_all(parts, inode, 3 * MiB)
+
+    trio.run(main)
+    # Every chunk read reached its disk tier before the tasks were cancelled,
+    # and the metadata learned was written to the store.
+    on_disk = sum(int(tier.stats_dict()["chunks"] or 0) for tier in parts.disks.values())
+    chunk_size = parts.fs.resolver.policy("Movies/film.mkv").chunk_size
+    assert on_disk == chunk_count(3 * MiB, chunk_size)
+    assert parts.meta_store is not None
+    restored = MetadataCache(3600, 10_000)
+    parts.meta_store.load_into(restored)
+    entry = restored.get(b"Movies/film.mkv")
+    assert entry is not None and entry.st is not None and entry.st.st_size == 3 * MiB
