@@ -328,3 +328,23 @@ def test_the_stop_drains_stores_and_writes_the_metadata_snapshot(
     parts.meta_store.load_into(restored)
     entry = restored.get(b"Movies/film.mkv")
     assert entry is not None and entry.st is not None and entry.st.st_size == 3 * MiB
+
+
+def test_a_change_the_watch_has_queued_is_seen_by_the_very_next_request(
+    build: Build, origin: Path, kernel: Kernel
+) -> None:
+    """No race between the watch task and the next lookup: the handler itself reads
+    what inotify has queued before it trusts an entry confirmed under the watch."""
+    parts = build(**{"metadata.watch": "inotify", "metadata.revalidate_after": "1h"})
+    notes = origin / "notes.txt"
+
+    async def main() -> None:
+        async with serving(parts):
+            inode = await lookup_path(parts, "notes.txt")
+            assert parts.meta.get(b"notes.txt").watched  # type: ignore[union-attr]
+            notes.write_bytes(b"longer than before, written at the origin\n")
+            # No checkpoint between the change and the request: the watch task
+            # has had no chance to run.
+            assert (await parts.fs.getattr(inode, CTX)).st_size == notes.stat().st_size
+
+    trio.run(main)

@@ -196,6 +196,7 @@ class CacheFS(pyfuse3.Operations):
 
     async def _attr(self, path: bytes) -> StatInfo:
         """lstat of origin *path*: from the metadata cache while fresh, else the origin."""
+        self.detector.catch_up()  # a change the watch has reported already counts
         entry = self.meta.get(path)
         if entry is not None and (self.meta.fresh(entry) or not self.monitor.online):
             self.stats.add("metadata_hits")
@@ -245,6 +246,7 @@ class CacheFS(pyfuse3.Operations):
 
     async def _listing(self, dirpath: bytes) -> list[tuple[bytes, StatInfo]]:
         """Entries of origin directory *dirpath* with their lstat, cache first."""
+        self.detector.catch_up()
         cached = self.meta.listing(dirpath)
         if cached is not None and (self.meta.listing_fresh(dirpath) or not self.monitor.online):
             self.stats.add("metadata_hits")

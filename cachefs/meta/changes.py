@@ -160,6 +160,18 @@ class ChangeDetector:
 
     # -- inotify -------------------------------------------------------------------
 
+    def catch_up(self) -> None:
+        """Apply the watch events the kernel has queued already (a non-blocking read).
+
+        Called before an entry confirmed under a watch is trusted: a change made
+        at the origin before the request arrived is seen by it, however busy the
+        loop is, rather than by whichever of the two the loop gets to first.
+        """
+        if self._inotify is not None:
+            events = self._inotify.pending_events()
+            if events:
+                self._apply(events)
+
     async def cover(self, dirpath: bytes) -> None:
         """Watch *dirpath* before its entries are confirmed at the origin (once)."""
         if self._inotify is None or dirpath in self._covered or self._limit_reached:

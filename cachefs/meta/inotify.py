@@ -229,6 +229,12 @@ class Inotify:
             if events:
                 return events
 
+    def pending_events(self) -> list[WatchEvent]:
+        """The events the kernel has queued already, without waiting (maybe none)."""
+        if self._fd < 0:
+            return []
+        return self._translate(self._read_available())
+
     def close(self) -> None:
         with self._lock:
             fd, self._fd = self._fd, -1
