@@ -42,9 +42,10 @@ from cachefs.engine.tasks import Flusher, Janitor, MetadataSaver, Migrator
 from cachefs.fuse.inodes import InodeTable
 from cachefs.fuse.loop import BusyPoll, describe_busy_poll
 from cachefs.fuse.operations import CacheFS
-from cachefs.meta.cache import MetadataCache, XattrCache
+from cachefs.meta.cache import MetadataCache
 from cachefs.meta.changes import ChangeDetector, filesystem_of
 from cachefs.meta.store import MetadataStore
+from cachefs.meta.xattrs import XattrCache
 from cachefs.origin.access import Origin, is_mountpoint
 from cachefs.origin.facts import OriginFacts
 from cachefs.origin.fstypes import close_reports_errors

@@ -48,8 +48,9 @@ from cachefs.fuse.handles import (
     sync_file,
 )
 from cachefs.fuse.inodes import ROOT_INODE, InodeTable
-from cachefs.meta.cache import MetadataCache, StatInfo, XattrCache, join, split
+from cachefs.meta.cache import MetadataCache, StatInfo, join, split
 from cachefs.meta.changes import ChangeDetector
+from cachefs.meta.xattrs import XattrCache
 from cachefs.origin.access import (
     RENAME_EXCHANGE,
     FileVersion,
