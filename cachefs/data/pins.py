@@ -62,8 +62,5 @@ class PinTable:
                 return None
             path = path.rpartition("/")[0]
 
-    def own(self, relpath: str) -> str | None:
-        return self._pins.get(relpath)
-
     def items(self) -> list[tuple[str, str]]:
         return sorted(self._pins.items())
