@@ -475,7 +475,7 @@ def test_a_tier_kept_from_caching_by_min_free_says_so_once(
         assert stats["caching"] is False and stats["chunks"] == 0
         assert stats["skipped_min_free"] >= (3 if tier == "hdd" else 4)
         assert (
-            f"below tiers.{tier}.min_free = 1073741824 bytes (1.0 GiB)"
+            f"below tiers.{tier}.min_free = 1073741824 bytes (1GiB)"
             in (stats["not_caching_reason"])
         )
         warnings = [line for line in log.splitlines() if f"{tier} tier: caching nothing" in line]

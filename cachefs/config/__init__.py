@@ -36,7 +36,6 @@ from cachefs.config.model import (
 from cachefs.config.units import (
     format_duration,
     format_size,
-    human_size,
     parse_duration,
     parse_size,
 )
@@ -64,7 +63,6 @@ __all__ = [
     "default_config",
     "format_duration",
     "format_size",
-    "human_size",
     "load_config",
     "parse_duration",
     "parse_size",

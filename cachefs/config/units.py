@@ -75,24 +75,40 @@ _SIZE_FORMATS = (
 )
 
 
-def format_size(n: int) -> str:
-    """The shortest exact spelling of ``n`` bytes that parse_size reads back."""
-    if n < 0:
-        raise ValueError(f"negative size {n}")
-    for unit, mult in _SIZE_FORMATS:
-        if n >= mult and n % mult == 0:
-            return f"{n // mult}{unit}"
-    return str(n)
+_BINARY_UNITS = (("KiB", KiB), ("MiB", MiB), ("GiB", GiB), ("TiB", TiB))
 
 
-def human_size(n: float) -> str:
-    """``n`` bytes for people: "512 B", "1.5 MiB" (rounded; format_size is exact)."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{int(n)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
+def format_size(n: int | float, *, exact: bool = True) -> str:
+    """``n`` bytes in the units parse_size reads: the one way cachefs writes a size.
+
+    ``exact`` (the default; config files, error messages): the shortest exact
+    spelling, ``"512MiB"``, ``"100KB"``, ``"4097"``, which parse_size reads back as ``n``.
+    ``exact=False`` (reports, log lines): binary units with one decimal when not
+    whole, ``"512MiB"``, ``"1.5GiB"``, ``"117.7MiB"``, ``"512B"``; read back, it is
+    within 5 % of ``n``. Both spell 1 to 1023 whole KiB, MiB, GiB or TiB alike.
+    """
+    if not n >= 0 or n == math.inf:  # also NaN
+        raise ValueError(f"invalid size {n!r}")
+    if exact:
+        if n != int(n):
+            raise ValueError(f"invalid size {n!r} (not a whole number of bytes)")
+        whole = int(n)
+        for unit, mult in _SIZE_FORMATS:
+            if whole >= mult and whole % mult == 0:
+                return f"{whole // mult}{unit}"
+        return str(whole)
+    if n < KiB:
+        return f"{int(n)}B"
+    # The largest binary unit not above n; the next one up when n rounds to 1024.0 of it.
+    i = max(i for i, (_, mult) in enumerate(_BINARY_UNITS) if n >= mult)
+    unit, mult = _BINARY_UNITS[i]
+    if n % mult == 0:
+        return f"{int(n) // mult}{unit}"
+    tenths = round(n * 10 / mult)
+    if tenths >= 10240 and i + 1 < len(_BINARY_UNITS):
+        unit, mult = _BINARY_UNITS[i + 1]
+        tenths = round(n * 10 / mult)
+    return f"{tenths // 10}.{tenths % 10}{unit}"
 
 
 _DURATION_UNITS: dict[str, Fraction] = {

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cachefs.common import private
-from cachefs.config import TierConfig, human_size
+from cachefs.config import TierConfig, format_size
 from cachefs.data.chunks import ChunkKey
 from cachefs.data.tiers import chunkfile
 from cachefs.data.tiers.policies import EvictionPolicy, make_policy, recency_factor
@@ -719,4 +719,4 @@ def _size(n: float) -> str:
     """Bytes for a log line: exact, and readable."""
     if n == float("inf"):
         return "unknown"
-    return f"{int(n)} bytes" if n < 1024 else f"{int(n)} bytes ({human_size(n)})"
+    return f"{int(n)} bytes" if n < 1024 else f"{int(n)} bytes ({format_size(n, exact=False)})"
