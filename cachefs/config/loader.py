@@ -2,10 +2,13 @@
 
 A bad value is reported as ``FILE:LINE: dotted.key: problem`` (or ``-o key=value:``
 for an override), because an operator fixing an fstab mount has nothing else to go on.
+An old key name or a retired key is logged as a warning in the same form (the
+``cachefs.config`` logger; printed on stderr when nothing configured logging yet).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
@@ -43,6 +46,8 @@ from cachefs.config.schema import (
     unknown_key,
 )
 
+log = logging.getLogger("cachefs.config")
+
 
 class ConfigError(Exception):
     """A configuration problem the operator must fix; the CLI exits with ``exit_code``."""
@@ -55,6 +60,11 @@ class ConfigError(Exception):
         self.where = where  # "file:line" or "-o key=value"
 
 
+# What the RAM tier's TierConfig always holds: it lives in memory, is an LRU and
+# keeps nothing free (tiers.ram.eviction and .min_free are retired keys).
+_RAM_FIXED: dict[str, Any] = {"path": None, "eviction": "lru", "min_free": 0}
+
+
 class _Loader:
     """Merges a file and overrides over the defaults, remembering where each key was set."""
 
@@ -64,6 +74,9 @@ class _Loader:
         self.rules: tuple[Rule, ...] = ()
         self.file = ""
         self.lines: dict[KeyPath, int] = {}
+        # (key, "file" or "-o") -> (the name it was set under, where): an old and a
+        # new name of one key both set in one place is an error
+        self.set_as: dict[tuple[KeyPath, str], tuple[KeyPath, str]] = {}
 
     def error(self, path: KeyPath, problem: str, where: str | None = None) -> ConfigError:
         where = where or self.where(path)
@@ -98,11 +111,7 @@ class _Loader:
             if isinstance(spec, Field) and spec.kind == "rules":
                 self.rules = self.parse_rules(value)
             elif isinstance(spec, Field):
-                try:
-                    self.values[path] = coerce(spec, value, from_text=False, base_dir=base_dir)
-                except Invalid as e:
-                    raise self.error(path, str(e)) from None
-                self.origins[path] = self.where(path)
+                self.assign(path, spec, value, self.where(path), "file", base_dir)
             elif isinstance(value, dict):
                 self.apply_table(value, spec, path, base_dir)
             else:
@@ -154,11 +163,41 @@ class _Loader:
         if not isinstance(node, Field):
             example = f"{key}.{next(iter(node))}"
             raise self.error(path, f"is a table; set one of its keys, e.g. -o {example}=...", where)
+        self.assign(path, node, raw, where, "-o", os.getcwd())
+
+    # -- one value
+
+    def assign(
+        self, path: KeyPath, spec: Field, value: Any, where: str, source: str, base_dir: str
+    ) -> None:
+        """Check and set one key: under an old name, the key it was renamed to; a
+        retired key sets nothing. Both are noted in the log."""
         try:
-            self.values[path] = coerce(node, raw, from_text=True, base_dir=os.getcwd())
+            result = coerce(spec, value, from_text=source == "-o", base_dir=base_dir)
         except Invalid as e:
             raise self.error(path, str(e), where) from None
-        self.origins[path] = where
+        if spec.retired is not None:
+            log.warning("%s: %s: ignored: %s", where, dotted(path), spec.retired)
+            return
+        target = path if spec.renamed_to is None else (*path[:-1], spec.renamed_to)
+        earlier = self.set_as.get((target, source))
+        if earlier is not None and earlier[0] != path:
+            old = path if spec.renamed_to is not None else earlier[0]
+            problem = (
+                f"{dotted(old)} is the old name of {dotted(target)}, and both are set "
+                f"({dotted(earlier[0])} at {earlier[1]}); keep only {target[-1]}"
+            )
+            raise self.error(path, problem, where)
+        self.set_as[(target, source)] = (path, where)
+        if spec.renamed_to is not None:
+            log.warning(
+                "%s: %s: renamed %s (the same setting); the old name still works",
+                where,
+                dotted(path),
+                dotted(target),
+            )
+        self.values[target] = result
+        self.origins[target] = where
 
     # -- result
 
@@ -175,7 +214,7 @@ class _Loader:
                     TierConfig,
                     ("tiers", n),
                     name=n,
-                    **({"path": None} if n == "ram" else {"scan_resistant": False}),
+                    **(_RAM_FIXED if n == "ram" else {"scan_resistant": False}),
                 )
                 for n in TIER_NAMES
             },

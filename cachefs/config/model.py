@@ -52,9 +52,9 @@ class TierConfig:
     name: str
     path: Path | None  # None for ram
     max_size: int  # bytes
-    eviction: str  # one of EVICTION_POLICIES
+    eviction: str  # one of EVICTION_POLICIES; always "lru" for ram
     ttl: float  # seconds
-    min_free: int  # bytes to leave free on the tier's filesystem
+    min_free: int  # bytes to leave free on the tier's filesystem; always 0 for ram
     # RAM tier: new chunks wait in a probation segment until read again, so a
     # library scan cannot flush the hot set. Disk tiers rank by lfu / weight.
     scan_resistant: bool = False
@@ -67,7 +67,14 @@ class ContentTypeConfig:
     compression: bool
     compression_level: int  # zstd level
     chunk_size: int  # bytes, a multiple of 4096
-    prefetch_threshold: float  # 0..1
+    # 0..1: the type's weight in the keep score (reads x recency x weight) that
+    # ranks eviction in the weight policy and decides promotion and demotion
+    keep_weight: float
+
+    @property
+    def prefetch_threshold(self) -> float:
+        """The old name of keep_weight (the config key it was), for callers not yet renamed."""
+        return self.keep_weight
 
 
 @dataclass(frozen=True)
@@ -79,8 +86,16 @@ class Rule:
 @dataclass(frozen=True)
 class PredictionConfig:
     window_size: int  # accesses remembered
-    min_confidence: float  # 0..1
+    # 0..1: the keep score an HDD chunk needs to be promoted to the SSD; an SSD
+    # eviction scoring at least half of it is demoted to the HDD
+    promote_threshold: float
     max_prefetch_size: int  # bytes
+
+    @property
+    def min_confidence(self) -> float:
+        """The old name of promote_threshold (the config key it was), for callers not yet
+        renamed."""
+        return self.promote_threshold
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,11 @@
 
 Every value is checked once, here, so the rest of cachefs can trust its config.
 Key order in ``SCHEMA`` is the order config_to_toml writes.
+
+Two kinds of keys are accepted without being values of their own, so old
+files keep loading: an old name (``renamed_to``) sets the key it was renamed
+to, and a retired key (``retired``) sets nothing. Both are checked like any
+key, logged as a warning where they are read (with the fix), and never written back.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import difflib
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -54,6 +59,20 @@ class Field:
     check: Check = _no_check
     choices: tuple[str, ...] = ()
     what: str = "value"  # noun for "invalid <what> 'x' (expected one of ...)"
+    renamed_to: str | None = None  # an old name of this key of the same table
+    retired: str | None = None  # why a key that sets nothing can go (the note logged)
+
+    @property
+    def current(self) -> bool:
+        """A key of today's schema: one config_to_toml writes and a hint may suggest."""
+        return self.renamed_to is None and self.retired is None
+
+
+def _renamed(new_name: str, table: Mapping[str, Node]) -> Field:
+    """The old name of ``table[new_name]``: the same kind and checks, another name."""
+    target = table[new_name]
+    assert isinstance(target, Field) and target.current
+    return replace(target, renamed_to=new_name)
 
 
 Node: TypeAlias = "Mapping[str, Node] | Field"
@@ -113,6 +132,12 @@ def _check_positive_duration(v: float) -> str | None:
     return None if v > 0 else "must be greater than 0"
 
 
+def _check_no_ram_reserve(v: int) -> str | None:
+    if v == 0:
+        return None  # what `cachefs config show` wrote before: accepted, with a note
+    return "the RAM tier has no file system to keep free; remove it (min_free is for ssd and hdd)"
+
+
 _TIER_FIELDS: dict[str, Node] = {
     "max_size": Field("size", _check_positive_size),
     "eviction": Field("str", choices=EVICTION_POLICIES, what="eviction policy"),
@@ -121,29 +146,46 @@ _TIER_FIELDS: dict[str, Node] = {
 }
 _DISK_TIER_FIELDS: dict[str, Node] = {"path": Field("path"), **_TIER_FIELDS}
 _RAM_TIER_FIELDS: dict[str, Node] = {
-    **_TIER_FIELDS,
-    # the RAM tier is an LRU (segmented when scan_resistant); the others rank on disk
-    "eviction": Field("str", choices=("lru",), what="RAM tier eviction policy"),
+    "max_size": _TIER_FIELDS["max_size"],
+    "ttl": _TIER_FIELDS["ttl"],
     "scan_resistant": Field("bool"),
+    # Retired: files written by `cachefs config show` before have them. The RAM
+    # tier is always an LRU (segmented when scan_resistant) and has no file system.
+    "eviction": Field(
+        "str",
+        choices=("lru",),
+        what="RAM tier eviction policy",
+        retired="the RAM tier is always an LRU (segmented when scan_resistant); remove it",
+    ),
+    "min_free": Field(
+        "size",
+        _check_no_ram_reserve,
+        retired="the RAM tier has no file system to keep free; remove it",
+    ),
 }
 _CONTENT_TYPE_FIELDS: dict[str, Node] = {
     "default_tier": Field("str", choices=TIER_NAMES, what="tier name"),
     "compression": Field("bool"),
     "compression_level": Field("int", _between(1, 22)),  # zstd's regular levels
     "chunk_size": Field("size", _check_chunk_size),
-    "prefetch_threshold": Field("float", _between(0.0, 1.0)),
+    # weight of the type in the keep score: eviction (weight policy), promotion, demotion
+    "keep_weight": Field("float", _between(0.0, 1.0)),
 }
+_CONTENT_TYPE_FIELDS["prefetch_threshold"] = _renamed("keep_weight", _CONTENT_TYPE_FIELDS)
+_PREDICTION_FIELDS: dict[str, Node] = {
+    "window_size": Field("int", _between(1, 1_000_000)),
+    # the keep score an HDD chunk needs for the SSD; SSD evictions at half of it go down
+    "promote_threshold": Field("float", _between(0.0, 1.0)),
+    "max_prefetch_size": Field("size"),
+}
+_PREDICTION_FIELDS["min_confidence"] = _renamed("promote_threshold", _PREDICTION_FIELDS)
 
 # Key order here is the order config_to_toml writes.
 SCHEMA: dict[str, Node] = {
     "tiers": {"ram": _RAM_TIER_FIELDS, "ssd": _DISK_TIER_FIELDS, "hdd": _DISK_TIER_FIELDS},
     "content_types": {name: _CONTENT_TYPE_FIELDS for name in CONTENT_TYPES},
     "rules": Field("rules"),
-    "prediction": {
-        "window_size": Field("int", _between(1, 1_000_000)),
-        "min_confidence": Field("float", _between(0.0, 1.0)),
-        "max_prefetch_size": Field("size"),
-    },
+    "prediction": _PREDICTION_FIELDS,
     "monitoring": {
         "stats_interval": Field("duration", _duration_at_least(SECOND)),
         "cleanup_interval": Field("duration", _duration_at_least(SECOND)),
@@ -181,9 +223,10 @@ RULE_KEYS = ("glob", "type")
 
 
 def leaves(node: Node = SCHEMA, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    """Every settable key path except rules, in schema order."""
+    """Every key path holding a value of its own (no rules, old names or retired keys),
+    in schema order."""
     if isinstance(node, Field):
-        if node.kind != "rules":
+        if node.kind != "rules" and node.current:
             yield prefix
         return
     for key, child in node.items():
@@ -310,7 +353,7 @@ def unknown_key(path: KeyPath, table: Mapping[str, Any]) -> str:
     if path == ("tiers", "ram", "path"):
         return "the ram tier lives in memory and takes no path"
     noun = _TABLE_NOUNS.get(path[:-1], "key")
-    known = list(table)
+    known = [k for k, v in table.items() if not isinstance(v, Field) or v.current]
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(known)}"
     return f"unknown {noun} {key!r} ({hint})"

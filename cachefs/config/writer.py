@@ -24,7 +24,10 @@ def _toml_value(spec: Field, value: Any) -> str:
 
 
 def _emit(cfg: Config, node: Mapping[str, Node], prefix: KeyPath, out: list[str]) -> None:
-    leaves = [(k, s) for k, s in node.items() if isinstance(s, Field) and s.kind != "rules"]
+    # Old names and retired keys are read, never written.
+    leaves = [
+        (k, s) for k, s in node.items() if isinstance(s, Field) and s.kind != "rules" and s.current
+    ]
     if leaves:
         out += ["", f"[{dotted(prefix)}]"]
         out += [f"{k} = {_toml_value(s, lookup(cfg, (*prefix, k)))}" for k, s in leaves]

@@ -108,7 +108,7 @@ class _Entry:
     size: int
     last: float  # last access or add, on the caller's clock
     count: int  # accesses; for LFU the aged count as of `last`
-    weight: float  # the content type's weight, 0..1
+    weight: float  # the content type's weight (content_types.<type>.keep_weight), 0..1
 
 
 def recency_factor(last_access: float, now: float) -> float:
