@@ -32,7 +32,9 @@ from cachefs.config.model import (
     StatsConfig,
     TierConfig,
     default_config,
+    state_directory,
 )
+from cachefs.config.schema import TOP_LEVEL_KEYS
 from cachefs.config.units import (
     format_duration,
     format_size,
@@ -46,6 +48,7 @@ __all__ = [
     "EVICTION_POLICIES",
     "STATS_BACKENDS",
     "TIER_NAMES",
+    "TOP_LEVEL_KEYS",
     "WATCH_MODES",
     "Config",
     "ConfigError",
@@ -66,4 +69,5 @@ __all__ = [
     "load_config",
     "parse_duration",
     "parse_size",
+    "state_directory",
 ]

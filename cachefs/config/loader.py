@@ -228,6 +228,7 @@ class _Loader:
             mount=section(MountConfig, ("mount",)),
             metadata=section(MetadataConfig, ("metadata",)),
             origin=section(OriginConfig, ("origin",)),
+            state_dir=v[("state_dir",)],
             source=source,
         )
         self.check_tier_paths(cfg)

@@ -134,7 +134,7 @@ class MetadataConfig:
     poll_interval: float  # seconds; a polled directory is re-listed at least this often
     poll_budget: int  # directory re-listings per second the poller may spend (I/O budget), >= 1
     max_entries: int  # attributes kept in memory and in the store (bounded), >= 1000
-    persist: bool  # keep the metadata store (SQLite, WAL) in the SSD tier directory
+    persist: bool  # keep the metadata store (SQLite, WAL) in the state directory
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,9 @@ class Config:
     mount: MountConfig
     metadata: MetadataConfig
     origin: OriginConfig
+    # pins.json, metadata.sqlite and the embedded stats; None: the SSD tier's directory
+    # (see state_directory)
+    state_dir: Path | None = None
     # Where it came from is not part of its value: a round-trip through TOML is equal.
     source: str | None = field(default=None, compare=False)
 
@@ -188,8 +191,19 @@ def default_config() -> Config:
         mount=MountConfig(1.0, 1.0, 16, MiB, 50e-6, False),
         metadata=MetadataConfig(1.0, "auto", 10 * MINUTE, 5.0, 20, 500_000, True),
         origin=OriginConfig(5.0, 2.0),
+        state_dir=None,
         source=None,
     )
+
+
+def state_directory(cfg: Config) -> Path:
+    """Where the mount keeps its state (pins.json, metadata.sqlite, the embedded stats):
+    ``state_dir`` when set, else the SSD tier's directory, where it always was."""
+    if cfg.state_dir is not None:
+        return cfg.state_dir
+    ssd = cfg.tiers["ssd"].path
+    assert ssd is not None  # the config gives every disk tier a path
+    return ssd
 
 
 def lookup(cfg: Config, path: KeyPath) -> Any:

@@ -61,6 +61,7 @@ class Field:
     what: str = "value"  # noun for "invalid <what> 'x' (expected one of ...)"
     renamed_to: str | None = None  # an old name of this key of the same table
     retired: str | None = None  # why a key that sets nothing can go (the note logged)
+    unset: str = ""  # for a key whose default is None: what None means
 
     @property
     def current(self) -> bool:
@@ -182,6 +183,8 @@ _PREDICTION_FIELDS["min_confidence"] = _renamed("promote_threshold", _PREDICTION
 
 # Key order here is the order config_to_toml writes.
 SCHEMA: dict[str, Node] = {
+    # Top-level values first: TOML puts them before any table. None = unset.
+    "state_dir": Field("path", unset="the ssd tier's directory (tiers.ssd.path)"),
     "tiers": {"ram": _RAM_TIER_FIELDS, "ssd": _DISK_TIER_FIELDS, "hdd": _DISK_TIER_FIELDS},
     "content_types": {name: _CONTENT_TYPE_FIELDS for name in CONTENT_TYPES},
     "rules": Field("rules"),
@@ -220,6 +223,8 @@ SCHEMA: dict[str, Node] = {
 }
 _TABLE_NOUNS: dict[KeyPath, str] = {("tiers",): "tier", ("content_types",): "content type"}
 RULE_KEYS = ("glob", "type")
+# Keys outside any table; ``-o`` passes them without a dot (``-o state_dir=/x``).
+TOP_LEVEL_KEYS = tuple(k for k, v in SCHEMA.items() if isinstance(v, Field) and v.kind != "rules")
 
 
 def leaves(node: Node = SCHEMA, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -352,6 +357,8 @@ def unknown_key(path: KeyPath, table: Mapping[str, Any]) -> str:
     key = str(path[-1])
     if path == ("tiers", "ram", "path"):
         return "the ram tier lives in memory and takes no path"
+    if len(path) > 1 and key in TOP_LEVEL_KEYS:
+        return f"{key} is a top-level key: write it before the first [table]"
     noun = _TABLE_NOUNS.get(path[:-1], "key")
     known = [k for k, v in table.items() if not isinstance(v, Field) or v.current]
     close = difflib.get_close_matches(key, known, n=1)

@@ -28,9 +28,14 @@ def _emit(cfg: Config, node: Mapping[str, Node], prefix: KeyPath, out: list[str]
     leaves = [
         (k, s) for k, s in node.items() if isinstance(s, Field) and s.kind != "rules" and s.current
     ]
-    if leaves:
+    if leaves and prefix:
         out += ["", f"[{dotted(prefix)}]"]
-        out += [f"{k} = {_toml_value(s, lookup(cfg, (*prefix, k)))}" for k, s in leaves]
+    for key, field in leaves:
+        value = lookup(cfg, (*prefix, key))
+        if value is None:  # unset (state_dir): TOML has no null, so say what that means
+            out.append(f"# {key} unset: {field.unset}")
+        else:
+            out.append(f"{key} = {_toml_value(field, value)}")
     for key, spec in node.items():
         if isinstance(spec, Field) and spec.kind == "rules":
             _emit_rules(cfg.rules, out)
