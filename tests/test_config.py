@@ -177,6 +177,45 @@ def test_format_size_is_readable(n: int, text: str) -> None:
     assert format_size(n) == text
 
 
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (0, "0B"),
+        (512, "512B"),
+        (1023, "1023B"),
+        (KiB, "1KiB"),
+        (1536, "1.5KiB"),
+        (512 * MiB, "512MiB"),
+        (GiB, "1GiB"),
+        (3 * GiB // 2, "1.5GiB"),
+        (123_456_789, "117.7MiB"),
+        (100_000, "97.7KiB"),  # binary units only, for people
+        (MiB - 1, "1.0MiB"),  # rounds to 1024.0KiB: one unit up
+        (2048 * TiB + 1, "2048.0TiB"),
+        (1.5 * MiB, "1.5MiB"),  # a float (free space) is fine
+    ],
+)
+def test_format_size_for_people(n: int | float, text: str) -> None:
+    assert format_size(n, exact=False) == text
+
+
+@given(st.integers(min_value=0, max_value=2**60))
+def test_format_size_for_people_reads_back_close(n: int) -> None:
+    assert abs(parse_size(format_size(n, exact=False)) - n) <= n * 0.05
+
+
+@given(st.integers(min_value=1, max_value=1023), st.sampled_from([KiB, MiB, GiB, TiB]))
+def test_format_size_agrees_on_whole_binary_units(count: int, unit: int) -> None:
+    n = count * unit
+    assert format_size(n, exact=False) == format_size(n)
+
+
+@pytest.mark.parametrize("n", [-1, 1.5, float("inf"), float("nan")])
+def test_format_size_refuses_what_is_not_a_size(n: float) -> None:
+    with pytest.raises(ValueError):
+        format_size(n)
+
+
 # --------------------------------------------------------------------------- durations
 
 

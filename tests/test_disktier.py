@@ -25,6 +25,7 @@ from cachefs.config import TierConfig
 from cachefs.data.chunks import ChunkKey
 from cachefs.data.tiers import chunkfile
 from cachefs.data.tiers.disk import FORMAT_MARKER, DiskTier, TierInUse, allocated
+from cachefs.data.tiers.policies import promotion_score
 from cachefs.origin.access import FileVersion
 from cachefs.stats.counters import Stats
 
@@ -292,6 +293,36 @@ def test_scores_follow_the_design_formula(tmp_path: Path) -> None:
     assert tier.hot_chunks(0.6) == [(digest, 1.0, 4096)]
 
 
+@pytest.mark.parametrize("eviction", ["lru", "lfu", "weight"])
+def test_the_tier_and_its_policy_agree_on_the_score(tmp_path: Path, eviction: str) -> None:
+    """One formula (policies.promotion_score) for promotion, demotion and the weakest
+    chunk, whatever the tier's eviction policy."""
+    clock = Clock()
+    tier = open_tier(tmp_path, clock, eviction=eviction)
+    keys = [key(i) for i in range(4)]
+    for i, k in enumerate(keys):
+        tier.put(k, bytes([i]) * 1000, level=None, weight=0.2 * (i + 1))
+        for _ in range(i):
+            clock.now += 600
+            tier.get(k)
+    clock.now += 1800
+    digests = [k.digest(NAMESPACE) for k in keys]
+    policy = tier.policy
+    for d in digests:
+        last = policy.last_access(d)
+        assert last is not None
+        expected = promotion_score(policy.access_count(d), last, policy.weight_of(d), clock.now)
+        assert tier.score(d, clock.now) == policy.promotion_score(d, clock.now) == expected
+    scores = {d: tier.score(d, clock.now) for d in digests}
+    threshold = sorted(scores.values())[1]
+    hot = tier.hot_chunks(threshold)
+    assert [(d, s) for d, s, _ in hot] == sorted(
+        ((d, s) for d, s in scores.items() if s >= threshold), key=lambda e: -e[1]
+    )
+    first_victim = next(iter(policy.victims(clock.now)))
+    assert tier.weakest_score() == scores[first_victim]
+
+
 def test_an_eviction_never_deletes_a_copy_stored_again_meanwhile(tmp_path: Path) -> None:
     """A store worker evicts chunk X (out of the index, file not yet unlinked) while
     another stores X again: the unlink must spare the new file, or the index would
@@ -475,7 +506,7 @@ def test_a_tier_kept_from_caching_by_min_free_says_so_once(
         assert stats["caching"] is False and stats["chunks"] == 0
         assert stats["skipped_min_free"] >= (3 if tier == "hdd" else 4)
         assert (
-            f"below tiers.{tier}.min_free = 1073741824 bytes (1.0 GiB)"
+            f"below tiers.{tier}.min_free = 1073741824 bytes (1GiB)"
             in (stats["not_caching_reason"])
         )
         warnings = [line for line in log.splitlines() if f"{tier} tier: caching nothing" in line]

@@ -18,7 +18,9 @@ from cachefs.data.tiers.policies import (
     LRUPolicy,
     WeightPolicy,
     gdsf_score,
+    keep_score,
     make_policy,
+    promotion_score,
     recency_factor,
 )
 
@@ -222,6 +224,45 @@ def test_recency_factor() -> None:
     assert recency_factor(0.0, 0.0) == 1.0
     assert recency_factor(0.0, HOUR) == pytest.approx(0.5)
     assert recency_factor(10.0, 0.0) == 1.0  # a future stamp counts as now
+
+
+# --------------------------------------------------------------------------- one score
+
+
+def test_the_scores_are_one_formula() -> None:
+    """keep_score is DESIGN.md's reads x recency x weight; the eviction score is it
+    per byte over every access, the promotion score over the reads after the first."""
+    now = 5 * HOUR
+    assert keep_score(3, 2 * HOUR, 0.7, now) == pytest.approx(3 * (1 / (1 + 3)) * 0.7)
+    assert gdsf_score(3, 2 * HOUR, 0.7, 2048, now) == keep_score(3, 2 * HOUR, 0.7, now) / 2048
+    assert promotion_score(3, 2 * HOUR, 0.7, now) == keep_score(2, 2 * HOUR, 0.7, now)
+    assert promotion_score(1, now, 0.9, now) == 0.0  # read once: never promoted
+    assert promotion_score(0, now, 0.9, now) == 0.0  # a restored count of 0: not negative
+
+
+@each_policy
+def test_every_policy_scores_promotion_with_the_one_formula(factory: Factory) -> None:
+    p = factory()
+    p.add("k", 2048, 0.0, weight=0.7)
+    p.touch("k", HOUR)
+    p.touch("k", 2 * HOUR)
+    p.restore("r", 4096, HOUR, 5, 0.6)
+    now = 5 * HOUR
+    for k in ("k", "r"):
+        last = p.last_access(k)
+        assert last is not None
+        expected = promotion_score(p.access_count(k), last, p.weight_of(k), now)
+        assert p.promotion_score(k, now) == expected
+    assert p.promotion_score("unknown", now) == 0.0
+
+
+def test_the_weight_policy_ranks_by_the_same_score_per_byte() -> None:
+    p: WeightPolicy[str] = WeightPolicy()
+    p.add("k", 2048, 0.0, weight=0.7)
+    p.touch("k", HOUR)
+    now = 3 * HOUR
+    assert p.score("k", now) == keep_score(2, HOUR, 0.7, now) / 2048  # the add counts
+    assert p.promotion_score("k", now) == keep_score(1, HOUR, 0.7, now)  # it does not
 
 
 # --------------------------------------------------------------------------- shared behaviour

@@ -49,7 +49,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cachefs.config import human_size
+from cachefs.config import format_size
 from cachefs.data.tiers.chunkfile import CODEC_ZSTD, SECRET_SIZE, CorruptChunk, decode, parse_header
 from cachefs.data.tiers.disk import SECRET_NAME
 
@@ -463,8 +463,8 @@ def summary_table(reports: list[TierReport]) -> Table:
             str(r.checked),
             str(r.good),
             str(len(r.bad)),
-            human_size(r.bytes_on_disk),
-            human_size(r.raw_bytes),
+            format_size(r.bytes_on_disk, exact=False),
+            format_size(r.raw_bytes, exact=False),
             str(r.compressed),
             f"{len(r.temp_files)} in use" if r.locked else str(len(r.leftovers)),
         ]

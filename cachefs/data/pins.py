@@ -1,11 +1,12 @@
 """Pins: an operator's word that a file (or every file below a directory) stays in a tier.
 
 ``setfattr -n user.cachefs.pin -v ssd FILE_OR_DIR`` records the pin here,
-persisted in the SSD tier directory. A pin beats the scores: a pinned file's
-chunks are written to its tier and never evicted from it by pressure or TTL.
-``none`` removes a pin. A file without a pin of its own inherits the nearest
-pinned directory's. ``pins.json`` is written ``0600`` (temp file + rename) and
-read only when it is cachefs's own (private.py).
+persisted as ``pins.json`` in the state directory (config.state_directory:
+``state_dir``, by default the SSD tier's directory). A pin beats the scores: a
+pinned file's chunks are written to its tier and never evicted from it by
+pressure or TTL. ``none`` removes a pin. A file without a pin of its own
+inherits the nearest pinned directory's. ``pins.json`` is written ``0600``
+(temp file + rename) and read only when it is cachefs's own (private.py).
 """
 
 from __future__ import annotations
@@ -61,9 +62,6 @@ class PinTable:
             if not path:
                 return None
             path = path.rpartition("/")[0]
-
-    def own(self, relpath: str) -> str | None:
-        return self._pins.get(relpath)
 
     def items(self) -> list[tuple[str, str]]:
         return sorted(self._pins.items())

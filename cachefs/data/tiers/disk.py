@@ -37,10 +37,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cachefs.common import private
-from cachefs.config import TierConfig, human_size
+from cachefs.config import TierConfig, format_size
 from cachefs.data.chunks import ChunkKey
 from cachefs.data.tiers import chunkfile
-from cachefs.data.tiers.policies import EvictionPolicy, make_policy, recency_factor
+from cachefs.data.tiers.policies import EvictionPolicy, make_policy
 from cachefs.data.tiers.ram import TierCounters
 from cachefs.stats.counters import Stats
 
@@ -544,17 +544,9 @@ class DiskTier:
     # -- scores, promotion and demotion ---------------------------------------------------
 
     def score(self, digest: bytes, now: float) -> float:
-        """DESIGN.md's promotion score: access count x recency factor x type weight.
-
-        The access count is the reads served from the tier: the read that
-        brought the chunk in does not count, or every chunk ever read once
-        would qualify (1 x 1 x 0.7 > min_confidence 0.6 for media).
-        """
-        last = self.policy.last_access(digest)
-        if last is None:
-            return 0.0
-        count = self.policy.access_count(digest) - 1
-        return max(0, count) * recency_factor(last, now) * self.policy.weight_of(digest)
+        """The chunk's promotion score (policies.promotion_score, defined once there):
+        reads served from this tier x recency factor x type weight; 0.0 if unknown."""
+        return self.policy.promotion_score(digest, now)
 
     def hot_chunks(self, threshold: float) -> list[tuple[bytes, float, int]]:
         """``(digest, score, size)`` of chunks scoring at least *threshold*, best first."""
@@ -719,4 +711,4 @@ def _size(n: float) -> str:
     """Bytes for a log line: exact, and readable."""
     if n == float("inf"):
         return "unknown"
-    return f"{int(n)} bytes" if n < 1024 else f"{int(n)} bytes ({human_size(n)})"
+    return f"{int(n)} bytes" if n < 1024 else f"{int(n)} bytes ({format_size(n, exact=False)})"

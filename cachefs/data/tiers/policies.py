@@ -9,6 +9,11 @@ content-type weight) in one of these policies and, when it needs room, walks
              ``half_life`` seconds so yesterday's hits cannot squat forever;
 * ``weight`` a GDSF-like score, frequency x recency x weight / size.
 
+The score is defined once, here: ``keep_score`` (DESIGN.md's reads x recency x
+weight). The weight policy ranks by it per byte (``gdsf_score``); the disk tiers
+promote and demote by it (``promotion_score``, through each policy's
+``promotion_score`` method), so eviction and migration can never drift apart.
+
 The policies own no clock: every time is a float of seconds handed in by the
 caller. Tests drive them with made-up times, and a persisted index keeps its
 meaning across restarts when the caller passes wall-clock time.
@@ -36,7 +41,9 @@ __all__ = [
     "LRUPolicy",
     "WeightPolicy",
     "gdsf_score",
+    "keep_score",
     "make_policy",
+    "promotion_score",
     "recency_factor",
 ]
 
@@ -81,6 +88,10 @@ class EvictionPolicy(Protocol[K]):
 
     def weight_of(self, key: K) -> float: ...  # 1.0 if unknown
 
+    def promotion_score(self, key: K, now: float) -> float:
+        """``promotion_score`` of *key*'s record at *now*; 0.0 if unknown."""
+        ...
+
     def snapshot(self) -> list[tuple[K, int, float, int, float]]:
         """``(key, size, last_access, count, weight)`` records to persist the index."""
         ...
@@ -97,7 +108,7 @@ class _Entry:
     size: int
     last: float  # last access or add, on the caller's clock
     count: int  # accesses; for LFU the aged count as of `last`
-    weight: float  # content-type weight (prefetch threshold), 0..1
+    weight: float  # the content type's weight (content_types.<type>.keep_weight), 0..1
 
 
 def recency_factor(last_access: float, now: float) -> float:
@@ -110,14 +121,30 @@ def recency_factor(last_access: float, now: float) -> float:
     return 1.0 / (1.0 + hours)
 
 
+def keep_score(reads: float, last_access: float, weight: float, now: float) -> float:
+    """DESIGN.md's score, the one definition: reads x recency factor x the type's weight."""
+    return reads * recency_factor(last_access, now) * weight
+
+
 def gdsf_score(count: int, last_access: float, weight: float, size: int, now: float) -> float:
-    """Frequency x recency x weight / size: what a byte of this chunk is worth keeping.
+    """keep_score per byte, counting every access (the add too): what a byte of this
+    chunk is worth keeping, for the weight policy's eviction order.
 
     Dividing by size makes one big chunk pay for the many small ones it would
     displace; a zero size counts as one byte so an empty chunk is not infinitely
-    valuable.
+    valuable. Counting the add lets weight and size order chunks read only once.
     """
-    return count * recency_factor(last_access, now) * weight / max(size, 1)
+    return keep_score(count, last_access, weight, now) / max(size, 1)
+
+
+def promotion_score(count: int, last_access: float, weight: float, now: float) -> float:
+    """keep_score of the reads after the first, for promotion and demotion between tiers.
+
+    *count* is a policy's access count, which includes the add: the read that
+    brought the chunk in does not count, or every chunk ever read once would
+    qualify (1 x 1 x 0.7 > 0.6, media's weight over the default threshold).
+    """
+    return keep_score(max(0, count - 1), last_access, weight, now)
 
 
 class _IndexedPolicy(Generic[K]):
@@ -177,6 +204,12 @@ class _IndexedPolicy(Generic[K]):
     def weight_of(self, key: K) -> float:
         entry = self._entries.get(key)
         return entry.weight if entry is not None else 1.0
+
+    def promotion_score(self, key: K, now: float) -> float:
+        entry = self._entries.get(key)
+        if entry is None:
+            return 0.0
+        return promotion_score(entry.count, entry.last, entry.weight, now)
 
     def snapshot(self) -> list[tuple[K, int, float, int, float]]:
         # Index order is kept, so restoring in this order reproduces tie-breaks.
@@ -304,17 +337,14 @@ class WeightPolicy(_IndexedPolicy[K]):
 
     Frequency is the access count (an add counts as one), recency is
     DESIGN.md's ``1 / (1 + hours since last access)`` and weight the content
-    type's prefetch threshold, so a rarely read, stale, large, low-weight
-    chunk goes first. Ties go to the older last access.
+    type's weight, so a rarely read, stale, large, low-weight chunk goes
+    first (``gdsf_score``). Ties go to the older last access.
     """
 
     name = "weight"
 
     def score(self, key: K, now: float) -> float:
-        """The keep-worthiness of *key* at *now* (higher = keep); 0.0 if unknown.
-
-        Public because the background engine ranks promotion candidates with it.
-        """
+        """The gdsf_score of *key* at *now* (higher = keep); 0.0 if unknown."""
         entry = self._entries.get(key)
         return 0.0 if entry is None else self._score(entry, now)
 
