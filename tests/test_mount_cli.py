@@ -431,3 +431,43 @@ def test_overlapping_origin_mount_point_and_tiers_are_refused(
         lazy_unmount_all(mnt)  # mounted by the code before the fix
     assert_refused(result, expected)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no tier directory made
+
+
+def test_state_dir_holds_pins_metadata_and_stats(
+    tmp_path: Path, origin: Path, mount_factory: MountFactory
+) -> None:
+    state = tmp_path / "state"
+    name = "episode.mkv"
+    (origin / name).write_bytes(os.urandom(300_000))
+    options = [*DEFAULT_TEST_OPTIONS, "stats.backend=embedded", f"state_dir={state}"]
+    mounted = mount_factory(origin, options)
+    (mounted.mnt / name).read_bytes()
+    os.setxattr(mounted.mnt / name, "user.cachefs.pin", b"ssd")
+    mount_factory.unmount(mounted)
+    assert {"pins.json", "metadata.sqlite", "stats.json"} <= {p.name for p in state.iterdir()}
+    assert state.stat().st_mode & 0o777 == 0o700
+    for held in ("pins.json", "metadata.sqlite", "stats.json"):
+        assert (state / held).stat().st_mode & 0o777 == 0o600, held
+        assert not (tmp_path / "cache" / "ssd" / held).exists(), held  # not in the tier
+    again = mount_factory(origin, options)
+    assert os.getxattr(again.mnt / name, "user.cachefs.pin") == b"ssd"
+
+
+@pytest.mark.parametrize("case", ["inside the origin", "writable by others"])
+def test_an_unusable_state_dir_is_refused(tmp_path: Path, origin: Path, case: str) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if case == "inside the origin":
+        state, expected = origin / "state", "state directory"
+    else:
+        state, expected = tmp_path / "shared", "bad ownership or modes"
+        state.mkdir()
+        state.chmod(0o777)
+    result = run_cachefs(
+        "mount", str(origin), str(mnt), "-o", f"{tier_options(tmp_path)},state_dir={state}"
+    )
+    assert result.returncode == 1, result.stderr
+    assert expected in result.stderr and "state_dir" in result.stderr
+    assert "nothing mounted" in result.stderr
+    assert not os.path.ismount(mnt)
+    assert not (state / "pins.json").exists()

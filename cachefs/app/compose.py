@@ -28,8 +28,9 @@ from typing import Any
 
 import trio
 
+from cachefs.common import private
 from cachefs.common.supervise import Task
-from cachefs.config import Config
+from cachefs.config import Config, state_directory
 from cachefs.data.chunkcache import ChunkCache
 from cachefs.data.chunks import origin_namespace
 from cachefs.data.pins import PinTable
@@ -57,11 +58,8 @@ log = logging.getLogger(__name__)
 DRAIN_SECONDS = 10.0  # at unmount: how long queued chunks may take to reach their tier
 
 
-def state_directory(cfg: Config) -> Path:
-    """Where pins, the metadata store and embedded stats live: the SSD tier's directory."""
-    path = cfg.tiers["ssd"].path
-    assert path is not None  # config gives every disk tier a path
-    return path
+class StateUnusable(Exception):
+    """The state directory cannot be made private (ownership, modes, permissions)."""
 
 
 @dataclass
@@ -96,6 +94,11 @@ class Mount:
         """Create and lock the disk tier directories (fail early), then read the state."""
         for tier in self.disks.values():
             tier.open()
+        # Made private and checked like a tier directory (the SSD tier's, by default).
+        try:
+            private.ensure_private_dir(self.state_dir)
+        except OSError as exc:
+            raise StateUnusable(str(exc)) from None
         self.pins.load()
         self.stats_backend = self.open_stats()
         if self.cfg.metadata.persist:
@@ -149,7 +152,7 @@ class Mount:
             self.cache,
             self.disks["hdd"],
             self.disks["ssd"],
-            cfg.prediction.min_confidence,
+            cfg.prediction.promote_threshold,
             self.stats,
             self.disk_limiter,
         )
@@ -244,7 +247,7 @@ def build(origin: Origin, cfg: Config, open_stats: Callable[[], StatsBackend]) -
     disks = {name: DiskTier(cfg.tiers[name], namespace, stats) for name in ("ssd", "hdd")}
     # An SSD eviction moves a chunk that still earns it down to the HDD.
     disks["ssd"].demote_to = disks["hdd"]
-    disks["ssd"].demote_threshold = cfg.prediction.min_confidence / 2
+    disks["ssd"].demote_threshold = cfg.prediction.promote_threshold / 2
     # Worker threads for tier files; origin threads are the monitor's.
     disk_limiter = trio.CapacityLimiter(cfg.mount.max_threads)
     engine = Engine(stats)

@@ -25,7 +25,7 @@ from cachefs.app.preflight import (
     check_tier_directories,
     dead_mount,
 )
-from cachefs.config import Config, ConfigError, load_config
+from cachefs.config import TOP_LEVEL_KEYS, Config, ConfigError, load_config, state_directory
 from cachefs.data.tiers.disk import TierInUse
 from cachefs.fuse.loop import install as install_busy_poll
 from cachefs.fuse.operations import CacheFS
@@ -106,12 +106,17 @@ def parse_mount_options(option_strings: list[str], config_path: str | None = Non
             opts.config_path = option.partition("=")[2]
         elif option.startswith("log="):
             opts.log_file = option.partition("=")[2]
-        elif "=" in option and "." in option.partition("=")[0]:
+        elif "=" in option and _is_config_key(option.partition("=")[0]):
             key, _, value = option.partition("=")
             opts.overrides[key] = value
         else:
             raise ConfigError(f"-o {option}: unknown mount option")
     return opts
+
+
+def _is_config_key(key: str) -> bool:
+    """A cachefs setting (``tiers.ram.max_size``, ``state_dir``), not a mount(8) option."""
+    return "." in key or key in TOP_LEVEL_KEYS
 
 
 def fuse_options(opts: MountOptions, origin: str) -> set[str]:
@@ -240,7 +245,7 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
             cfg.stats.redis_url,
             cfg.monitoring.max_stats_age,
             mountpoint,
-            compose.state_directory(cfg),
+            state_directory(cfg),
             cfg.stats.redis_password_file,
         ),
     )
@@ -249,6 +254,9 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
     except StatsUnavailable as exc:
         parts.close()
         raise MountError(f"{exc} (nothing mounted)") from None
+    except compose.StateUnusable as exc:
+        parts.close()
+        raise MountError(f"state directory (state_dir): {exc} (nothing mounted)") from None
     except (OSError, TierInUse) as exc:
         parts.close()
         raise MountError(f"cache tier: {exc} (nothing mounted)") from None

@@ -69,28 +69,32 @@ def check_directories(origin: str, mountpoint: str) -> None:
 
 
 def check_tier_directories(cfg: Config, origin: str, mountpoint: str) -> None:
-    """Refuse a disk tier directory inside the origin or the mount point.
+    """Refuse a disk tier or state directory inside the origin or the mount point.
 
     Runs before the tiers are opened (which creates their directories): a
     directory that does not exist yet is compared by the real path of its
     nearest existing parent, which os.path.realpath() gives.
     """
     real_origin, real_mountpoint = os.path.realpath(origin), os.path.realpath(mountpoint)
-    for name, tier in cfg.tiers.items():
-        if tier.path is None:  # the RAM tier
-            continue
-        key = f"tiers.{name}.path"
-        real = os.path.realpath(tier.path)
-        shown = f"{_shown(str(tier.path), real)} ({key})"
+    places = [
+        (f"tiers.{name}.path", "cache tier directory", tier.path)
+        for name, tier in cfg.tiers.items()
+        if tier.path is not None  # not the RAM tier
+    ]
+    if cfg.state_dir is not None:
+        places.append(("state_dir", "state directory", cfg.state_dir))
+    for key, what, path in places:
+        real = os.path.realpath(path)
+        shown = f"{_shown(str(path), real)} ({key})"
         if within(real, real_origin):
             raise MountError(
-                f"cache tier directory {shown} is inside the origin "
+                f"{what} {shown} is inside the origin "
                 f"{_shown(origin, real_origin)}: the mount would show its own cache files; "
                 f"set {key} to a directory outside the origin {NOTHING_MOUNTED}"
             )
         if within(real, real_mountpoint):
             raise MountError(
-                f"cache tier directory {shown} is inside the mount point "
+                f"{what} {shown} is inside the mount point "
                 f"{_shown(mountpoint, real_mountpoint)}: the mount would hide it and the "
                 f"daemon would store its cache through its own mount; set {key} to a "
                 f"directory outside the mount point {NOTHING_MOUNTED}"

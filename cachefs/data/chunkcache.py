@@ -211,7 +211,7 @@ class ChunkCache:
     def _store(self, tier: DiskTier, item: _Store) -> None:
         policy = item.policy
         level = policy.compression_level if policy.compression else None
-        if not tier.put(item.key, item.data, level, policy.prefetch_threshold):
+        if not tier.put(item.key, item.data, level, policy.keep_weight):
             return
         if self._was_forgotten(item):  # evicted while it was being written
             tier.discard([item.key])

@@ -143,7 +143,7 @@ class Migrator:
     """Moves chunks up a tier when their score earns it (hdd -> ssd).
 
     Demotion is the other half: a chunk the SSD evicts goes down to the HDD
-    when its score still passes half of min_confidence (DiskTier.demote_to).
+    when its score still passes half of promote_threshold (DiskTier.demote_to).
     The migrator stays out of the way of readers: it skips a pass while
     foreground fills are in flight and moves at most its byte budget a pass.
     """

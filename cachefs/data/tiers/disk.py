@@ -10,7 +10,7 @@ Layout of a tier directory (directories 0700, files 0600, whatever the umask)::
     chunks/ab/ab12...ef   one file per chunk, named by its key digest
 
 A directory another user owns or could write to (or could swap, through a
-directory above it) is refused at open (private.py, DESIGN.md rule 9).
+directory above it) is refused at open (cachefs.common.private).
 
 Every method blocks (file I/O) and is called from worker threads; the index is
 guarded by one lock and file I/O happens outside it. A chunk file only ever
@@ -20,6 +20,11 @@ checksum), so neither a crash, nor a flipped bit on disk, nor a file this tier
 did not write can make a wrong byte reach a reader. A tier whose ``format``
 marker is missing or old (or whose secret had to be made anew) drops all its
 chunk files when its index loads: they could never verify.
+
+Longer than the other modules, for a reason: the index, the eviction order,
+the pins, the byte count and the files they describe change together under
+the one lock, and splitting them would spread that invariant over several
+classes. The chunk file format is in chunkfile.py, the ranking in policies.py.
 """
 
 from __future__ import annotations
