@@ -703,6 +703,8 @@ class CacheFS(pyfuse3.Operations):
             # Close-to-open: the kernel may hold attributes (size!) of an older
             # version for up to attr_timeout; make it ask again before reading.
             self._kernel_view.pop(inode, None)
+            # Attributes only: no page lock to wait for, so unlike a data
+            # invalidation it may run on the trio thread (docs/concurrency.md).
             with contextlib.suppress(OSError):  # ENOENT: the kernel holds no attributes
                 pyfuse3.invalidate_inode(inode, attr_only=True)
         fh = self._add_handle(fd, inode, path, flags)
