@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from cachefs.app import compose
 from cachefs.common import supervise
 from cachefs.config import load_config
 from cachefs.data.chunks import chunk_count
+from cachefs.engine import prefetch
 from cachefs.fuse.inodes import ROOT_INODE
 from cachefs.meta.cache import MetadataCache
 from cachefs.origin.access import Origin
@@ -348,3 +350,164 @@ def test_a_change_the_watch_has_queued_is_seen_by_the_very_next_request(
             assert (await parts.fs.getattr(inode, CTX)).st_size == notes.stat().st_size
 
     trio.run(main)
+
+
+@pytest.fixture
+def season(origin: Path) -> list[bytes]:
+    show = origin / "TV" / "Show"
+    show.mkdir(parents=True)
+    rng = random.Random(5)
+    names = []
+    for n in range(1, 5):
+        name = f"Show S01E{n:02d}.mkv"
+        (show / name).write_bytes(rng.randbytes(10 * MiB))
+        names.append(f"TV/Show/{name}".encode())
+    return names
+
+
+async def list_dir(parts: compose.Mount, path: str) -> None:
+    inode = await lookup_path(parts, path)
+    fh = await parts.fs.opendir(inode, CTX)
+    await parts.fs.readdir(fh, 0, [])  # type: ignore[arg-type]
+    await parts.fs.releasedir(fh)
+
+
+async def prefetch_settled(parts: compose.Mount) -> None:
+    with trio.fail_after(20):
+        while parts.prefetcher._queue or parts.cache.fills_in_flight():
+            await trio.sleep(0.01)
+
+
+def test_the_next_episode_is_prefetched_while_this_one_plays(
+    build: Build, season: list[bytes], kernel: Kernel
+) -> None:
+    parts = build()
+
+    async def main() -> None:
+        async with serving(parts):
+            await list_dir(parts, "TV/Show")
+            first = await lookup_path(parts, os.fsdecode(season[0]))
+            fh = (await parts.fs.open(first, os.O_RDONLY, CTX)).fh
+            await parts.fs.read(fh, 0, 4096)
+            await prefetch_settled(parts)
+            second = await lookup_path(parts, os.fsdecode(season[1]))
+            residency = json.loads(await parts.fs.getxattr(second, b"user.cachefs.residency", CTX))
+            head_chunks = prefetch.PREFETCH_HEAD // residency["chunk_size"]
+            assert residency["chunks"] - residency["uncached"] == head_chunks  # the head only
+            await parts.fs.release(fh)
+            origin_reads = stats_of(parts)["origin_reads"]
+            fh = (await parts.fs.open(second, os.O_RDONLY, CTX)).fh
+            assert (
+                await parts.fs.read(fh, 0, 4 * MiB)
+                == (Path(parts.origin.root) / os.fsdecode(season[1])).read_bytes()[: 4 * MiB]
+            )
+            await parts.fs.release(fh)
+            report = stats_of(parts)
+            assert report["origin_reads"] == origin_reads  # the first 4 MiB: all prefetched
+            assert report["prefetch_covered"] == 4 * MiB // residency["chunk_size"]
+            assert report["prefetch_used_bytes"] == 4 * MiB
+            assert report["prefetch_bytes"] >= prefetch.PREFETCH_HEAD
+
+    trio.run(main)
+
+
+def test_a_prefetch_never_runs_beside_a_readers_fill(
+    build: Build, season: list[bytes], kernel: Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader's miss finds at most the one prefetched chunk already being read."""
+    parts = build()
+    cache = parts.cache
+    seen: list[tuple[int, int]] = []
+    real_fill = cache._fill
+
+    async def watched_fill(source: Any, key: Any) -> Any:
+        seen.append((cache._prefetch_fills, cache.foreground_fills()))
+        return await real_fill(source, key)
+
+    monkeypatch.setattr(cache, "_fill", watched_fill)
+
+    async def main() -> None:
+        async with serving(parts):
+            await list_dir(parts, "TV/Show")
+            for episode in season[:3]:  # each open predicts the next; each read competes
+                inode = await lookup_path(parts, os.fsdecode(episode))
+                fh = (await parts.fs.open(inode, os.O_RDONLY, CTX)).fh
+                offset = 0
+                while data := await parts.fs.read(fh, offset, 256 * 1024):
+                    offset += len(data)
+                await parts.fs.release(fh)
+            await prefetch_settled(parts)
+
+    trio.run(main)
+    assert stats_of(parts)["prefetch_bytes"] > 0
+    assert max(prefetching for prefetching, _ in seen) <= 1  # one chunk at a time
+    # a prefetch starts only when no reader's fill is in flight (the fill being
+    # recorded is counted when it is a reader's: so at most itself)
+    assert all(fg <= 1 or pf == 0 for pf, fg in seen)
+
+
+def test_a_shuffled_library_is_not_prefetched(
+    build: Build, season: list[bytes], kernel: Kernel
+) -> None:
+    parts = build()
+
+    async def main() -> None:
+        async with serving(parts):
+            await list_dir(parts, "TV/Show")
+            for episode in [season[2], season[0], season[3], season[1]]:
+                inode = await lookup_path(parts, os.fsdecode(episode))
+                await read_all(parts, inode, 4096)
+            await prefetch_settled(parts)
+
+    trio.run(main)
+    report = stats_of(parts)
+    assert report["predictions"] <= 1  # the first guess, before anything was known
+
+
+def test_setting_user_cachefs_prefetch_on_a_directory_warms_every_file(
+    build: Build, season: list[bytes], kernel: Kernel
+) -> None:
+    parts = build(**{"tiers.ram.max_size": "64MiB"})
+
+    async def main() -> None:
+        async with serving(parts):
+            show = await lookup_path(parts, "TV/Show")  # never listed: the xattr lists it
+            await parts.fs.setxattr(show, b"user.cachefs.prefetch", b"1", CTX)
+            await prefetch_settled(parts)
+            for episode in season:
+                inode = await lookup_path(parts, os.fsdecode(episode))
+                residency = json.loads(
+                    await parts.fs.getxattr(inode, b"user.cachefs.residency", CTX)
+                )
+                assert residency["uncached"] == 0, episode
+
+    trio.run(main)
+
+
+def test_the_model_is_kept_across_a_restart(
+    build: Build, season: list[bytes], kernel: Kernel
+) -> None:
+    parts = build()
+
+    async def play(mount: compose.Mount) -> None:
+        async with serving(mount):
+            await list_dir(mount, "TV/Show")
+            for episode in season[:3]:
+                inode = await lookup_path(mount, os.fsdecode(episode))
+                await read_all(mount, inode, 4096)
+
+    trio.run(play, parts)
+    parts.close()
+    again = build()
+
+    async def ask() -> list[Any]:
+        async with serving(again):
+            with trio.fail_after(5):  # loaded by its task as the mount starts
+                while not again.prefetcher.predictor.tracked_files():
+                    await trio.sleep(0.01)
+            await list_dir(again, "TV/Show")
+            return again.prefetcher.predictor.predict(season[2], again.prefetcher._siblings)
+
+    predicted = trio.run(ask)
+    assert predicted and predicted[0].path == season[3]
+    assert predicted[0].confidence > 0.5  # three in order were seen before the restart

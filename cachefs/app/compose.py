@@ -39,6 +39,7 @@ from cachefs.data.tiers.disk import DiskTier
 from cachefs.data.tiers.ram import RamTier
 from cachefs.engine.control import CacheControl
 from cachefs.engine.engine import Engine, ShutdownStep
+from cachefs.engine.prefetch import Prefetcher
 from cachefs.engine.tasks import Flusher, Janitor, MetadataSaver, Migrator
 from cachefs.fuse.inodes import InodeTable
 from cachefs.fuse.loop import BusyPoll, describe_busy_poll
@@ -79,6 +80,7 @@ class Mount:
     cache: ChunkCache
     pins: PinTable
     control: CacheControl
+    prefetcher: Prefetcher
     engine: Engine
     fs: CacheFS
     open_stats: Callable[[], StatsBackend]
@@ -101,6 +103,7 @@ class Mount:
             raise StateUnusable(str(exc)) from None
         self.pins.load()
         self.stats_backend = self.open_stats()
+        self.prefetcher.use_backend(self._backend)
         if self.cfg.metadata.persist:
             store = MetadataStore(self.state_dir, self.origin.root)
             store.open()
@@ -161,6 +164,7 @@ class Mount:
             ShutdownStep("drain chunk stores", self.cache.drain, DRAIN_SECONDS),
             ShutdownStep("flush stats", flusher.flush_once),
             ShutdownStep("save metadata", saver.save_once),
+            ShutdownStep("save the prediction model", self.prefetcher.save_model),
         ]
         return [
             *self.cache.tasks(),
@@ -171,6 +175,8 @@ class Mount:
             Task("stats flusher", flusher.run),
             Task("migrator", migrator.run),
             Task("metadata saver", saver.run),
+            Task("prefetcher", self.prefetcher.run),
+            Task("prediction model", self.prefetcher.keep_saving),
         ]
 
     def shutdown_steps(self) -> list[ShutdownStep]:
@@ -184,39 +190,43 @@ class Mount:
     def report(self) -> dict[str, Any]:
         """``user.cachefs.stats``: counters, tier sizes, origin and watch state."""
         counters = self.stats.snapshot()
-        return {
-            "tiers": {"ram": self.ram.stats()}
-            | {name: tier.stats_dict() for name, tier in self.disks.items()},
-            # per "tier:content type": chunk lookups that hit, missed, bytes served
-            "tier_hits": _per_tier(counters, "hits:"),
-            "tier_misses": _per_tier(counters, "misses:"),
-            "tier_bytes": _per_tier(counters, "bytes:"),
-            "background_failures": counters.get("background_failures", 0),
-            "origin_changed_during_read": counters.get("origin_changed_during_read", 0),
-            "xattr_hits": counters.get("xattr_hits", 0),
-            "origin_bytes_read": counters.get("origin_bytes_read", 0),
-            "origin_reads": counters.get("origin_reads", 0),
-            "corrupt_chunks": counters.get("corrupt_chunks", 0),
-            "promotions": counters.get("promotions", 0),
-            "demotions": counters.get("demotions", 0),
-            "compressed_bytes_saved": counters.get("compressed_bytes_saved", 0),
-            "stats_backend": self._backend().name,
-            "stats_pending_files": self.stats.pending_files(),
-            "store_skipped": counters.get("store_skipped", 0),
-            "fuse_reads": counters.get("fuse_reads", 0),
-            "fuse_read_bytes": counters.get("fuse_read_bytes", 0),
-            "fuse_flushes": counters.get("fuse_flushes", 0),
-            "open_files": self.fs.open_file_count,
-            "known_inodes": self.fs.inodes.count(),
-            "metadata_entries": self.meta.count(),
-            "metadata_hits": counters.get("metadata_hits", 0),
-            "metadata_revalidations": counters.get("metadata_revalidations", 0),
-            "metadata_listings": counters.get("metadata_listings", 0),
-            "watched_directories": self.detector.watched_count(),
-            "change_detection": self.detector.mode,
-            "change_detection_reason": self.detector.reason,
-            **describe_busy_poll(self.busy_poll),
-        } | self.monitor.describe()
+        return (
+            {
+                "tiers": {"ram": self.ram.stats()}
+                | {name: tier.stats_dict() for name, tier in self.disks.items()},
+                # per "tier:content type": chunk lookups that hit, missed, bytes served
+                "tier_hits": _per_tier(counters, "hits:"),
+                "tier_misses": _per_tier(counters, "misses:"),
+                "tier_bytes": _per_tier(counters, "bytes:"),
+                "background_failures": counters.get("background_failures", 0),
+                "origin_changed_during_read": counters.get("origin_changed_during_read", 0),
+                "xattr_hits": counters.get("xattr_hits", 0),
+                "origin_bytes_read": counters.get("origin_bytes_read", 0),
+                "origin_reads": counters.get("origin_reads", 0),
+                "corrupt_chunks": counters.get("corrupt_chunks", 0),
+                "promotions": counters.get("promotions", 0),
+                "demotions": counters.get("demotions", 0),
+                "compressed_bytes_saved": counters.get("compressed_bytes_saved", 0),
+                "stats_backend": self._backend().name,
+                "stats_pending_files": self.stats.pending_files(),
+                "store_skipped": counters.get("store_skipped", 0),
+                "fuse_reads": counters.get("fuse_reads", 0),
+                "fuse_read_bytes": counters.get("fuse_read_bytes", 0),
+                "fuse_flushes": counters.get("fuse_flushes", 0),
+                "open_files": self.fs.open_file_count,
+                "known_inodes": self.fs.inodes.count(),
+                "metadata_entries": self.meta.count(),
+                "metadata_hits": counters.get("metadata_hits", 0),
+                "metadata_revalidations": counters.get("metadata_revalidations", 0),
+                "metadata_listings": counters.get("metadata_listings", 0),
+                "watched_directories": self.detector.watched_count(),
+                "change_detection": self.detector.mode,
+                "change_detection_reason": self.detector.reason,
+                **describe_busy_poll(self.busy_poll),
+            }
+            | self.monitor.describe()
+            | self.prefetcher.describe()
+        )
 
     # -- after unmounting --------------------------------------------------------------
 
@@ -258,6 +268,17 @@ def build(origin: Origin, cfg: Config, open_stats: Callable[[], StatsBackend]) -
     pins = PinTable(state_dir / "pins.json")
     resolver = ContentTypeResolver(cfg)
     control = CacheControl(meta, resolver, ram, disks, cache, pins, disk_limiter)
+    prefetcher = Prefetcher(
+        cfg.prediction,
+        cache,
+        meta,
+        resolver,
+        pins,
+        origin,
+        monitor,
+        stats,
+        model_key=f"prediction-{namespace.hex()[:32]}",
+    )
     mount: Mount
 
     def report() -> dict[str, Any]:
@@ -277,6 +298,7 @@ def build(origin: Origin, cfg: Config, open_stats: Callable[[], StatsBackend]) -
         cache=cache,
         pins=pins,
         control=control,
+        prefetcher=prefetcher,
         engine=engine,
         stats=stats,
         report=report,
@@ -297,6 +319,7 @@ def build(origin: Origin, cfg: Config, open_stats: Callable[[], StatsBackend]) -
         cache=cache,
         pins=pins,
         control=control,
+        prefetcher=prefetcher,
         engine=engine,
         fs=fs,
         open_stats=open_stats,

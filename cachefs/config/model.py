@@ -89,7 +89,9 @@ class PredictionConfig:
     # 0..1: the keep score an HDD chunk needs to be promoted to the SSD; an SSD
     # eviction scoring at least half of it is demoted to the HDD
     promote_threshold: float
-    max_prefetch_size: int  # bytes
+    max_prefetch_size: int  # bytes a prediction may fetch ahead, in all; 0 = no prefetch
+    # 0..1: how likely a predicted file must be to be prefetched
+    prefetch_confidence: float = 0.5
 
     @property
     def min_confidence(self) -> float:

@@ -178,6 +178,7 @@ _PREDICTION_FIELDS: dict[str, Node] = {
     # the keep score an HDD chunk needs for the SSD; SSD evictions at half of it go down
     "promote_threshold": Field("float", _between(0.0, 1.0)),
     "max_prefetch_size": Field("size"),
+    "prefetch_confidence": Field("float", _between(0.0, 1.0)),
 }
 _PREDICTION_FIELDS["min_confidence"] = _renamed("promote_threshold", _PREDICTION_FIELDS)
 

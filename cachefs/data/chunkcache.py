@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -41,6 +42,7 @@ STORE_WAIT = 0.25  # seconds a filler may wait for room in the store queue
 READ_AHEAD_BYTES = 8 * 1024 * 1024
 READ_AHEAD_MAX_CHUNKS = 8
 ORIGIN = "origin"  # where a chunk that no tier held came from
+PREFETCHED_REMEMBERED = 65_536  # prefetched chunks watched for a later read (oldest go first)
 
 
 class ChunkSource(Protocol):
@@ -154,6 +156,10 @@ class ChunkCache:
         self._indexes_loaded = {name: trio.Event() for name in self.disks}
         # Keyed by the source itself, not id(): a released handle's id is reused.
         self._streams: dict[ChunkSource, _ReadAhead] = {}
+        # Chunks the prefetcher brought from the origin, not read since: a later
+        # read of one is a miss the prefetch covered (precision and coverage).
+        self._prefetched: OrderedDict[ChunkKey, None] = OrderedDict()
+        self._prefetch_fills = 0  # fills in flight that are prefetches
 
     # -- background work ------------------------------------------------------------
 
@@ -263,6 +269,40 @@ class ChunkCache:
     def fills_in_flight(self) -> int:
         return len(self._inflight)
 
+    def foreground_fills(self) -> int:
+        """Fills in flight for readers (their read-ahead included), prefetches not."""
+        return len(self._inflight) - self._prefetch_fills
+
+    # -- prefetch ------------------------------------------------------------------------
+
+    def cached_anywhere(self, key: ChunkKey) -> bool:
+        return key in self.ram or any(t.known_to_hold(key) for t in self.disks.values())
+
+    async def prefetch_chunk(self, source: ChunkSource, key: ChunkKey) -> int:
+        """Bring one chunk from the origin into the tiers, unless a tier holds it or
+        a fill is under way; the bytes fetched (0 if none were)."""
+        if self.cached_anywhere(key) or key in self._inflight:
+            return 0
+        self._prefetch_fills += 1
+        try:
+            data, tier = await self._fill(source, key)
+        finally:
+            self._prefetch_fills -= 1
+        if tier != ORIGIN:
+            return 0
+        self._prefetched[key] = None
+        while len(self._prefetched) > PREFETCHED_REMEMBERED:
+            self._prefetched.popitem(last=False)
+        self.stats.add("prefetch_bytes", len(data))
+        self.stats.add("prefetch_chunks")
+        return len(data)
+
+    def _note_prefetch_used(self, key: ChunkKey) -> None:
+        if key in self._prefetched:
+            del self._prefetched[key]
+            self.stats.add("prefetch_covered")  # a miss the prefetch took in its stead
+            self.stats.add("prefetch_used_bytes", key.expected_length)
+
     # -- the read path -----------------------------------------------------------------
 
     async def read(
@@ -292,6 +332,8 @@ class ChunkCache:
             pieces.append(data[start:stop])
             if tier != ORIGIN:  # a hit: counted with the bytes it served to this read
                 self.stats.tier_access(tier, content_type, True, max(0, stop - start))
+                if self._prefetched:
+                    self._note_prefetch_used(key)
             if len(data) < key.expected_length:  # the origin file shrank under us
                 break
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)

@@ -37,6 +37,7 @@ from cachefs.data.rules import ContentTypeResolver
 from cachefs.data.tiers.ram import RamTier
 from cachefs.engine.control import CacheControl
 from cachefs.engine.engine import Engine
+from cachefs.engine.prefetch import Prefetcher
 from cachefs.fuse import xattrs
 from cachefs.fuse.handles import (
     DirHandle,
@@ -116,6 +117,7 @@ class CacheFS(pyfuse3.Operations):
         cache: ChunkCache,
         pins: PinTable,
         control: CacheControl,
+        prefetcher: Prefetcher,
         engine: Engine,
         stats: Stats,
         report: Callable[[], dict[str, Any]],
@@ -124,8 +126,8 @@ class CacheFS(pyfuse3.Operations):
         self.origin, self.facts, self.monitor, self.inodes = origin, facts, monitor, inodes
         self.meta, self.xattr_cache, self.detector = meta, xattr_cache, detector
         self.resolver, self.ram, self.cache, self.pins = resolver, ram, cache, pins
-        self.engine, self.stats = engine, stats
-        self.control_xattrs = xattrs.ControlXattrs(self, control, report)
+        self.engine, self.stats, self.prefetcher = engine, stats, prefetcher
+        self.control_xattrs = xattrs.ControlXattrs(self, control, prefetcher, report)
         # The kernel may keep attributes and names no longer than we would trust them.
         self.attr_timeout = min(cfg.mount.attr_timeout, cfg.metadata.revalidate_after)
         self.entry_timeout = min(cfg.mount.entry_timeout, cfg.metadata.revalidate_after)
@@ -708,6 +710,8 @@ class CacheFS(pyfuse3.Operations):
             with contextlib.suppress(OSError):  # ENOENT: the kernel holds no attributes
                 pyfuse3.invalidate_inode(inode, attr_only=True)
         fh = self._add_handle(fd, inode, path, flags)
+        if not writable and stat.S_ISREG(st.st_mode):
+            self.prefetcher.opened(path)  # what comes next is fetched while this is read
         # keep_cache lets the kernel keep its page cache across opens; only safe
         # while the origin file is the version those pages came from.
         return pyfuse3.FileInfo(fh=fh, keep_cache=unchanged)

@@ -19,6 +19,7 @@ from pyfuse3 import FUSEError
 
 from cachefs.data.pins import PIN_TIERS
 from cachefs.engine.control import CacheControl
+from cachefs.engine.prefetch import Prefetcher
 from cachefs.fuse.inodes import ROOT_INODE
 from cachefs.meta.cache import StatInfo
 from cachefs.origin.access import FileVersion
@@ -29,6 +30,7 @@ RESIDENCY = PREFIX + b"residency"
 CONTENT_TYPE = PREFIX + b"content_type"
 EVICT = PREFIX + b"evict"
 PIN = PREFIX + b"pin"
+PREFETCH = PREFIX + b"prefetch"
 
 
 def is_control(name: bytes) -> bool:
@@ -50,12 +52,21 @@ class Files(Protocol):
         """The version its open handles read, None if it has none open."""
         ...
 
+    async def relist(self, dirpath: bytes) -> list[tuple[bytes, StatInfo]]:
+        """Read a directory at the origin (its entries become known)."""
+        ...
+
 
 class ControlXattrs:
     def __init__(
-        self, files: Files, control: CacheControl, report: Callable[[], dict[str, Any]]
+        self,
+        files: Files,
+        control: CacheControl,
+        prefetcher: Prefetcher,
+        report: Callable[[], dict[str, Any]],
     ) -> None:
         self.files, self.control, self.report = files, control, report
+        self.prefetcher = prefetcher
 
     async def get(self, inode: int, name: bytes) -> bytes:
         if name == STATS and inode == ROOT_INODE:
@@ -79,8 +90,24 @@ class ControlXattrs:
                 raise FUSEError(errno.EINVAL)
             await self.control.pin(os.fsdecode(self.files.path_of(inode)), tier)
             return
-        # prefetch arrives with the prefetcher.
+        if name == PREFETCH:
+            await self.prefetch(self.files.path_of(inode))
+            return
         raise FUSEError(errno.ENOTSUP)
+
+    async def prefetch(self, path: bytes) -> None:
+        """Queue a whole file, or every file below a directory, for the prefetcher.
+
+        A directory whose entries nobody has listed yet is listed first (one
+        level, at the origin); what is below its subdirectories counts once
+        they have been listed (by a scan, say)."""
+        if self.prefetcher.warm(path):
+            return
+        st = await self.files.cached_attr(path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise FUSEError(pyfuse3.ENOATTR)
+        await self.files.relist(path)
+        self.prefetcher.warm(path)
 
     async def evict(self, path: bytes) -> None:
         """Drop every cached chunk of a file, or of every file known below a directory."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -154,7 +155,18 @@ class StatsBackend(Protocol):
         """Blocking; raises on failure (the batch is then given back)."""
         ...
 
+    def save_model(self, key: str, data: bytes) -> None:
+        """Blocking: keep a learnt model (the prediction model) under *key*."""
+        ...
+
+    def load_model(self, key: str) -> bytes | None:
+        """Blocking: the model saved under *key*, None if there is none."""
+        ...
+
     def close(self) -> None: ...
+
+
+MODEL_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def mount_prefix(mountpoint: str) -> str:
@@ -198,6 +210,16 @@ class RedisBackend:
         pipe.zremrangebyscore(files, 0, time.time() - self.max_age)
         pipe.execute()
 
+    def save_model(self, key: str, data: bytes) -> None:
+        # Not under the mount's prefix: every mount of one origin shares it.
+        self.client.set(f"cachefs:model:{key}".encode(), data)
+
+    def load_model(self, key: str) -> bytes | None:
+        found = self.client.get(f"cachefs:model:{key}".encode())
+        if found is None:
+            return None
+        return found if isinstance(found, bytes) else os.fsencode(found)
+
     def close(self) -> None:
         self.client.close()
 
@@ -236,6 +258,18 @@ class EmbeddedBackend:
         }
         # ensure_ascii (the default): a surrogate-escaped name is written as \udcXX
         private.write_private_file(self.path, json.dumps(payload).encode())
+
+    def _model_path(self, key: str) -> Path:
+        return self.path.with_name(MODEL_KEY_CHARS.sub("_", key) + ".model")
+
+    def save_model(self, key: str, data: bytes) -> None:
+        private.write_private_file(self._model_path(key), data)
+
+    def load_model(self, key: str) -> bytes | None:
+        try:
+            return private.read_private_file(self._model_path(key))
+        except FileNotFoundError:
+            return None
 
     def close(self) -> None:
         """Nothing is held open between flushes; the last flush already wrote the file."""
