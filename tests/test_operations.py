@@ -511,3 +511,21 @@ def test_the_model_is_kept_across_a_restart(
     predicted = trio.run(ask)
     assert predicted and predicted[0].path == season[3]
     assert predicted[0].confidence > 0.5  # three in order were seen before the restart
+
+
+def test_the_prefetch_budget_bounds_what_is_fetched_ahead(
+    build: Build, season: list[bytes], kernel: Kernel
+) -> None:
+    parts = build(**{"prediction.max_prefetch_size": "2MiB"})
+
+    async def main() -> None:
+        async with serving(parts):
+            await list_dir(parts, "TV/Show")
+            first = await lookup_path(parts, os.fsdecode(season[0]))
+            await read_all(parts, first, 4096)
+            await prefetch_settled(parts)
+
+    trio.run(main)
+    report = stats_of(parts)
+    assert report["prefetch_bytes"] == 2 * MiB  # two 1 MiB media chunks, then the budget
+    assert report["prefetch_queued"] == 0

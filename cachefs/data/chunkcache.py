@@ -43,6 +43,9 @@ READ_AHEAD_BYTES = 8 * 1024 * 1024
 READ_AHEAD_MAX_CHUNKS = 8
 ORIGIN = "origin"  # where a chunk that no tier held came from
 PREFETCHED_REMEMBERED = 65_536  # prefetched chunks watched for a later read (oldest go first)
+# A prefetched chunk nobody read within this long counts as wasted, no longer as
+# "ahead": the prefetch budget (prediction.max_prefetch_size) is for what may still be read.
+PREFETCH_AHEAD_SECONDS = 600.0
 
 
 class ChunkSource(Protocol):
@@ -158,7 +161,8 @@ class ChunkCache:
         self._streams: dict[ChunkSource, _ReadAhead] = {}
         # Chunks the prefetcher brought from the origin, not read since: a later
         # read of one is a miss the prefetch covered (precision and coverage).
-        self._prefetched: OrderedDict[ChunkKey, None] = OrderedDict()
+        self._prefetched: OrderedDict[ChunkKey, tuple[float, int]] = OrderedDict()
+        self._prefetched_bytes = 0  # the sizes of the chunks in _prefetched
         self._prefetch_fills = 0  # fills in flight that are prefetches
 
     # -- background work ------------------------------------------------------------
@@ -290,18 +294,31 @@ class ChunkCache:
             self._prefetch_fills -= 1
         if tier != ORIGIN:
             return 0
-        self._prefetched[key] = None
+        self._prefetched[key] = (trio.current_time(), len(data))
+        self._prefetched_bytes += len(data)
         while len(self._prefetched) > PREFETCHED_REMEMBERED:
-            self._prefetched.popitem(last=False)
+            self._prefetched_bytes -= self._prefetched.popitem(last=False)[1][1]
         self.stats.add("prefetch_bytes", len(data))
         self.stats.add("prefetch_chunks")
         return len(data)
 
-    def _note_prefetch_used(self, key: ChunkKey) -> None:
-        if key in self._prefetched:
+    def prefetched_unread_bytes(self) -> int:
+        """Bytes prefetched within PREFETCH_AHEAD_SECONDS and not read since."""
+        horizon = trio.current_time() - PREFETCH_AHEAD_SECONDS
+        while self._prefetched:
+            key, (when, size) = next(iter(self._prefetched.items()))
+            if when >= horizon:
+                break
             del self._prefetched[key]
+            self._prefetched_bytes -= size
+        return self._prefetched_bytes
+
+    def _note_prefetch_used(self, key: ChunkKey) -> None:
+        found = self._prefetched.pop(key, None)
+        if found is not None:
+            self._prefetched_bytes -= found[1]
             self.stats.add("prefetch_covered")  # a miss the prefetch took in its stead
-            self.stats.add("prefetch_used_bytes", key.expected_length)
+            self.stats.add("prefetch_used_bytes", found[1])
 
     # -- the read path -----------------------------------------------------------------
 

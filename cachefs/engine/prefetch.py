@@ -178,11 +178,6 @@ class Prefetcher:
                 if self._queue.get(path) is job:
                     del self._queue[path]
 
-    def _ahead(self) -> int:
-        """Bytes fetched ahead and not (yet) seen read."""
-        counters = self.stats.snapshot()
-        return counters.get("prefetch_bytes", 0) - counters.get("prefetch_used_bytes", 0)
-
     async def _prefetch(self, job: _Job) -> None:
         policy = self.resolver.policy(os.fsdecode(job.path))
         version = FileVersion.of(job.st)
@@ -197,7 +192,7 @@ class Prefetcher:
         source = _PrefetchSource(file, version, policy, pin)
         try:
             for key in todo:
-                if not job.explicit and self._ahead() >= self.cfg.max_prefetch_size:
+                if not job.explicit and self._over_budget():
                     self.stats.add("prefetch_over_budget")
                     return
                 await self._until_foreground_idle()
@@ -210,6 +205,10 @@ class Prefetcher:
             fd = file.release()
             if fd is not None:
                 await self.monitor.close_fd(fd)
+
+    def _over_budget(self) -> bool:
+        """Fetched ahead (and not read yet) as much as prediction.max_prefetch_size allows."""
+        return self.cache.prefetched_unread_bytes() >= self.cfg.max_prefetch_size
 
     async def _until_foreground_idle(self) -> None:
         while self.cache.foreground_fills():
