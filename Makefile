@@ -88,6 +88,7 @@ bench-deps: setup
 bench: bench-deps
 	results=$$($(SUDO) $(PY) bench/run.py --reps 3 --out bench-results) && \
 	$(PY) bench/report.py "$$results"
+	$(SUDO) $(PY) bench/prediction.py --reps 3 --out bench-results
 
 # One repetition of (a), (b'), (e), (f') on the small data set, < 3 min; the
 # report goes beside the results (bench-results/*.md), not into the docs.
