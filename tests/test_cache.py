@@ -111,3 +111,37 @@ def test_reads_match_the_model(size: int, chunk: int, reads: list, ram: int) -> 
             assert cache.ram.bytes <= ram
 
     trio.run(main)
+
+
+def test_read_ahead_grows_while_the_reader_keeps_up_and_stops_on_a_seek() -> None:
+    from cachefs.data import chunkcache
+    from cachefs.engine.engine import Engine
+
+    chunk = 256 * 1024  # a window of 16 chunks to start, 32 at most
+    source = FakeSource(bytes(range(256)) * (chunk * 200 // 256), chunk_size=chunk, delay=0.002)
+    limiter = trio.CapacityLimiter(8)
+    engine = Engine(Stats())
+    cache = ChunkCache(RamTier(1 << 30), {}, Stats(), limiter, limiter, spawn=engine.spawn)
+    start = max(chunkcache.READ_AHEAD_MIN_CHUNKS, chunkcache.READ_AHEAD_BYTES // chunk)
+    start = min(start, chunkcache.READ_AHEAD_MAX_CHUNKS)
+    windows: list[int] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run, cache.tasks())
+            for n in range(120):  # faster than the filler: it keeps catching up
+                await cache.read(source, n * chunk, chunk, sequential=n > 0)
+                windows.append(cache._windows.get(source, start))
+            stream = cache._streams.get(source)
+            assert stream is not None
+            await cache.read(source, 190 * chunk, chunk)  # a seek far ahead
+            await trio.sleep(0.05)
+            assert source not in cache._streams and source not in cache._windows
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert windows[0] == start
+    assert max(windows) > start  # grew
+    assert max(windows) <= chunkcache.READ_AHEAD_MAX_CHUNKS
+    assert windows == sorted(windows)  # never shrank while sequential
+    assert cache.stats.get("read_ahead_stopped_by_seek") == 1

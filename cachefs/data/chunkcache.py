@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,8 +40,13 @@ STORE_QUEUE = 64
 STORE_WORKERS = 2
 STORE_WAIT = 0.25  # seconds a filler may wait for room in the store queue
 # A sequential reader gets this much read ahead (in whole chunks, at most 8).
-READ_AHEAD_BYTES = 8 * 1024 * 1024
-READ_AHEAD_MAX_CHUNKS = 8
+# A sequential reader's read-ahead starts at READ_AHEAD_BYTES and doubles each time
+# the reader catches up with it (it waited for a chunk the filler had not reached),
+# up to READ_AHEAD_MAX_BYTES; a seek far from it stops it and starts it small again.
+READ_AHEAD_BYTES = 4 * 1024 * 1024
+READ_AHEAD_MAX_BYTES = 32 * 1024 * 1024
+READ_AHEAD_MIN_CHUNKS = 2
+READ_AHEAD_MAX_CHUNKS = 32
 ORIGIN = "origin"  # where a chunk that no tier held came from
 PREFETCHED_REMEMBERED = 65_536  # prefetched chunks watched for a later read (oldest go first)
 # A prefetched chunk nobody read within this long counts as wasted, no longer as
@@ -159,6 +165,8 @@ class ChunkCache:
         self._indexes_loaded = {name: trio.Event() for name in self.disks}
         # Keyed by the source itself, not id(): a released handle's id is reused.
         self._streams: dict[ChunkSource, _ReadAhead] = {}
+        # Each reader's read-ahead window in chunks (kept between its bursts).
+        self._windows: weakref.WeakKeyDictionary[ChunkSource, int] = weakref.WeakKeyDictionary()
         # Chunks the prefetcher brought from the origin, not read since: a later
         # read of one is a miss the prefetch covered (precision and coverage).
         self._prefetched: OrderedDict[ChunkKey, tuple[float, int]] = OrderedDict()
@@ -339,11 +347,15 @@ class ChunkCache:
         chunks = chunk_range(offset, end - offset, chunk_size)
         if sequential:
             self._read_ahead(source, chunks[-1] + 1)
+        elif self._streams:
+            self._seeked(source, chunks[0])
         pieces: list[bytes] = []
         content_type = source.policy.name
+        waited = False
         for index in chunks:
             key = ChunkKey(version, chunk_size, index)
             data, tier = await self.chunk(source, key)
+            waited |= tier != self.ram.name
             start = max(offset, key.offset) - key.offset
             stop = min(end, key.offset + len(data)) - key.offset
             pieces.append(data[start:stop])
@@ -353,15 +365,17 @@ class ChunkCache:
                     self._note_prefetch_used(key)
             if len(data) < key.expected_length:  # the origin file shrank under us
                 break
+        if sequential and waited:
+            self._caught_up(source, chunks[-1] + 1)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _read_ahead(self, source: ChunkSource, first: int) -> None:
         """Extend this reader's read-ahead window; start its filler if it is idle."""
-        count = max(1, min(READ_AHEAD_MAX_CHUNKS, READ_AHEAD_BYTES // source.chunk_size))
-        last = min(first + count, chunk_count(source.version.size, source.chunk_size))
+        stream = self._streams.get(source)
+        window = self._window(source)
+        last = min(first + window, chunk_count(source.version.size, source.chunk_size))
         if first >= last:
             return  # the reader is at the last chunk: a small file read whole, say
-        stream = self._streams.get(source)
         if stream is None:
             stream = _ReadAhead(first, last)
             if self._spawn("read-ahead", self._run_read_ahead, source, stream):
@@ -369,6 +383,46 @@ class ChunkCache:
         else:
             stream.next = max(stream.next, first)  # the reader may have overtaken it
             stream.until = max(stream.until, last)
+
+    def _caught_up(self, source: ChunkSource, first: int) -> None:
+        """A sequential reader waited for a chunk its read-ahead had not brought yet:
+        the window was too small to keep ahead of it, so it doubles."""
+        if source not in self._streams:
+            return
+        window = self._window(source)
+        grown = min(self._max_window(source), window * 2)
+        if grown > window:
+            self._windows[source] = grown
+            self._read_ahead(source, first)
+
+    def _window(self, source: ChunkSource) -> int:
+        found = self._windows.get(source)
+        if found is None:
+            start = READ_AHEAD_BYTES // source.chunk_size
+            found = self._windows[source] = max(
+                READ_AHEAD_MIN_CHUNKS, min(start, self._max_window(source))
+            )
+        return found
+
+    def _max_window(self, source: ChunkSource) -> int:
+        return max(
+            READ_AHEAD_MIN_CHUNKS,
+            min(READ_AHEAD_MAX_CHUNKS, READ_AHEAD_MAX_BYTES // source.chunk_size),
+        )
+
+    def _seeked(self, source: ChunkSource, chunk: int) -> None:
+        """A read away from the reader's stream: far away, the stream stops (what it
+        would fetch is not what the reader wants) and the window starts small again.
+        Near it (requests of one read arriving out of order) nothing changes."""
+        stream = self._streams.get(source)
+        if stream is None:
+            return
+        window = self._window(source)
+        if stream.next - 2 * window <= chunk <= stream.until + window:
+            return
+        stream.scope.cancel()
+        self._windows.pop(source, None)
+        self.stats.add("read_ahead_stopped_by_seek")
 
     async def _run_read_ahead(self, source: ChunkSource, stream: _ReadAhead) -> None:
         """Fill a reader's window in order.
