@@ -177,15 +177,13 @@ def report(results: list[dict[str, Any]]) -> str:
                 runs = [r[system][workload][stat] for r in results if system in r]
                 cells.append(f"{statistics.median(runs):.1f}" if runs else "-")
             lines.append(f"| {what}, {stat[:3]} ms | " + " | ".join(cells) + " |")
-        precision = [r["cachefs"][workload].get("prefetch_precision") for r in results]
-        coverage = [r["cachefs"][workload].get("prefetch_coverage") for r in results]
-        if precision and None not in precision:
-            lines.append(
-                f"| {what}: cachefs prefetch precision / coverage | "
-                f"{statistics.median(precision):.2f} / {statistics.median(coverage):.2f} |"
-                + " |"
-                * (len(systems) - 1)
-            )
+        ours = [r["cachefs"][workload] for r in results if "cachefs" in r]
+        precision = [o.get("prefetch_precision") for o in ours]
+        coverage = [o.get("prefetch_coverage") for o in ours]
+        if ours and None not in precision and None not in coverage:
+            shown = f"{statistics.median(precision):.2f} / {statistics.median(coverage):.2f}"
+            cells = [shown if s == "cachefs" else "" for s in systems]
+            lines.append(f"| {what}: prefetch precision / coverage | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
