@@ -30,6 +30,9 @@ OUTER_OPTIONS = [
     *DEFAULT_TEST_OPTIONS,
     f"origin.timeout={TIMEOUT}s",
     "origin.probe_interval=250ms",
+    # "uncached.bin" must stay uncached: the prefetcher would fetch it as the
+    # sibling after "cached.bin" (test_prefetch.py tests that)
+    "prediction.max_prefetch_size=0",
 ]
 
 
