@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib import metadata
 
 import click
 
@@ -35,8 +36,32 @@ class MountDirectory(click.Path):
         return os.fsdecode(value)
 
 
+def package_version() -> str:
+    """The installed distribution's version; the package's own when not installed."""
+    try:
+        return metadata.version("cachefs")
+    except metadata.PackageNotFoundError:
+        import cachefs
+
+        return cachefs.__version__
+
+
+def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"cachefs {package_version()}")
+        ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="cachefs")
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=print_version,
+    help="Show the version and exit.",
+)
 def cli() -> None:
     """cachefs: a tiered caching filesystem for slow origins."""
 
