@@ -1,5 +1,6 @@
 """The operator's commands on real mounts: their --json numbers against a known
-workload and the stats xattr; the help, --version and unknown-command paths."""
+workload and the stats xattr; pin, unpin, evict and where against residency;
+the help, --version and unknown-command paths."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from .conftest import (
 )
 
 KiB, MiB = 1024, 1024 * 1024
-COMMANDS = ("check", "config", "mount", "stats", "status")
+COMMANDS = ("check", "config", "evict", "mount", "pin", "stats", "status", "unpin", "where")
 
 
 def library(origin: Path) -> dict[str, int]:
@@ -203,3 +204,43 @@ def test_stats_tables_match_the_stats_xattr(origin: Path, mount_factory: MountFa
     assert watched.returncode == 0, watched.stderr
     lines = [json.loads(line) for line in watched.stdout.splitlines()]
     assert len(lines) == 2 and all(line["lookups"] == report["lookups"] for line in lines)
+
+
+# -- pin, unpin, evict, where -------------------------------------------------------------
+
+
+def test_pin_unpin_evict_and_where_change_and_report_residency(
+    origin: Path, mount_factory: MountFactory
+) -> None:
+    files = library(origin)
+    m = mount_factory(origin)
+    read_all(m, files)
+    for rel in files:
+        wait_until_on_disk(m, rel)
+    where = cli_json("where", str(m.mnt / "notes.bin"))
+    [row] = where["files"]
+    assert {k: row[k] for k in m.residency("notes.bin")} == m.residency("notes.bin")
+
+    movies = str(m.mnt / "Movies")
+    assert cli_json("pin", "--tier", "hdd", movies) == [{"path": movies, "pin": "hdd"}]
+    for rel in ("Movies/film.mkv", "Movies/trailer.mkv"):
+        residency = m.residency(rel)
+        assert residency["hdd"] == residency["chunks"] and residency["ssd"] == 0
+    film = str(m.mnt / "Movies/film.mkv")
+    assert cli_json("unpin", film) == [{"path": film, "pin": "hdd", "inherited": True}]
+    assert cli_json("unpin", movies) == [{"path": movies, "pin": "none", "inherited": False}]
+
+    assert cli_json("evict", movies) == [{"path": movies, "kind": "directory"}]
+    summary = cli_json("where", str(m.mnt))
+    by_path = {d["path"]: d for d in summary["directories"]}
+    assert by_path[movies]["files"] == 2
+    assert by_path[movies]["uncached"] == by_path[movies]["chunks"] > 0
+    assert by_path[str(m.mnt)]["files"] == len(files)
+    assert by_path[str(m.mnt)]["chunks"] == sum(f["chunks"] for f in summary["files"])
+    for file in summary["files"]:
+        rel = os.path.relpath(file["path"], m.mnt)
+        assert {k: file[k] for k in ("ram", "ssd", "hdd", "uncached")} == {
+            k: m.residency(rel)[k] for k in ("ram", "ssd", "hdd", "uncached")
+        }
+    notes = m.residency("notes.bin")
+    assert notes["uncached"] == 0  # evicting Movies left it alone

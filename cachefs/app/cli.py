@@ -53,6 +53,10 @@ def package_version() -> str:
 LAZY_COMMANDS = {
     "status": "cachefs.app.commands.status:status_command",
     "stats": "cachefs.app.commands.stats:stats_command",
+    "pin": "cachefs.app.commands.pins:pin_command",
+    "unpin": "cachefs.app.commands.pins:unpin_command",
+    "evict": "cachefs.app.commands.evict:evict_command",
+    "where": "cachefs.app.commands.where:where_command",
 }
 
 
