@@ -1,5 +1,5 @@
 """The operator's commands on real mounts: their --json numbers against a known
-workload and the stats xattr; pin, unpin, evict and where against residency;
+workload and the stats xattr; warm, pin, unpin, evict and where against residency;
 the help, --version and unknown-command paths."""
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 import cachefs
+from cachefs.app.commands import warm as warm_module
+from cachefs.app.commands.mounts import Resolver
 
 from .conftest import (
     DEFAULT_TEST_OPTIONS,
@@ -29,7 +31,7 @@ from .conftest import (
 )
 
 KiB, MiB = 1024, 1024 * 1024
-COMMANDS = ("check", "config", "evict", "mount", "pin", "stats", "status", "unpin", "where")
+COMMANDS = ("check", "config", "evict", "mount", "pin", "stats", "status", "unpin", "warm", "where")
 
 
 def library(origin: Path) -> dict[str, int]:
@@ -204,6 +206,66 @@ def test_stats_tables_match_the_stats_xattr(origin: Path, mount_factory: MountFa
     assert watched.returncode == 0, watched.stderr
     lines = [json.loads(line) for line in watched.stdout.splitlines()]
     assert len(lines) == 2 and all(line["lookups"] == report["lookups"] for line in lines)
+
+
+# -- warm ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tier", ["ram", "ssd", "hdd"])
+def test_warm_fills_the_asked_tier_and_leaves_no_pin(
+    origin: Path, mount_factory: MountFactory, tier: str
+) -> None:
+    files = library(origin)
+    m = mount_factory(origin)
+    result = run_cachefs("warm", "--tier", tier, "--json", str(m.mnt / "Movies"), str(m.mnt))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    total = sum(files.values())
+    assert (summary["files"], summary["files_done"]) == (len(files), len(files))
+    assert (summary["bytes"], summary["bytes_done"], summary["percent"]) == (total, total, 100.0)
+    assert summary["in_tier"]["in_tier"] == summary["in_tier"]["chunks"] > 0
+    assert not summary["cancelled"] and not summary["errors"]
+    # the progress bar, printed once at the end when stderr is not a terminal
+    final = [line for line in result.stderr.splitlines() if line.startswith(f"warm -> {tier}")]
+    assert final and "100%" in final[-1] and f"{len(files)}/{len(files)} files" in final[-1]
+    for rel in files:
+        residency = m.residency(rel)
+        assert residency[tier] == residency["chunks"], (rel, residency)
+        assert os.getxattr(m.mnt / rel, "user.cachefs.pin") == b"none"
+
+
+def test_warm_keeps_an_existing_pin(origin: Path, mount_factory: MountFactory) -> None:
+    files = library(origin)
+    m = mount_factory(origin)
+    assert run_cachefs("pin", "--tier", "hdd", str(m.mnt / "Movies")).returncode == 0
+    summary = cli_json("warm", "--tier", "ssd", str(m.mnt / "Movies"))
+    assert summary["kept_pins"] == {str(m.mnt / "Movies"): "hdd"}
+    movies = [rel for rel in files if rel.startswith("Movies/")]
+    assert sorted(summary["pinned_elsewhere"]) == sorted(str(m.mnt / rel) for rel in movies)
+    for rel in movies:
+        wait_until_on_disk(m, rel)
+        residency = m.residency(rel)
+        assert residency["hdd"] == residency["chunks"] and residency["ssd"] == 0
+    assert os.getxattr(m.mnt / "Movies", "user.cachefs.pin") == b"hdd"
+
+
+def test_warm_cancelled_removes_its_pins(
+    origin: Path, mount_factory: MountFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the files are read: the temporary pin goes, the exit code is 130."""
+    library(origin)
+    m = mount_factory(origin)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        assert os.getxattr(m.mnt / "Movies", "user.cachefs.pin") == b"ssd"  # pinned for now
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(warm_module, "wait", interrupted)
+    target = Resolver().target(str(m.mnt / "Movies"))
+    warm = warm_module.Warm([target], "ssd", jobs=1)
+    assert warm.run() == warm_module.EXIT_CANCELLED
+    assert warm.summary()["cancelled"]
+    assert os.getxattr(m.mnt / "Movies", "user.cachefs.pin") == b"none"
 
 
 # -- pin, unpin, evict, where -------------------------------------------------------------

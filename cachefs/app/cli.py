@@ -53,6 +53,7 @@ def package_version() -> str:
 LAZY_COMMANDS = {
     "status": "cachefs.app.commands.status:status_command",
     "stats": "cachefs.app.commands.stats:stats_command",
+    "warm": "cachefs.app.commands.warm:warm_command",
     "pin": "cachefs.app.commands.pins:pin_command",
     "unpin": "cachefs.app.commands.pins:unpin_command",
     "evict": "cachefs.app.commands.evict:evict_command",
