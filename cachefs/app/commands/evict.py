@@ -11,7 +11,7 @@ from cachefs.app.commands.mounts import EVICT, UNSTATTED, Failure, Resolver
 from cachefs.app.commands.output import console_out, echo_json
 
 
-@click.command("evict")
+@click.command("evict", short_help="Drop the cached chunks of files or directories.")
 @click.argument("paths", nargs=-1, required=True, type=UNSTATTED, metavar="PATH...")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def evict_command(paths: tuple[str, ...], as_json: bool) -> None:

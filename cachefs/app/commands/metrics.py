@@ -61,7 +61,7 @@ def uptime(stats: dict[str, Any], now: float | None = None) -> float | None:
     started = stats.get("started_at")
     if started is None:
         return None
-    return max(0.0, (time.time() if now is None else now) - float(started))
+    return round(max(0.0, (time.time() if now is None else now) - float(started)), 3)
 
 
 def lookups(stats: dict[str, Any]) -> list[dict[str, Any]]:

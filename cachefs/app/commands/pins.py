@@ -28,7 +28,7 @@ def pin_of(target: Target) -> str:
         raise Failure(f"{target.given}: cannot read its pin: {exc.strerror}") from None
 
 
-@click.command("pin")
+@click.command("pin", short_help="Keep files or directories in a tier.")
 @click.argument("paths", nargs=-1, required=True, type=UNSTATTED, metavar="PATH...")
 @click.option("--tier", required=True, type=click.Choice(PIN_TIERS), help="The tier to keep it in.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -52,7 +52,7 @@ def pin_command(paths: tuple[str, ...], tier: str, as_json: bool) -> None:
         console.print(f"{result['path']}: pinned to {result['pin']}")
 
 
-@click.command("unpin")
+@click.command("unpin", short_help="Remove pins.")
 @click.argument("paths", nargs=-1, required=True, type=UNSTATTED, metavar="PATH...")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def unpin_command(paths: tuple[str, ...], as_json: bool) -> None:

@@ -20,7 +20,7 @@ from cachefs.app.commands.mounts import PROBE_TIMEOUT, UNSTATTED, Resolver, read
 from cachefs.app.commands.output import console_out, echo_json, percent, size
 
 
-@click.command("stats")
+@click.command("stats", short_help="A mount's counters, per tier and content type.")
 @click.argument("mount", type=UNSTATTED)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with --watch: one line each).")
 @click.option(

@@ -23,7 +23,7 @@ from cachefs.app.commands.mounts import (
 from cachefs.app.commands.output import bar, console_out, duration, echo_json, percent, size
 
 
-@click.command("status")
+@click.command("status", short_help="Every cachefs mount: state, tier fill, hit ratio, uptime.")
 @click.argument("paths", nargs=-1, type=UNSTATTED, metavar="[PATH...]")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (a list, one entry per mount).")
 @click.option(

@@ -76,7 +76,7 @@ class Counts:
             self.bytes_done += nbytes
 
 
-@click.command("warm")
+@click.command("warm", short_help="Read files into the cache (into one tier with --tier).")
 @click.argument("paths", nargs=-1, required=True, type=UNSTATTED, metavar="PATH...")
 @click.option("--tier", type=click.Choice(PIN_TIERS), help="Leave the files in this tier.")
 @click.option(

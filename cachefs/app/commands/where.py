@@ -14,7 +14,7 @@ from cachefs.app.commands.mounts import UNSTATTED, Failure, Resolver
 from cachefs.app.commands.output import TIERS, console_out, echo_json, percent, ratio, size
 
 
-@click.command("where")
+@click.command("where", short_help="Which tiers hold the chunks of files, per file and directory.")
 @click.argument("paths", nargs=-1, required=True, type=UNSTATTED, metavar="PATH...")
 @click.option("--files", "list_files", is_flag=True, help="List every file below a directory.")
 @click.option(
