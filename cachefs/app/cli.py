@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import os
 import sys
+from importlib import metadata
 
 import click
 
@@ -35,8 +38,82 @@ class MountDirectory(click.Path):
         return os.fsdecode(value)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="cachefs")
+def package_version() -> str:
+    """The installed distribution's version; the package's own when not installed."""
+    try:
+        return metadata.version("cachefs")
+    except metadata.PackageNotFoundError:
+        import cachefs
+
+        return cachefs.__version__
+
+
+# The operator's commands, each in its own module, imported only when run (or
+# listed by --help): mounting pays for neither rich nor them.
+LAZY_COMMANDS = {
+    "status": "cachefs.app.commands.status:status_command",
+    "stats": "cachefs.app.commands.stats:stats_command",
+    "warm": "cachefs.app.commands.warm:warm_command",
+    "pin": "cachefs.app.commands.pins:pin_command",
+    "unpin": "cachefs.app.commands.pins:unpin_command",
+    "evict": "cachefs.app.commands.evict:evict_command",
+    "where": "cachefs.app.commands.where:where_command",
+}
+
+
+class SuggestingGroup(click.Group):
+    """An unknown subcommand is a usage error (exit 2) naming the closest command."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0]
+        if (
+            not name.startswith("-")
+            and not ctx.resilient_parsing
+            and self.get_command(ctx, name) is None
+        ):
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.6)
+            if close:
+                ctx.fail(f"No such command {name!r}. Did you mean {close[0]!r}?")
+            ctx.fail(
+                f"No such command {name!r}. To mount a directory: "
+                f"{ctx.command_path} mount ORIGIN MOUNTPOINT."
+            )
+        return super().resolve_command(ctx, args)
+
+
+class CachefsGroup(SuggestingGroup):
+    """The top-level group: LAZY_COMMANDS are imported when asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(name)
+        if target is None:
+            return super().get_command(ctx, name)
+        module, _, attr = target.partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+
+def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"cachefs {package_version()}")
+        ctx.exit()
+
+
+@click.group(cls=CachefsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=print_version,
+    help="Show the version and exit.",
+)
 def cli() -> None:
     """cachefs: a tiered caching filesystem for slow origins."""
 
@@ -84,7 +161,7 @@ def run_mount(
         fail(str(exc), exc.exit_code)
 
 
-@cli.group("config")
+@cli.group("config", cls=SuggestingGroup)
 def config_group() -> None:
     """Inspect configuration."""
 
@@ -117,10 +194,17 @@ def check_command(dirs: tuple[str, ...], repair: bool, verbose: bool) -> None:
     sys.exit(run_check(dirs, repair, verbose))
 
 
+def is_implicit_mount(args: list[str]) -> bool:
+    """``cachefs ORIGIN MOUNTPOINT ...``, as mount.fuse(8) runs it for fstab type
+    fuse.cachefs: only when the first word is a path (it has a ``/``). A bare
+    word is a command name, or a usage error: ``cachefs stats /srv/media`` must
+    never mount an origin ``./stats``."""
+    return bool(args) and "/" in args[0] and not args[0].startswith("-")
+
+
 def main() -> None:
-    # mount.fuse(8) runs "cachefs ORIGIN MOUNTPOINT -o opts" for fstab type fuse.cachefs.
     args = sys.argv[1:]
-    if args and not args[0].startswith("-") and args[0] not in cli.commands:
+    if is_implicit_mount(args):
         args = ["mount", *args]
     cli.main(args=args, prog_name="cachefs")
 

@@ -21,6 +21,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,7 @@ class Mount:
     meta_store: MetadataStore | None = None
     stats_backend: StatsBackend | None = None
     busy_poll: BusyPoll | None = None  # set by the server when pyfuse3 polls
+    started_at: float = field(default_factory=time.time)  # Unix time the daemon built it
     _steps: list[ShutdownStep] = field(default_factory=list)
 
     # -- before mounting ---------------------------------------------------------------
@@ -192,6 +194,8 @@ class Mount:
         counters = self.stats.snapshot()
         return (
             {
+                "origin": self.origin.root,
+                "started_at": round(self.started_at, 3),
                 "tiers": {"ram": self.ram.stats()}
                 | {name: tier.stats_dict() for name, tier in self.disks.items()},
                 # per "tier:content type": chunk lookups that hit, missed, bytes served
@@ -212,6 +216,7 @@ class Mount:
                 "store_skipped": counters.get("store_skipped", 0),
                 "fuse_reads": counters.get("fuse_reads", 0),
                 "fuse_read_bytes": counters.get("fuse_read_bytes", 0),
+                "fuse_read_bytes_served": counters.get("fuse_read_bytes_served", 0),
                 "fuse_flushes": counters.get("fuse_flushes", 0),
                 "open_files": self.fs.open_file_count,
                 "known_inodes": self.fs.inodes.count(),

@@ -812,6 +812,7 @@ class CacheFS(pyfuse3.Operations):
         handle.next_offset = off + size
         started = time.perf_counter()
         data = await self.cache.read(handle, off, size, sequential)
+        self.stats.add("fuse_read_bytes_served", len(data))  # fuse_read_bytes: asked for
         self.stats.file_access(
             handle.relpath, nbytes=len(data), seconds=time.perf_counter() - started
         )
