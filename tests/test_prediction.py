@@ -10,13 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cachefs.data import prediction
-from cachefs.data.prediction import Predictor, natural_key
+from cachefs.data.prediction import Predictor, SiblingOrder, natural_key
 
 SEASON = [f"Show S01E{n:02d}.mkv".encode() for n in range(1, 11)]
 
 
 def listing_of(names: dict[bytes, list[bytes]]) -> prediction.Siblings:
-    return names.get
+    orders = {d: SiblingOrder(files) for d, files in names.items()}
+    return orders.get
 
 
 def best(predictions: list[prediction.Prediction]) -> tuple[bytes, float] | None:

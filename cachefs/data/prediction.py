@@ -9,9 +9,10 @@ Two kinds of evidence, each with a confidence in [0, 1]:
   another counts as "in order" (it went to the next sibling) or not, and the
   confidence is ``(in_order + 1) / (moves + 2)``: 0.5 before anything is
   known, towards 1 for an album played in order, towards 0 for a shuffle;
-* **history**: a successor model over the access stream. Every file opened
-  within the last ``window_size`` distinct opens before B counts B as one of
-  its successors, weighted ``1 / distance``; the confidence that A is followed
+* **history**: a successor model over the access stream. Each of the last
+  ``CONTEXT`` distinct files opened before B (within the last ``window_size``
+  opens) counts B as one of its successors, weighted ``1 / distance``, so
+  A B and A x B both teach "B follows A"; the confidence that A is followed
   by B is B's share of A's successor weight, damped by how much was seen of A
   (``weight / (total + 1)``), so one observation never reaches certainty.
   Successors are learnt across directories (the film after its trailer) and
@@ -24,6 +25,7 @@ restart and can be shared by the mounts of one origin.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import re
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 MAX_FILES = 50_000  # files whose successors are remembered (least recently opened go first)
 MAX_SUCCESSORS = 4  # kept per file, heaviest first
 MAX_DIRS = 20_000  # directories whose order is remembered
+CONTEXT = 4  # distinct earlier opens credited with each open (the cost per open is this)
 MODEL_VERSION = 1
 
 _DIGITS = re.compile(rb"(\d+)")
@@ -72,7 +75,26 @@ class _DirOrder:
         return (self.in_order + 1) / (self.moves + 2)
 
 
-Siblings = Callable[[bytes], Iterable[bytes] | None]  # dirpath -> regular file names, or unknown
+class SiblingOrder:
+    """A directory's regular files in natural order, for finding the next one fast."""
+
+    SCAN = 64  # names looked at past a file for the next one with its extension
+
+    def __init__(self, names: Iterable[bytes]) -> None:
+        self.names = sorted(names, key=natural_key)
+        self.keys = [natural_key(n) for n in self.names]
+
+    def after(self, name: bytes) -> bytes | None:
+        """The first name after *name* in natural order with the same extension."""
+        ext = _extension(name)
+        start = bisect.bisect_right(self.keys, natural_key(name))
+        for candidate in self.names[start : start + self.SCAN]:
+            if _extension(candidate) == ext:
+                return candidate
+        return None
+
+
+Siblings = Callable[[bytes], SiblingOrder | None]  # dirpath -> its files, None if unknown
 
 
 class Predictor:
@@ -98,6 +120,8 @@ class Predictor:
     def _learn_successor(self, path: bytes) -> None:
         seen: set[bytes] = set()
         for distance, earlier in enumerate(reversed(self._recent), start=1):
+            if len(seen) == CONTEXT:
+                break
             if earlier == path or earlier in seen:
                 continue
             seen.add(earlier)
@@ -145,13 +169,8 @@ class Predictor:
         return sorted(found.values(), key=lambda p: -p.confidence)
 
     def _next_sibling(self, dirpath: bytes, name: bytes, siblings: Siblings) -> bytes | None:
-        names = siblings(dirpath)
-        if names is None:
-            return None
-        ext = _extension(name)
-        mine = natural_key(name)
-        later = [n for n in names if _extension(n) == ext and natural_key(n) > mine]
-        return min(later, key=natural_key) if later else None
+        order = siblings(dirpath)
+        return order.after(name) if order is not None else None
 
     def tracked_files(self) -> int:
         return len(self._successors)

@@ -37,7 +37,7 @@ from cachefs.config import ContentTypeConfig, PredictionConfig
 from cachefs.data.chunkcache import ChunkCache
 from cachefs.data.chunks import ChunkKey, chunk_count
 from cachefs.data.pins import PinTable
-from cachefs.data.prediction import Prediction, Predictor
+from cachefs.data.prediction import Prediction, Predictor, SiblingOrder
 from cachefs.data.rules import ContentTypeResolver
 from cachefs.meta.cache import MetadataCache, StatInfo
 from cachefs.origin.access import FileVersion, Origin, OriginFile, open_flags_for_origin
@@ -50,6 +50,8 @@ PREFETCH_HEAD = 8 * 1024 * 1024  # what a prediction fetches of a file
 MAX_QUEUED = 16  # predicted files waiting; the oldest are dropped first
 IDLE_WAIT = 0.02  # seconds between looks for a moment without foreground fills
 SAVE_INTERVAL = 60.0  # seconds between saves of the model
+SIBLINGS_TTL = 2.0  # seconds a directory's sorted file names are reused
+SIBLINGS_CACHED = 64  # directories whose sorted names are kept
 
 
 @dataclass
@@ -107,6 +109,7 @@ class Prefetcher:
         self._wake = trio.Event()
         self._current: bytes | None = None
         self._backend: Callable[[], StatsBackend] | None = None
+        self._orders: OrderedDict[bytes, tuple[float, SiblingOrder | None]] = OrderedDict()
 
     # -- what the handlers tell it (trio thread, never blocking) -------------------------
 
@@ -153,11 +156,26 @@ class Prefetcher:
             del self._queue[guesses[0]]
         self._wake.set()
 
-    def _siblings(self, dirpath: bytes) -> list[bytes] | None:
+    def _siblings(self, dirpath: bytes) -> SiblingOrder | None:
+        """The directory's files in natural order, from its cached listing.
+
+        Sorted once per SIBLINGS_TTL at most: a season of a hundred files or a
+        photo folder of ten thousand costs one sort, not one per open. A name
+        added since is not guessed for a moment; one removed since is found
+        missing when its guess is queued."""
+        now = trio.current_time()
+        cached = self._orders.get(dirpath)
+        if cached is not None and now - cached[0] < SIBLINGS_TTL:
+            self._orders.move_to_end(dirpath)
+            return cached[1]
         listing = self.meta.listing(dirpath)
-        if listing is None:
-            return None
-        return [name for name, st in listing if stat.S_ISREG(st.st_mode)]
+        order = None
+        if listing is not None:
+            order = SiblingOrder(name for name, st in listing if stat.S_ISREG(st.st_mode))
+        self._orders[dirpath] = (now, order)
+        while len(self._orders) > SIBLINGS_CACHED:
+            self._orders.popitem(last=False)
+        return order
 
     # -- the task ------------------------------------------------------------------------
 
