@@ -195,6 +195,7 @@ def test_a_full_tier_disk_never_fails_a_read(
         for i in range(6):
             data = (origin / "big" / f"{i}.bin").read_bytes()
             assert read_direct(mounted.mnt / "big" / f"{i}.bin") == data
+
     # once background writes settle, the full disk has limited the tier (6 MiB
     # read, max_size 64 MiB): a write met ENOSPC ("not caching a chunk"), the
     # free space it checks first said no ("caching nothing"), or it evicted to
