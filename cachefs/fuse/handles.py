@@ -56,7 +56,10 @@ class OpenFile:
     policy: ContentTypeConfig
     relpath: str  # origin-relative path at open time, for per-file stats
     pin: str | None = None  # the tier a pin keeps this file in (pins.py)
-    next_offset: int = 0  # where a sequential reader reads next
+    # where a sequential reader reads next; none before its first read: one read
+    # is no pattern (a scan reads each file's head once, and a read-ahead of the
+    # rest would cost an origin request per file)
+    next_offset: int = -1
     writable: bool = False
     # Told (on the trio thread) when a fetch finds the origin file changed.
     on_origin_change: Callable[[FileVersion], None] | None = None
