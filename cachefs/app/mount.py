@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyfuse3
 import trio
@@ -32,6 +33,9 @@ from cachefs.fuse.operations import CacheFS
 from cachefs.meta.changes import WatchUnavailable
 from cachefs.origin.access import Origin
 from cachefs.stats.counters import StatsUnavailable, open_backend
+
+if TYPE_CHECKING:
+    from cachefs.app.exporter import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -278,16 +282,25 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
             f"origin {origin}: {reason}, and no cached metadata to serve it offline "
             "(nothing mounted)"
         ) from None
+    try:
+        metrics = bind_metrics(cfg, parts)
+    except MountError:
+        parts.close()
+        raise
     if not parts.monitor.online:
         log.warning("origin %s does not answer: mounting offline from the cache", source.root)
     try:
         pyfuse3.init(parts.fs, mountpoint, fuse_options(opts, source.root))
     except RuntimeError as exc:
+        if metrics is not None:
+            metrics.stop()
         raise MountError(f"cannot mount {mountpoint}: {exc} (see the message above)") from None
     log.info("mounted %s on %s", source.root, mountpoint)
     if not foreground:
         daemonize()
         setup_logging(opts, foreground)
+    if metrics is not None:
+        metrics.start()  # after the fork: threads do not survive it, the bound socket does
     clean = False
     fatal: Exception | None = None
     try:
@@ -299,6 +312,8 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
         fatal = exc
     finally:
         pyfuse3.close(unmount=True)
+        if metrics is not None:
+            metrics.stop()
         parts.close()
         source.close()
         log.info("unmounted %s (%s)", mountpoint, "clean" if clean else "after an error")
@@ -308,6 +323,22 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
             "unmounted; the log has the traceback"
         )
     return 0
+
+
+def bind_metrics(cfg: Config, parts: compose.Mount) -> MetricsServer | None:
+    """The Prometheus endpoint, bound (not yet serving); None without metrics.listen.
+    A port that cannot be had refuses the mount, before anything is mounted."""
+    if not cfg.metrics.listen:
+        return None
+    from cachefs.app import exporter  # prometheus_client: only for a mount that serves metrics
+
+    try:
+        return exporter.bind(cfg.metrics.listen, parts.latest)
+    except OSError as exc:
+        raise MountError(
+            f'metrics.listen = "{cfg.metrics.listen}": cannot listen there: '
+            f"{exc.strerror or exc} {NOTHING_MOUNTED}"
+        ) from None
 
 
 def _innermost(exc: BaseException) -> str:

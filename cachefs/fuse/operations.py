@@ -812,10 +812,10 @@ class CacheFS(pyfuse3.Operations):
         handle.next_offset = off + size
         started = time.perf_counter()
         data = await self.cache.read(handle, off, size, sequential)
+        seconds = time.perf_counter() - started
+        self.stats.read_seconds.observe(seconds)
         self.stats.add("fuse_read_bytes_served", len(data))  # fuse_read_bytes: asked for
-        self.stats.file_access(
-            handle.relpath, nbytes=len(data), seconds=time.perf_counter() - started
-        )
+        self.stats.file_access(handle.relpath, nbytes=len(data), seconds=seconds)
         return data
 
     @fuse_handler
