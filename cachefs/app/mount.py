@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pyfuse3
 import trio
 
-from cachefs.app import compose
+from cachefs.app import compose, sdnotify
 from cachefs.app.mounttable import mount_device
 from cachefs.app.preflight import (
     DEAD_MOUNT_ERRNOS,
@@ -218,15 +218,26 @@ async def _tune_kernel(fs: CacheFS, cfg: Config, mountpoint: str) -> None:
         await trio.to_thread.run_sync(set_dirty_share, mountpoint, WRITEBACK_MAX_RATIO)
 
 
-async def serve(parts: compose.Mount, mountpoint: str) -> None:
-    """Serve FUSE requests beside the Engine's tasks until unmounted; then stop in order."""
+async def serve(
+    parts: compose.Mount,
+    mountpoint: str,
+    notifier: sdnotify.Notifier | None = None,
+    daemonized: bool = False,
+) -> None:
+    """Serve FUSE requests beside the Engine's tasks until unmounted; then stop in order.
+    With *notifier* (systemd's NOTIFY_SOCKET), readiness, status and the stop are told."""
     engine = parts.engine
+    notifier = notifier or sdnotify.Notifier(None)
+    systemd = sdnotify.tasks(
+        notifier, parts.fs.initialized, mountpoint, parts.report, daemonized=daemonized
+    )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_terminate_on_signal)
-        await nursery.start(engine.run, parts.tasks())
+        await nursery.start(engine.run, [*parts.tasks(), *systemd])
         engine.spawn("kernel tuning", _tune_kernel, parts.fs, parts.cfg, mountpoint)
         parts.busy_poll = install_busy_poll(parts.cfg.mount.busy_poll)
         await pyfuse3.main(min_tasks=2, max_tasks=64)
+        notifier.stopping()  # before the shutdown steps, which may take seconds
         await engine.stop(parts.shutdown_steps())
         nursery.cancel_scope.cancel()
 
@@ -301,16 +312,18 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
         setup_logging(opts, foreground)
     if metrics is not None:
         metrics.start()  # after the fork: threads do not survive it, the bound socket does
+    notifier = sdnotify.Notifier.from_environment()
     clean = False
     fatal: Exception | None = None
     try:
-        trio.run(serve, parts, mountpoint)
+        trio.run(serve, parts, mountpoint, notifier, not foreground)
         clean = True
     except Exception as exc:
         # In the background stderr is /dev/null: the log is the only trace of this.
         log.critical("stopped by an unexpected error, unmounting %s", mountpoint, exc_info=True)
         fatal = exc
     finally:
+        notifier.stopping()  # after an unexpected error too
         pyfuse3.close(unmount=True)
         if metrics is not None:
             metrics.stop()
