@@ -127,7 +127,7 @@ class CacheFS(pyfuse3.Operations):
         self.meta, self.xattr_cache, self.detector = meta, xattr_cache, detector
         self.resolver, self.ram, self.cache, self.pins = resolver, ram, cache, pins
         self.engine, self.stats, self.prefetcher = engine, stats, prefetcher
-        self.control_xattrs = xattrs.ControlXattrs(self, control, prefetcher, report)
+        self.control_xattrs = xattrs.ControlXattrs(self, control, prefetcher, report, cfg)
         # The kernel may keep attributes and names no longer than we would trust them.
         self.attr_timeout = min(cfg.mount.attr_timeout, cfg.metadata.revalidate_after)
         self.entry_timeout = min(cfg.mount.entry_timeout, cfg.metadata.revalidate_after)
