@@ -4,24 +4,34 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
-# Debian packages: FUSE runtime + headers (pyfuse3 builds against them), Redis,
-# getfattr/setfattr, and what building pyfuse3 in a venv needs.
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config redis-server attr gcc python3-dev python3-venv
+# Debian packages: FUSE runtime + headers (pyfuse3 builds against them),
+# getfattr/setfattr, and what building pyfuse3 in a venv needs; Redis for the
+# tests (the demo keeps its stats in the embedded store and needs no Redis).
+DEMO_PACKAGES := fuse3 libfuse3-dev pkg-config attr gcc python3-dev python3-venv
+APT_PACKAGES := $(DEMO_PACKAGES) redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO := $(CURDIR)/demo
 
-.PHONY: setup system-packages demo demo-stop test lint typecheck clean install-helper bench-seq bench bench-quick bench-deps
+.PHONY: setup system-packages demo-packages demo demo-stop test lint typecheck clean install-helper bench-seq bench bench-quick bench-deps
 
 setup: system-packages $(VENV)/.installed
 
-system-packages:
-	@missing=$$(for p in $(APT_PACKAGES); do \
+# $(call apt_install,PACKAGES): install those of PACKAGES not installed yet.
+define apt_install
+	@missing=$$(for p in $(1); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "Installing Debian packages:" $$missing; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+endef
+
+system-packages:
+	$(call apt_install,$(APT_PACKAGES))
+
+demo-packages:
+	$(call apt_install,$(DEMO_PACKAGES))
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,20 +39,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-demo: setup
-	@[ -d $(DEMO)/origin ] || $(PY) -m cachefs.app.demo $(DEMO)/origin
-	@mkdir -p $(DEMO)/mnt $(DEMO)/cache
-	@if mountpoint -q $(DEMO)/mnt; then echo "demo already mounted at $(DEMO)/mnt"; else \
-	$(VENV)/bin/cachefs mount $(DEMO)/origin $(DEMO)/mnt -o \
-		tiers.ssd.path=$(DEMO)/cache/ssd,tiers.hdd.path=$(DEMO)/cache/hdd,log=$(DEMO)/cachefs.log; fi
+# Builds a sample library (once), mounts it at demo/mnt, reads a movie cold and
+# again after dropping the kernel's page cache (as root; O_DIRECT otherwise),
+# and prints both times and where the bytes came from (cachefs/app/demo.py).
+demo: demo-packages $(VENV)/.installed
+	@$(PY) -m cachefs.app.demo $(DEMO)
 	@echo
-	@echo "cachefs is mounted: $(DEMO)/origin -> $(DEMO)/mnt  (log: $(DEMO)/cachefs.log)"
 	@echo "Try:"
-	@echo "  ls -R $(DEMO)/mnt | head"
-	@echo "  time cat $(DEMO)/mnt/Movies/*/*.mkv > /dev/null   # twice: the second read is cached"
-	@echo "  getfattr -n user.cachefs.residency $(DEMO)/mnt/Movies/*/movie.mkv"
-	@echo "  getfattr -n user.cachefs.stats --only-values $(DEMO)/mnt; echo"
-	@echo "  $(VENV)/bin/cachefs config show"
+	@echo "  $(VENV)/bin/cachefs status"
+	@echo "  $(VENV)/bin/cachefs stats $(DEMO)/mnt"
+	@echo "  $(VENV)/bin/cachefs where $(DEMO)/mnt/Movies"
+	@echo "  $(VENV)/bin/cachefs config show $(DEMO)/mnt"
 	@echo "Stop it with: make demo-stop"
 
 demo-stop:

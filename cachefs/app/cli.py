@@ -167,10 +167,29 @@ def config_group() -> None:
 
 
 @config_group.command("show")
+@click.argument("mount", required=False, metavar="[MOUNT]", type=MountDirectory())
 @click.option("--config", "config_path", type=click.Path(), help="TOML config file.")
 @click.option("-o", "options", multiple=True, help="Overrides as dotted.key=value.")
-def config_show(config_path: str | None, options: tuple[str, ...]) -> None:
-    """Print the effective configuration as TOML."""
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="With MOUNT: seconds the mount has to answer.",
+)
+def config_show(
+    mount: str | None, config_path: str | None, options: tuple[str, ...], timeout: float
+) -> None:
+    """Print the effective configuration as TOML: the one a mount with --config and -o
+    would use, or, given MOUNT, the one the running cachefs mount holding MOUNT uses
+    (its -o overrides included)."""
+    if mount is not None:
+        if config_path is not None or options:
+            raise click.UsageError("MOUNT shows a running mount's configuration: no --config, -o")
+        from cachefs.app.commands.config import mount_config  # lazily, like the commands
+
+        click.echo(mount_config(mount, timeout), nl=False)
+        return
     try:
         opts = parse_mount_options(list(options), config_path)
         cfg = load_config(opts.config_path, opts.overrides)

@@ -54,10 +54,12 @@ from cachefs.origin.facts import OriginFacts
 from cachefs.origin.fstypes import close_reports_errors
 from cachefs.origin.monitor import OriginMonitor
 from cachefs.stats.counters import Stats, StatsBackend
+from cachefs.stats.snapshot import LatestReport
 
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 10.0  # at unmount: how long queued chunks may take to reach their tier
+PUBLISH_INTERVAL = 1.0  # seconds between two reports handed to the metrics endpoint
 
 
 class StateUnusable(Exception):
@@ -90,6 +92,8 @@ class Mount:
     stats_backend: StatsBackend | None = None
     busy_poll: BusyPoll | None = None  # set by the server when pyfuse3 polls
     started_at: float = field(default_factory=time.time)  # Unix time the daemon built it
+    # the report for the metrics endpoint's threads (metrics.listen), published by a task
+    latest: LatestReport = field(default_factory=LatestReport)
     _steps: list[ShutdownStep] = field(default_factory=list)
 
     # -- before mounting ---------------------------------------------------------------
@@ -168,7 +172,9 @@ class Mount:
             ShutdownStep("save metadata", saver.save_once),
             ShutdownStep("save the prediction model", self.prefetcher.save_model),
         ]
+        metrics = [Task("metrics snapshot", self.publish_reports)] if cfg.metrics.listen else []
         return [
+            *metrics,
             *self.cache.tasks(),
             Task("origin monitor", self.monitor.run),
             *self.detector.tasks(),
@@ -180,6 +186,13 @@ class Mount:
             Task("prefetcher", self.prefetcher.run),
             Task("prediction model", self.prefetcher.keep_saving),
         ]
+
+    async def publish_reports(self) -> None:
+        """The report, handed to the metrics endpoint's threads every second: they
+        convert that copy and never touch what the trio thread changes."""
+        while True:
+            self.latest.publish(self.report())
+            await trio.sleep(PUBLISH_INTERVAL)
 
     def shutdown_steps(self) -> list[ShutdownStep]:
         """In order: queued chunks reach their tier, stats are flushed, metadata saved."""
@@ -217,6 +230,7 @@ class Mount:
                 "fuse_reads": counters.get("fuse_reads", 0),
                 "fuse_read_bytes": counters.get("fuse_read_bytes", 0),
                 "fuse_read_bytes_served": counters.get("fuse_read_bytes_served", 0),
+                "read_seconds": self.stats.read_seconds.snapshot(),
                 "fuse_flushes": counters.get("fuse_flushes", 0),
                 "open_files": self.fs.open_file_count,
                 "known_inodes": self.fs.inodes.count(),

@@ -11,11 +11,12 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyfuse3
 import trio
 
-from cachefs.app import compose
+from cachefs.app import compose, sdnotify
 from cachefs.app.mounttable import mount_device
 from cachefs.app.preflight import (
     DEAD_MOUNT_ERRNOS,
@@ -32,6 +33,9 @@ from cachefs.fuse.operations import CacheFS
 from cachefs.meta.changes import WatchUnavailable
 from cachefs.origin.access import Origin
 from cachefs.stats.counters import StatsUnavailable, open_backend
+
+if TYPE_CHECKING:
+    from cachefs.app.exporter import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -214,15 +218,26 @@ async def _tune_kernel(fs: CacheFS, cfg: Config, mountpoint: str) -> None:
         await trio.to_thread.run_sync(set_dirty_share, mountpoint, WRITEBACK_MAX_RATIO)
 
 
-async def serve(parts: compose.Mount, mountpoint: str) -> None:
-    """Serve FUSE requests beside the Engine's tasks until unmounted; then stop in order."""
+async def serve(
+    parts: compose.Mount,
+    mountpoint: str,
+    notifier: sdnotify.Notifier | None = None,
+    daemonized: bool = False,
+) -> None:
+    """Serve FUSE requests beside the Engine's tasks until unmounted; then stop in order.
+    With *notifier* (systemd's NOTIFY_SOCKET), readiness, status and the stop are told."""
     engine = parts.engine
+    notifier = notifier or sdnotify.Notifier(None)
+    systemd = sdnotify.tasks(
+        notifier, parts.fs.initialized, mountpoint, parts.report, daemonized=daemonized
+    )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_terminate_on_signal)
-        await nursery.start(engine.run, parts.tasks())
+        await nursery.start(engine.run, [*parts.tasks(), *systemd])
         engine.spawn("kernel tuning", _tune_kernel, parts.fs, parts.cfg, mountpoint)
         parts.busy_poll = install_busy_poll(parts.cfg.mount.busy_poll)
         await pyfuse3.main(min_tasks=2, max_tasks=64)
+        notifier.stopping()  # before the shutdown steps, which may take seconds
         await engine.stop(parts.shutdown_steps())
         nursery.cancel_scope.cancel()
 
@@ -278,27 +293,40 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
             f"origin {origin}: {reason}, and no cached metadata to serve it offline "
             "(nothing mounted)"
         ) from None
+    try:
+        metrics = bind_metrics(cfg, parts)
+    except MountError:
+        parts.close()
+        raise
     if not parts.monitor.online:
         log.warning("origin %s does not answer: mounting offline from the cache", source.root)
     try:
         pyfuse3.init(parts.fs, mountpoint, fuse_options(opts, source.root))
     except RuntimeError as exc:
+        if metrics is not None:
+            metrics.stop()
         raise MountError(f"cannot mount {mountpoint}: {exc} (see the message above)") from None
     log.info("mounted %s on %s", source.root, mountpoint)
     if not foreground:
         daemonize()
         setup_logging(opts, foreground)
+    if metrics is not None:
+        metrics.start()  # after the fork: threads do not survive it, the bound socket does
+    notifier = sdnotify.Notifier.from_environment()
     clean = False
     fatal: Exception | None = None
     try:
-        trio.run(serve, parts, mountpoint)
+        trio.run(serve, parts, mountpoint, notifier, not foreground)
         clean = True
     except Exception as exc:
         # In the background stderr is /dev/null: the log is the only trace of this.
         log.critical("stopped by an unexpected error, unmounting %s", mountpoint, exc_info=True)
         fatal = exc
     finally:
+        notifier.stopping()  # after an unexpected error too
         pyfuse3.close(unmount=True)
+        if metrics is not None:
+            metrics.stop()
         parts.close()
         source.close()
         log.info("unmounted %s (%s)", mountpoint, "clean" if clean else "after an error")
@@ -308,6 +336,22 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
             "unmounted; the log has the traceback"
         )
     return 0
+
+
+def bind_metrics(cfg: Config, parts: compose.Mount) -> MetricsServer | None:
+    """The Prometheus endpoint, bound (not yet serving); None without metrics.listen.
+    A port that cannot be had refuses the mount, before anything is mounted."""
+    if not cfg.metrics.listen:
+        return None
+    from cachefs.app import exporter  # prometheus_client: only for a mount that serves metrics
+
+    try:
+        return exporter.bind(cfg.metrics.listen, parts.latest)
+    except OSError as exc:
+        raise MountError(
+            f'metrics.listen = "{cfg.metrics.listen}": cannot listen there: '
+            f"{exc.strerror or exc} {NOTHING_MOUNTED}"
+        ) from None
 
 
 def _innermost(exc: BaseException) -> str:

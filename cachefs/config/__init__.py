@@ -6,6 +6,7 @@ The public face of the package; import from here. The parts, one concept each:
 * ``model``     the frozen dataclasses and the defaults;
 * ``schema``    every settable key, its checks and value conversion;
 * ``keys``      key paths and their TOML spelling;
+* ``address``   the HOST:PORT of ``metrics.listen``;
 * ``positions`` the scanner that finds the line each key is written on;
 * ``loader``    load_config: defaults, file, overrides; ConfigError;
 * ``writer``    config_to_toml.
@@ -13,6 +14,7 @@ The public face of the package; import from here. The parts, one concept each:
 
 from __future__ import annotations
 
+from cachefs.config.address import parse_listen
 from cachefs.config.loader import ConfigError, load_config
 from cachefs.config.model import (
     CONTENT_TYPES,
@@ -24,6 +26,7 @@ from cachefs.config.model import (
     ContentTypeConfig,
     FrozenMap,
     MetadataConfig,
+    MetricsConfig,
     MonitoringConfig,
     MountConfig,
     OriginConfig,
@@ -55,6 +58,7 @@ __all__ = [
     "ContentTypeConfig",
     "FrozenMap",
     "MetadataConfig",
+    "MetricsConfig",
     "MonitoringConfig",
     "MountConfig",
     "OriginConfig",
@@ -68,6 +72,7 @@ __all__ = [
     "format_size",
     "load_config",
     "parse_duration",
+    "parse_listen",
     "parse_size",
     "state_directory",
 ]

@@ -23,6 +23,7 @@ from cachefs.config.model import (
     Config,
     ContentTypeConfig,
     MetadataConfig,
+    MetricsConfig,
     MonitoringConfig,
     MountConfig,
     OriginConfig,
@@ -228,6 +229,7 @@ class _Loader:
             mount=section(MountConfig, ("mount",)),
             metadata=section(MetadataConfig, ("metadata",)),
             origin=section(OriginConfig, ("origin",)),
+            metrics=section(MetricsConfig, ("metrics",)),
             state_dir=v[("state_dir",)],
             source=source,
         )

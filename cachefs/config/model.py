@@ -146,6 +146,12 @@ class OriginConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    # HOST:PORT of the Prometheus endpoint (config/address.py); "" = no endpoint
+    listen: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     tiers: Mapping[str, TierConfig]  # always all of TIER_NAMES
     content_types: Mapping[str, ContentTypeConfig]  # always all of CONTENT_TYPES
@@ -156,6 +162,7 @@ class Config:
     mount: MountConfig
     metadata: MetadataConfig
     origin: OriginConfig
+    metrics: MetricsConfig = MetricsConfig()  # a default: callers from before it keep working
     # pins.json, metadata.sqlite and the embedded stats; None: the SSD tier's directory
     # (see state_directory)
     state_dir: Path | None = None
@@ -193,6 +200,7 @@ def default_config() -> Config:
         mount=MountConfig(1.0, 1.0, 16, MiB, 50e-6, False),
         metadata=MetadataConfig(1.0, "auto", 10 * MINUTE, 5.0, 20, 500_000, True),
         origin=OriginConfig(5.0, 2.0),
+        metrics=MetricsConfig(""),
         state_dir=None,
         source=None,
     )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from cachefs.config.address import parse_listen
 from cachefs.config.keys import KeyPath
 from cachefs.config.model import (
     CONTENT_TYPES,
@@ -129,6 +130,14 @@ def _check_redis_url(v: str) -> str | None:
     return f"invalid Redis URL {v!r} (must start with redis://, rediss:// or unix://)"
 
 
+def _check_listen(v: str) -> str | None:
+    try:
+        parse_listen(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _check_positive_duration(v: float) -> str | None:
     return None if v > 0 else "must be greater than 0"
 
@@ -221,6 +230,7 @@ SCHEMA: dict[str, Node] = {
         "timeout": Field("duration", _check_positive_duration),
         "probe_interval": Field("duration", _check_positive_duration),
     },
+    "metrics": {"listen": Field("str", _check_listen)},
 }
 _TABLE_NOUNS: dict[KeyPath, str] = {("tiers",): "tier", ("content_types",): "content type"}
 RULE_KEYS = ("glob", "type")

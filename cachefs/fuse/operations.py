@@ -127,7 +127,7 @@ class CacheFS(pyfuse3.Operations):
         self.meta, self.xattr_cache, self.detector = meta, xattr_cache, detector
         self.resolver, self.ram, self.cache, self.pins = resolver, ram, cache, pins
         self.engine, self.stats, self.prefetcher = engine, stats, prefetcher
-        self.control_xattrs = xattrs.ControlXattrs(self, control, prefetcher, report)
+        self.control_xattrs = xattrs.ControlXattrs(self, control, prefetcher, report, cfg)
         # The kernel may keep attributes and names no longer than we would trust them.
         self.attr_timeout = min(cfg.mount.attr_timeout, cfg.metadata.revalidate_after)
         self.entry_timeout = min(cfg.mount.entry_timeout, cfg.metadata.revalidate_after)
@@ -812,10 +812,10 @@ class CacheFS(pyfuse3.Operations):
         handle.next_offset = off + size
         started = time.perf_counter()
         data = await self.cache.read(handle, off, size, sequential)
+        seconds = time.perf_counter() - started
+        self.stats.read_seconds.observe(seconds)
         self.stats.add("fuse_read_bytes_served", len(data))  # fuse_read_bytes: asked for
-        self.stats.file_access(
-            handle.relpath, nbytes=len(data), seconds=time.perf_counter() - started
-        )
+        self.stats.file_access(handle.relpath, nbytes=len(data), seconds=seconds)
         return data
 
     @fuse_handler

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import pyfuse3
 from pyfuse3 import FUSEError
 
+from cachefs.config import Config, config_to_toml
 from cachefs.data.pins import PIN_TIERS
 from cachefs.engine.control import CacheControl
 from cachefs.engine.prefetch import Prefetcher
@@ -31,6 +32,7 @@ CONTENT_TYPE = PREFIX + b"content_type"
 EVICT = PREFIX + b"evict"
 PIN = PREFIX + b"pin"
 PREFETCH = PREFIX + b"prefetch"
+CONFIG = PREFIX + b"config"  # the mount's effective configuration, as TOML
 
 
 def is_control(name: bytes) -> bool:
@@ -64,13 +66,18 @@ class ControlXattrs:
         control: CacheControl,
         prefetcher: Prefetcher,
         report: Callable[[], dict[str, Any]],
+        cfg: Config,
     ) -> None:
         self.files, self.control, self.report = files, control, report
         self.prefetcher = prefetcher
+        # -o overrides included: what `cachefs config show MOUNT` prints
+        self.config_toml = config_to_toml(cfg).encode()
 
     async def get(self, inode: int, name: bytes) -> bytes:
         if name == STATS and inode == ROOT_INODE:
             return _json(self.report())
+        if name == CONFIG and inode == ROOT_INODE:
+            return self.config_toml
         if name == RESIDENCY:
             return _json(await self.residency(inode))
         path = self.files.path_of(inode)

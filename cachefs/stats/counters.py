@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import redis
 
 from cachefs.common import private
+from cachefs.stats.histogram import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class Stats:
         self._tier_names: dict[tuple[str, str, bool], tuple[str, str]] = {}
         self.counters: Counter[str] = Counter()
         self._pending = Batch()
+        # how long FUSE reads took in cachefs (since mount; never flushed to a backend)
+        self.read_seconds = Histogram()
 
     # -- the hot path ---------------------------------------------------------------
 

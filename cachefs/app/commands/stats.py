@@ -128,6 +128,11 @@ def render(report: dict[str, Any], stamp: bool = False) -> RenderableType:
     if stamp:
         clock = time.strftime("%H:%M:%S", time.localtime(report["time"]))
         parts.append(Text(f"{report['mountpoint']} at {clock}", style="bold"))
+    parts += [lookups_table(report), tiers_table(report), traffic_table(report)]
+    return Group(*parts)
+
+
+def lookups_table(report: dict[str, Any]) -> Table:
     lookups = _table(
         "Chunk lookups", "tier", "content type", "hits", "misses", "bytes served", "hit ratio"
     )
@@ -142,8 +147,10 @@ def render(report: dict[str, Any], stamp: bool = False) -> RenderableType:
         )
     if not report["lookups"]:
         lookups.add_row("-", "nothing read yet", "", "", "", "")
-    parts.append(lookups)
+    return lookups
 
+
+def tiers_table(report: dict[str, Any]) -> Table:
     tiers = _table("Tiers", "tier", "", "chunks", "used", "max", "fill", "evictions")
     for name, tier in report["tiers"].items():
         tiers.add_row(
@@ -155,8 +162,10 @@ def render(report: dict[str, Any], stamp: bool = False) -> RenderableType:
             percent(tier["fill"]),
             str(tier["evictions"]),
         )
-    parts.append(tiers)
+    return tiers
 
+
+def traffic_table(report: dict[str, Any]) -> Table:
     origin = report["origin"]
     traffic = _table("Traffic", "", "counter", "value")
     state = origin["state"] or "unknown"
@@ -180,5 +189,4 @@ def render(report: dict[str, Any], stamp: bool = False) -> RenderableType:
     ]
     for row in rows:
         traffic.add_row(*row)
-    parts.append(traffic)
-    return Group(*parts)
+    return traffic
