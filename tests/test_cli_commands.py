@@ -31,7 +31,9 @@ from .conftest import (
 )
 
 KiB, MiB = 1024, 1024 * 1024
-COMMANDS = ("check", "config", "evict", "mount", "pin", "stats", "status", "unpin", "warm", "where")
+COMMANDS = (
+    "check", "config", "evict", "mount", "pin", "stats", "status", "top", "unpin", "warm", "where",
+)  # fmt: skip
 
 
 def library(origin: Path) -> dict[str, int]:
@@ -306,3 +308,34 @@ def test_pin_unpin_evict_and_where_change_and_report_residency(
         }
     notes = m.residency("notes.bin")
     assert notes["uncached"] == 0  # evicting Movies left it alone
+
+
+# -- top --------------------------------------------------------------------------------
+
+
+def test_top_shows_the_file_being_read_first(origin: Path, mount_factory: MountFactory) -> None:
+    files = library(origin)
+    m = mount_factory(origin)
+    for _ in range(3):
+        read_direct(m.mnt / "Movies/film.mkv")  # the hottest by far
+    read_direct(m.mnt / "notes.bin")
+    result = run_cachefs("top", str(m.mnt), "--json", "--count", "2", "--interval", "0.2")
+    assert result.returncode == 0, result.stderr
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    hot = [entry["path"] for entry in second["hot_files"]]
+    assert hot[:2] == ["Movies/film.mkv", "notes.bin"]
+    assert second["hot_files"][0]["reads"] >= 3
+    assert second["origin_state"] == "online" and second["mountpoint"] == str(m.mnt)
+    assert set(second["tiers"]) == {"ram", "ssd", "hdd"}
+    assert first["read_bytes_per_second"] is None and second["read_bytes_per_second"] == 0
+    assert files  # the library the workload read
+
+
+def test_top_draws_its_tables(origin: Path, mount_factory: MountFactory) -> None:
+    library(origin)
+    m = mount_factory(origin)
+    read_direct(m.mnt / "notes.bin")
+    result = run_cachefs("top", str(m.mnt), "--count", "1")
+    assert result.returncode == 0, result.stderr
+    assert "hottest files" in result.stdout and "notes.bin" in result.stdout
+    assert "origin online" in result.stdout

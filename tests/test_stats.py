@@ -277,3 +277,18 @@ def test_the_embedded_store_keeps_names_that_are_not_utf8(
     assert {os.fsencode(name) for name in stored} == set(files)
     for name, data in files.items():
         assert stored[os.fsdecode(name)].bytes_read == len(data)
+
+
+def test_hot_files_rank_by_recent_bytes_and_forget_with_time() -> None:
+    from cachefs.stats import hot
+
+    now = [0.0]
+    files = hot.HotFiles(clock=lambda: now[0])
+    files.record("old.mkv", 10_000_000)
+    now[0] = 4 * hot.HALF_LIFE  # sixteen times less by now
+    files.record("new.jpg", 1_000_000)
+    ranked = files.top(5)
+    assert [f["path"] for f in ranked] == ["new.jpg", "old.mkv"]
+    assert ranked[1]["bytes_per_second"] < ranked[0]["bytes_per_second"]
+    now[0] += 40 * hot.HALF_LIFE
+    assert files.top(5) == []  # read long ago: nothing is hot

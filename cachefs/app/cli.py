@@ -58,6 +58,7 @@ LAZY_COMMANDS = {
     "unpin": "cachefs.app.commands.pins:unpin_command",
     "evict": "cachefs.app.commands.evict:evict_command",
     "where": "cachefs.app.commands.where:where_command",
+    "top": "cachefs.app.commands.top:top_command",
 }
 
 

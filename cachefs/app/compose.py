@@ -59,6 +59,7 @@ from cachefs.stats.snapshot import LatestReport
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 10.0  # at unmount: how long queued chunks may take to reach their tier
+HOT_FILES_REPORTED = 10  # in the stats report, for cachefs top
 PUBLISH_INTERVAL = 1.0  # seconds between two reports handed to the metrics endpoint
 
 
@@ -232,6 +233,8 @@ class Mount:
                 "fuse_read_bytes_served": counters.get("fuse_read_bytes_served", 0),
                 "read_seconds": self.stats.read_seconds.snapshot(),
                 "fuse_flushes": counters.get("fuse_flushes", 0),
+                "hot_files": self.stats.hot.top(HOT_FILES_REPORTED),
+                "fills_in_flight": self.cache.fills_in_flight(),
                 "open_files": self.fs.open_file_count,
                 "known_inodes": self.fs.inodes.count(),
                 "metadata_entries": self.meta.count(),

@@ -36,6 +36,7 @@ import redis
 
 from cachefs.common import private
 from cachefs.stats.histogram import Histogram
+from cachefs.stats.hot import HotFiles
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class Stats:
         self._pending = Batch()
         # how long FUSE reads took in cachefs (since mount; never flushed to a backend)
         self.read_seconds = Histogram()
+        self.hot = HotFiles()  # the files read most lately (cachefs top)
 
     # -- the hot path ---------------------------------------------------------------
 
@@ -110,6 +112,8 @@ class Stats:
             delta.bytes_read += nbytes
             delta.read_time += seconds
             delta.last_access = time.time()
+        if nbytes:
+            self.hot.record(path, nbytes)
 
     def _drop_oldest_file(self) -> None:
         oldest = next(iter(self._pending.files))  # dicts keep insertion order
