@@ -32,7 +32,8 @@ from .conftest import (
 
 KiB, MiB = 1024, 1024 * 1024
 COMMANDS = (
-    "check", "config", "evict", "mount", "pin", "stats", "status", "top", "unpin", "warm", "where",
+    "check", "config", "evict", "forget", "mount", "pin", "stats", "status", "top", "unpin", "warm",
+    "where",
 )  # fmt: skip
 
 
@@ -339,3 +340,27 @@ def test_top_draws_its_tables(origin: Path, mount_factory: MountFactory) -> None
     assert result.returncode == 0, result.stderr
     assert "hottest files" in result.stdout and "notes.bin" in result.stdout
     assert "origin online" in result.stdout
+
+
+# -- forget -----------------------------------------------------------------------------
+
+
+def test_forget_makes_a_long_revalidate_after_see_an_unwatched_change(
+    origin: Path, mount_factory: MountFactory
+) -> None:
+    """No watch, an hour of trust: a change at the origin is invisible until forget."""
+    (origin / "Show").mkdir()
+    (origin / "Show" / "e1.mkv").write_bytes(b"one")
+    m = mount_factory(
+        origin,
+        [*DEFAULT_TEST_OPTIONS, "metadata.revalidate_after=1h", "metadata.watch=off",
+         "mount.attr_timeout=0", "mount.entry_timeout=0"],
+    )  # fmt: skip
+    assert sorted(os.listdir(m.mnt / "Show")) == ["e1.mkv"]
+    (origin / "Show" / "e2.mkv").write_bytes(b"two")
+    (origin / "Show" / "e1.mkv").write_bytes(b"one, longer now")
+    assert sorted(os.listdir(m.mnt / "Show")) == ["e1.mkv"]  # trusted for an hour
+    assert cli_json("forget", str(m.mnt / "Show")) == [{"path": str(m.mnt / "Show")}]
+    assert sorted(os.listdir(m.mnt / "Show")) == ["e1.mkv", "e2.mkv"]
+    assert (m.mnt / "Show" / "e1.mkv").stat().st_size == len(b"one, longer now")
+    assert read_direct(m.mnt / "Show" / "e1.mkv") == b"one, longer now"

@@ -59,6 +59,7 @@ LAZY_COMMANDS = {
     "evict": "cachefs.app.commands.evict:evict_command",
     "where": "cachefs.app.commands.where:where_command",
     "top": "cachefs.app.commands.top:top_command",
+    "forget": "cachefs.app.commands.forget:forget_command",
 }
 
 

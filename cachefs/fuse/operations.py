@@ -156,6 +156,15 @@ class CacheFS(pyfuse3.Operations):
     async def cached_attr(self, path: bytes) -> StatInfo:
         return await self._stat_inode_cached(path)
 
+    def forget_metadata(self, path: bytes) -> None:
+        """``user.cachefs.forget``: what is cached of *path* and below is revalidated at
+        its next use (kept meanwhile, for offline use), and the kernel is told."""
+        self.meta.stale_tree(path)
+        self.meta.stale_listing(path)
+        self.xattr_cache.forget(path)
+        dirpath, name = split(path)
+        self.tell_kernel(dirpath, name, True)
+
     def open_version(self, inode: int) -> FileVersion | None:
         state = self._states.get(inode)
         return state.version if state is not None and state.handles else None

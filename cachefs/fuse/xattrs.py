@@ -32,6 +32,7 @@ CONTENT_TYPE = PREFIX + b"content_type"
 EVICT = PREFIX + b"evict"
 PIN = PREFIX + b"pin"
 PREFETCH = PREFIX + b"prefetch"
+FORGET = PREFIX + b"forget"
 CONFIG = PREFIX + b"config"  # the mount's effective configuration, as TOML
 
 
@@ -56,6 +57,10 @@ class Files(Protocol):
 
     async def relist(self, dirpath: bytes) -> list[tuple[bytes, StatInfo]]:
         """Read a directory at the origin (its entries become known)."""
+        ...
+
+    def forget_metadata(self, path: bytes) -> None:
+        """Trust nothing cached of *path* and below without asking the origin again."""
         ...
 
 
@@ -90,6 +95,9 @@ class ControlXattrs:
     async def set(self, inode: int, name: bytes, value: bytes) -> None:
         if name == EVICT:
             await self.evict(self.files.path_of(inode))
+            return
+        if name == FORGET:
+            self.files.forget_metadata(self.files.path_of(inode))
             return
         if name == PIN:
             tier = value.decode(errors="replace").strip()

@@ -31,6 +31,7 @@ STATS = "user.cachefs.stats"
 RESIDENCY = "user.cachefs.residency"
 PIN = "user.cachefs.pin"
 EVICT = "user.cachefs.evict"
+FORGET = "user.cachefs.forget"
 PROBE_TIMEOUT = 2.0  # seconds a daemon has to answer the stats xattr
 
 
