@@ -59,7 +59,7 @@ def load_error(tmp_path: Path, text: str) -> tuple[str, str]:
 def test_constants() -> None:
     assert TIER_NAMES == ("ram", "ssd", "hdd")
     assert CONTENT_TYPES == ("media", "metadata", "thumbnail", "config", "user_data")
-    assert EVICTION_POLICIES == ("lru", "lfu", "weight")
+    assert EVICTION_POLICIES == ("lru", "lfu", "weight", "tinylfu")  # tinylfu: issue 13
     assert WATCH_MODES == ("auto", "inotify", "poll", "off")
     assert ConfigError.exit_code == 2
 

@@ -2,7 +2,7 @@
 
 content_types.<type>.prefetch_threshold is now keep_weight and prediction.min_confidence
 is now promote_threshold (what they do); tiers.ram.eviction and tiers.ram.min_free set
-nothing (the RAM tier is always an LRU and has no file system to keep free).
+nothing (scan_resistant sets the RAM tier's policy, and it has no file system to keep free).
 """
 
 from __future__ import annotations

@@ -293,7 +293,7 @@ def test_scores_follow_the_design_formula(tmp_path: Path) -> None:
     assert tier.hot_chunks(0.6) == [(digest, 1.0, 4096)]
 
 
-@pytest.mark.parametrize("eviction", ["lru", "lfu", "weight"])
+@pytest.mark.parametrize("eviction", ["lru", "lfu", "weight", "tinylfu"])
 def test_the_tier_and_its_policy_agree_on_the_score(tmp_path: Path, eviction: str) -> None:
     """One formula (policies.promotion_score) for promotion, demotion and the weakest
     chunk, whatever the tier's eviction policy."""

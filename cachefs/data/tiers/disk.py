@@ -38,7 +38,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable, Mapping
 from pathlib import Path
 
 from cachefs.common import private
@@ -88,7 +88,7 @@ class DiskTier:
         self.namespace = namespace
         self.stats = stats
         self.clock = clock
-        self.policy: EvictionPolicy = make_policy(cfg.eviction)
+        self.policy: EvictionPolicy = make_policy(cfg.eviction, cfg.max_size)
         self._sizes: dict[bytes, int] = {}  # the index: digest -> allocated bytes
         self._writing: Counter[bytes] = Counter()  # chunk files puts are writing right now
         self.pinned: set[bytes] = set()  # never evicted by pressure or TTL (pins.py)
@@ -207,7 +207,7 @@ class DiskTier:
         if not self.ready.is_set():
             return False
         # No lock: a dict lookup is atomic under the GIL, and the trio thread
-        # must not wait while a worker holds the lock for an eviction sort.
+        # must not wait while a worker holds the lock for an eviction batch.
         return key.digest(self.namespace) in self._sizes
 
     def contains(self, key: ChunkKey) -> bool:
@@ -431,20 +431,9 @@ class DiskTier:
 
     def _pick_victims(self, need: int) -> list[tuple[bytes, int]]:
         """Chunks to evict to free *need* bytes, best victims first (index unchanged)."""
-        victims: list[tuple[bytes, int]] = []
-        freed = 0
-        # Evict a little more than needed so the next puts do not each evict: 2 % of
-        # the tier (of what it holds, when the filesystem fills before max_size does).
-        target = need + min(self.bytes, self.cfg.max_size) // 50
-        for digest in self.policy.victims(self.clock()):
-            if freed >= target:
-                break
-            if digest in self.pinned:
-                continue
-            size = self._sizes.get(digest, 0)
-            victims.append((digest, size))
-            freed += size
-        return victims
+        return pick_victims(
+            self.policy, self._sizes, self.pinned, need, self.bytes, self.cfg.max_size, self.clock()
+        )
 
     def _write(self, digest: bytes, header: bytes, payload: bytes | memoryview) -> bool:
         """temp file (0600) + rename; on ENOSPC evict some and try once more."""
@@ -570,8 +559,12 @@ class DiskTier:
         """Score of the chunk this tier would evict first (0 when empty)."""
         now = self.clock()
         with self._lock:
-            for digest in self.policy.victims(now):
-                return self.score(digest, now)
+            victims = self.policy.victims(now)
+            try:
+                for digest in victims:
+                    return self.score(digest, now)
+            finally:
+                victims.close()
         return 0.0
 
     def contains_digest(self, digest: bytes) -> bool:
@@ -710,6 +703,40 @@ class DiskTier:
             "skipped_min_free": skipped,
             **self.counters.as_dict(),
         }
+
+
+def pick_victims(
+    policy: EvictionPolicy,
+    sizes: Mapping[bytes, int],
+    pinned: Container[bytes],
+    need: int,
+    held: int,
+    max_size: int,
+    now: float,
+) -> list[tuple[bytes, int]]:
+    """Chunks to evict to free *need* bytes, best victims first, pins skipped; the
+    index is unchanged (DiskTier, and the simulator's disk tiers: cachefs.data.simulate).
+
+    It evicts a little more than needed so the next puts do not each evict: 2 % of
+    the tier (of what it holds, *held*, when the filesystem fills before max_size
+    does). The cost is the policy's per victim, never a sort of the index.
+    """
+    victims: list[tuple[bytes, int]] = []
+    freed = 0
+    target = need + min(held, max_size) // 50
+    passing = policy.victims(now)
+    try:
+        for digest in passing:
+            if freed >= target:
+                break
+            if digest in pinned:
+                continue
+            size = sizes.get(digest, 0)
+            victims.append((digest, size))
+            freed += size
+    finally:
+        passing.close()  # what it went past and we keep goes back in place
+    return victims
 
 
 def _size(n: float) -> str:
