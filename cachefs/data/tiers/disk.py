@@ -92,6 +92,9 @@ class DiskTier:
         self._sizes: dict[bytes, int] = {}  # the index: digest -> allocated bytes
         self._writing: Counter[bytes] = Counter()  # chunk files puts are writing right now
         self.pinned: set[bytes] = set()  # never evicted by pressure or TTL (pins.py)
+        # chunks read again since they came (a promotion score above 0): what
+        # hot_chunks looks at, rather than every chunk of the tier
+        self._reread: dict[bytes, None] = {}  # (a dict: ties keep a fixed order)
         self.bytes = 0  # allocated bytes of indexed chunks plus writes in progress
         self.counters = TierCounters()
         self.ready = threading.Event()  # set once the index is loaded
@@ -164,6 +167,7 @@ class DiskTier:
                     continue
                 self._sizes[digest] = size
                 self.policy.restore(digest, size, min(last, now), count, weight)
+                self._note_reads(digest)
                 self.bytes += size
         self.ready.set()
         self.make_room(0)  # the config may have shrunk since the last mount
@@ -235,6 +239,7 @@ class DiskTier:
             return None
         with self._lock:
             self.policy.touch(digest, self.clock())
+            self._note_reads(digest)
         self.counters.hits += 1
         return raw
 
@@ -291,6 +296,7 @@ class DiskTier:
         with self._lock:
             if digest in self._sizes:
                 self.policy.touch(digest, self.clock())
+                self._note_reads(digest)
                 return True
         encoded = chunkfile.encode(digest, raw, level, self.secret)
         blob, start = encoded.blob, chunkfile.HEADER_SIZE
@@ -352,6 +358,7 @@ class DiskTier:
                     self.policy.add(digest, size, self.clock(), weight)
                 else:
                     self.policy.restore(digest, size, last, max(1, count), weight)
+                    self._note_reads(digest)
         return True
 
     def make_room(self, size: int) -> bool:
@@ -543,12 +550,18 @@ class DiskTier:
         return self.policy.promotion_score(digest, now)
 
     def hot_chunks(self, threshold: float) -> list[tuple[bytes, float, int]]:
-        """``(digest, score, size)`` of chunks scoring at least *threshold*, best first."""
+        """``(digest, score, size)`` of chunks scoring at least *threshold*, best first.
+
+        Only chunks read again since they came can score above 0, so for a
+        positive threshold only those are scored, not the whole index.
+        """
         now = self.clock()
         with self._lock:
+            sizes = self._sizes
+            looked_at = self._reread if threshold > 0 else sizes
             scored = [
-                (d, self.score(d, now), size)
-                for d, size in self._sizes.items()
+                (d, self.score(d, now), sizes[d])
+                for d in looked_at
                 if d not in self.pinned  # a pin, not a score, decides where these live
             ]
         hot = [entry for entry in scored if entry[1] >= threshold]
@@ -608,9 +621,15 @@ class DiskTier:
             for digest in digests:
                 self._drop_entry(digest)
 
+    def _note_reads(self, digest: bytes) -> None:
+        """Remember a chunk read again since it came (lock held)."""
+        if self.policy.access_count(digest) >= 2:
+            self._reread[digest] = None
+
     def _drop_entry(self, digest: bytes) -> int:
         """Remove from the index; returns the bytes it accounted for."""
         self.pinned.discard(digest)
+        self._reread.pop(digest, None)
         size = self._sizes.pop(digest, 0)
         self.policy.remove(digest)
         self.bytes -= size
