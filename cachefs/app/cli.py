@@ -8,6 +8,7 @@ import sys
 import click
 
 from cachefs.app.mount import MountError, mount, parse_mount_options
+from cachefs.app.simulate import simulate_command
 from cachefs.config import ConfigError, config_to_toml, load_config
 
 
@@ -115,6 +116,9 @@ def check_command(dirs: tuple[str, ...], repair: bool, verbose: bool) -> None:
     from cachefs.app.check import run_check
 
     sys.exit(run_check(dirs, repair, verbose))
+
+
+cli.add_command(simulate_command)
 
 
 def main() -> None:
