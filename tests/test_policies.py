@@ -447,7 +447,7 @@ def test_snapshot_restore_round_trips(factory: Factory, ops: list[tuple], later:
     assert q.expired(now + later, DAY) == p.expired(now + later, DAY)
 
 
-@every_policy
+@each_policy
 def test_a_large_index_ranks_every_chunk(factory: Factory) -> None:
     """100,000 chunks, a third of them hit: the ranking covers all of them.
 

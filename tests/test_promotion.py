@@ -132,6 +132,24 @@ def test_the_hourly_budget_is_a_capped_token_bucket() -> None:
     assert b.available() == 0.0
 
 
+def test_reads_served_by_ram_count_for_the_hdd_copy(tmp_path: Path) -> None:
+    """A favourite that stays in RAM is read from RAM, not from the HDD: RAM tells
+    the HDD (note_read), so its copy is promoted all the same and, after a restart
+    empties RAM, is read from the SSD."""
+    clock = Clock()
+    hdd = tier(tmp_path / "hdd", "hdd", 64 * MiB, clock)
+    ssd = tier(tmp_path / "ssd", "ssd", 64 * MiB, clock)
+    m = migrator(hdd, ssd, clock)
+    film = movie(4)
+    watch(hdd, film, clock)
+    assert m.promote_once() == 0
+    for _ in range(2):  # two more watches, served by RAM
+        for key in film:
+            hdd.note_read(key)
+    assert m.promote_once() == len(film)
+    assert all(ssd.contains(k) for k in film)
+
+
 def test_hot_chunks_looks_only_at_chunks_read_again(tmp_path: Path) -> None:
     clock = Clock()
     hdd = tier(tmp_path / "hdd", "hdd", 64 * MiB, clock)

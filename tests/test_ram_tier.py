@@ -152,6 +152,29 @@ def test_requests_of_one_read_are_one_access() -> None:
     assert accesses(tier, key) == 5
 
 
+def test_reads_ram_serves_are_told_to_the_tiers_below() -> None:
+    """A chunk hot in RAM must not look read-once to the disk tiers under it."""
+
+    class Below:
+        def __init__(self) -> None:
+            self.reads: list[ChunkKey] = []
+
+        def note_read(self, key: ChunkKey) -> None:
+            self.reads.append(key)
+
+    below = Below()
+    tier = RamTier(100 * 4096)
+    tier.below = (below,)
+    key = ChunkKey(VERSIONS[0], 100, 1)
+    reader = object()
+    assert tier.get(key, reader) is None  # a miss: the disk tier sees it itself
+    tier.put(key, b"x" * 4096)
+    tier.get(key, reader)  # the same read: not a new access
+    tier.get(key, object())
+    tier.get(key)
+    assert below.reads == [key, key]
+
+
 def test_a_chunk_read_ahead_has_no_access_until_read() -> None:
     tier = RamTier(100 * 4096)
     key = ChunkKey(VERSIONS[0], 100, 1)

@@ -187,6 +187,20 @@ def test_the_window_grows_for_a_recency_stream() -> None:
     assert p.window_share > 0.05
 
 
+def test_a_large_index_ranks_every_chunk_and_the_untouched_go_first() -> None:
+    """test_policies' large-index test, for tinylfu: the first victim is a chunk read
+    once, but not the oldest (the window's leavers that lose their duel go first)."""
+    p: TinyLFUPolicy[int] = TinyLFUPolicy(100_000 << 20)
+    for i in range(100_000):
+        p.add(i, 1 << 20, float(i), 0.7)
+    for i in range(0, 100_000, 3):
+        p.touch(i, 200_000.0)
+    victims = list(p.victims(300_000.0))
+    assert len(victims) == len(set(victims)) == len(p) == 100_000
+    untouched = {i for i in range(100_000) if i % 3}
+    assert set(victims[: len(untouched)]) == untouched
+
+
 def test_restore_goes_to_probation_oldest_first_with_its_counts() -> None:
     p: TinyLFUPolicy[str] = TinyLFUPolicy()
     p.restore("new", 10, 50.0, 4, 1.0)

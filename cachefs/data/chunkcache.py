@@ -137,6 +137,7 @@ class ChunkCache:
     ) -> None:
         self.ram = ram
         self.disks = dict(disks)  # fastest first
+        ram.below = tuple(self.disks.values())  # RAM's hits count for the disk copies too
         self.stats = stats
         self._origin_limiter = origin_limiter
         # How a blocking origin fetch is run: the filesystem passes its outage

@@ -11,8 +11,9 @@ in the data layer beside the tiers it drives:
   touch on a hit, without the chunk files. Sizes are taken as given (a real
   tier adds a 64-byte header, rounds to 4 KiB blocks and may compress);
 * the whole stack (``StackModel``) looks up RAM, then the SSD, then the HDD,
-  stores a miss in RAM and its home tier (the content type's, as the read
-  path does), promotes HDD chunks to the SSD every 2 s of trace time with the
+  counts a RAM hit for the disk copies too (``RamTier.below``), stores a miss
+  in RAM and its home tier (the content type's, as the read path does),
+  promotes HDD chunks to the SSD every 2 s of trace time with the
   migrator's rule and budget (``promotion.py``; one pass of the migrator's
   loop, repeated here because the migrator lives in the engine layer), and
   demotes SSD evictions that still earn it.
@@ -384,6 +385,9 @@ class StackModel:
         self._clock.now = now
         ram = self.ram
         if ram is not None and ram.lookup(obj, now):
+            for disk in self.disks.values():  # RamTier.below: the read counts there too
+                if obj in disk:
+                    disk.lookup(obj, now)
             return "ram"
         for name, disk in self.disks.items():
             if disk.lookup(obj, now):

@@ -37,7 +37,7 @@ import os
 import struct
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Container, Iterable, Mapping
 from pathlib import Path
 
@@ -59,6 +59,7 @@ FREE_SPACE_RECHECK = 1.0  # seconds between statvfs() calls
 SECRET_NAME = "secret"
 FORMAT_NAME = "format"
 FORMAT_MARKER = f"cachefs chunk format {chunkfile.FORMAT_VERSION}\n".encode()
+READ_NOTES = 65536  # reads RAM served, waiting to be counted here (the oldest drop)
 
 
 class TierInUse(Exception):
@@ -95,6 +96,8 @@ class DiskTier:
         # chunks read again since they came (a promotion score above 0): what
         # hot_chunks looks at, rather than every chunk of the tier
         self._reread: dict[bytes, None] = {}  # (a dict: ties keep a fixed order)
+        # Chunks RAM served a read of (note_read), counted at the next pass.
+        self._read_notes: deque[ChunkKey] = deque(maxlen=READ_NOTES)
         self.bytes = 0  # allocated bytes of indexed chunks plus writes in progress
         self.counters = TierCounters()
         self.ready = threading.Event()  # set once the index is loaded
@@ -243,6 +246,29 @@ class DiskTier:
         self.counters.hits += 1
         return raw
 
+    def note_read(self, key: ChunkKey) -> None:
+        """RAM served a read of *key*: it counts for this tier's copy too. Called on the
+        trio thread, so it only appends (deque.append is atomic); the read is counted
+        under the lock by the next eviction, migrator pass, TTL sweep or snapshot."""
+        self._read_notes.append(key)
+
+    def _count_noted_reads(self) -> None:
+        """Touch the policy for the reads RAM served of chunks held here (lock held)."""
+        notes = self._read_notes
+        if not notes:
+            return
+        now = self.clock()
+        namespace, sizes, policy = self.namespace, self._sizes, self.policy
+        while True:
+            try:
+                key = notes.popleft()
+            except IndexError:
+                break
+            digest = key.digest(namespace)
+            if digest in sizes:
+                policy.touch(digest, now)
+                self._note_reads(digest)
+
     def _read_parts(self, digest: bytes) -> tuple[chunkfile.Header, bytes] | None:
         """Header and payload, read separately so a raw payload needs no copy."""
         if not self._indexed_or_unknown(digest):
@@ -376,6 +402,7 @@ class DiskTier:
         reserve_need = int(max(self.cfg.min_free - (free - size), 0))
         for _ in range(MAKE_ROOM_TRIES):
             with self._lock:
+                self._count_noted_reads()
                 over = self.bytes + size - self.cfg.max_size
                 need = max(over, reserve_need)
                 if need <= 0:
@@ -511,6 +538,7 @@ class DiskTier:
     def sweep_expired(self) -> int:
         """Drop chunks not accessed within the tier's TTL."""
         with self._lock:
+            self._count_noted_reads()
             expired = self.policy.expired(self.clock(), self.cfg.ttl)
             gone = [(d, self._drop_entry(d)) for d in expired if d not in self.pinned]
         self._unlink(gone, evicted=True)
@@ -557,6 +585,7 @@ class DiskTier:
         """
         now = self.clock()
         with self._lock:
+            self._count_noted_reads()
             sizes = self._sizes
             looked_at = self._reread if threshold > 0 else sizes
             scored = [
@@ -679,6 +708,7 @@ class DiskTier:
 
     def save_index(self) -> None:
         with self._lock:
+            self._count_noted_reads()
             records = self.policy.snapshot()
         body = b"".join(
             INDEX_RECORD.pack(d, size, last, min(count, 2**32 - 1), weight)

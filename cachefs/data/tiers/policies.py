@@ -8,9 +8,9 @@ content-type weight) in one of these policies and, when it needs room, walks
   new chunks, a segmented-LRU *main* space (probation, then protected), and
   between them an admission filter: a chunk leaving the window enters main
   only if a frequency sketch (count-min, ageing by halving; the history of
-  evicted chunks too) says it is read more often than the chunk main would
-  give up for it. Size-aware: a big chunk must win against every victim it
-  displaces. The window's share adapts by hill climbing on the hit ratio.
+  evicted chunks too) says it is read more often than the chunks main would
+  give up for it. Size-aware: a big chunk must beat every victim it would
+  displace. The window's share adapts on ghost hits, as ARC's target does.
 * ``lru``    least recently used first;
 * ``lfu``    least frequently used first, with counts that fade by half every
              ``half_life`` seconds so yesterday's hits cannot squat forever;
@@ -150,6 +150,7 @@ class _Entry:
     item: Any = None  # its live heap item (heap-ranked policies)
     seg: int = 0  # its queue (tinylfu)
     borrowed: bool = False  # taken out of its queue by a victims() pass in progress
+    at: int = 0  # tinylfu: bytes read from the tier before its last access
 
 
 def recency_factor(last_access: float, now: float) -> float:
@@ -516,6 +517,10 @@ class WeightPolicy(_HeapRanked[K]):
 
 _M64 = (1 << 64) - 1
 _HALVE = bytes(i >> 1 for i in range(256))
+# Counters per row for each key the sketch is sized for: with fewer, the keys
+# in circulation (many more than those held) collide and inflate the estimates.
+SKETCH_WIDTH = 8
+SAMPLE_FACTOR = 10  # additions between two halvings, per key held (TinyLFU's W/C)
 
 
 class FrequencySketch:
@@ -551,12 +556,12 @@ class FrequencySketch:
         if held <= self.held:
             return
         self.held = held
-        self.sample_size = max(self.MIN_SAMPLE, 10 * held)
+        self.sample_size = max(self.MIN_SAMPLE, SAMPLE_FACTOR * held)
         if held > self.capacity:
             self._grow(2 * held)
 
     def _grow(self, capacity: int) -> None:
-        width = 1 << max(6, (2 * capacity - 1).bit_length())  # >= 2 x capacity
+        width = 1 << max(6, (SKETCH_WIDTH * capacity - 1).bit_length())  # a power of 2
         self._rows = [bytearray(width) for _ in range(4)]
         self.width = width
         self._mask = width - 1
@@ -609,15 +614,15 @@ class FrequencySketch:
 
 
 WINDOW, PROBATION, PROTECTED, CANDIDATES = 0, 1, 2, 3
+MAIN = PROBATION  # a ghost's side: evicted from main (probation or protected)
 INITIAL_WINDOW_SHARE = 0.01
 MIN_WINDOW_SHARE = 0.01
 MAX_WINDOW_SHARE = 0.8
 PROTECTED_SHARE = 0.8  # of main
-# Caffeine's hill climber: a step of 6.25 % of the tier, decaying by 2 % a
-# sample, restarting when the hit ratio moves by 5 points or more.
-CLIMB_STEP = 0.0625
-CLIMB_DECAY = 0.98
-CLIMB_RESTART = 0.05
+# A candidate must have been seen at least this often to displace anything: a
+# first sighting never does (so a loop longer than the sketch's memory, whose
+# keys all look new, cannot churn main).
+ADMIT_MIN = 2
 
 
 class TinyLFUPolicy(_IndexedPolicy[K]):
@@ -637,18 +642,21 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
 
     Eviction (``victims()``) makes the oldest candidate (or, when there is
     none because the window is under its share, the window's oldest) duel
-    main's victim (probation's oldest, else protected's): the one the sketch
-    has seen less often goes, a tie goes against the candidate (so a loop or a
-    scan cannot churn main). A candidate bigger than the victim keeps duelling
-    until it has beaten victims of its own size, then joins probation (a window
-    entry stays in the window). Before the tier has ever been full, window
-    leavers join probation without a duel.
+    main's victims (probation's oldest, else protected's), as many as it takes
+    to make room for it: it wins only if the sketch has seen it at least twice
+    (``ADMIT_MIN``) and more often than each of them; then they go and it joins
+    probation (a window entry stays in the window), else it goes and they stay.
+    A tie goes against the candidate, so a scan or a loop cannot churn main.
+    Before the tier has ever been full, window leavers join probation without
+    a duel.
 
     The sketch counts every access (``add`` with ``access``, ``touch``,
-    ``record``). Every ``10 x capacity`` accesses the hill climber moves the
-    window's share (1 %..80 %) by a step in the direction that raised the hit
-    ratio last time, reversing when it fell: recency-heavy streams get a large
-    window, frequency-heavy ones a small one.
+    ``record``). The window's share (1 %..80 %) adapts as ARC's target does:
+    the keys evicted lately are remembered (a ghost as long as the keys held)
+    with the side they left from; a miss on one evicted from the window side
+    grows the window, one evicted from main shrinks it. Recency-heavy streams
+    (files read again soon after) get a large window, frequency-heavy ones a
+    small one.
 
     Deterministic: no randomness, and the sketch hashes keys with
     ``stable_hash``. A restored index (``restore``) goes to probation in the
@@ -678,10 +686,11 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
         self._full = False  # a victims() pass has run: window leavers must duel
         self._unsorted = False  # restored out of order: probation is sorted before a pass
         self._probation_last = -math.inf
-        self._hits = 0
-        self._misses = 0
-        self._previous_hit_ratio = 0.0
-        self._step = CLIMB_STEP
+        # Keys evicted lately: ARC's ghosts. key -> (side, traffic before its last
+        # access); side is WINDOW or MAIN.
+        self._ghost: OrderedDict[K, tuple[int, int]] = OrderedDict()
+        self._ghost_counts = [0, 0]
+        self._traffic = 0  # bytes accessed (adds that are accesses, and hits)
 
     # -- what the tier sees --------------------------------------------------------------
 
@@ -703,14 +712,61 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
 
     def add(self, key: K, size: int, now: float, weight: float = 1.0, access: bool = True) -> None:
         if access:
-            self._count(key, hit=False)
+            self._count(key)
+            self._ghost_hit(key, size)
         entry = _Entry(size, now, int(access), weight)
         entry.seg = WINDOW
+        entry.at = self._traffic
+        if access:
+            self._traffic += size
         self._insert(key, entry)
         self._spill()
 
     def record(self, key: K, now: float) -> None:
-        self._count(key, hit=False)
+        self._count(key)
+
+    def _ghost_hit(self, key: K, size: int) -> None:
+        """A miss on a key evicted lately moves the window's share, as ARC moves its
+        target: evicted from the window side (a candidate that lost, or the window's
+        own oldest), the window was too small; evicted from main, main was. The step
+        is the chunk's share of the tier, times the other ghost's size over this
+        one's (at least 1), so the rarer signal weighs more.
+
+        Unlike ARC, a window-side hit counts only if the bytes read since the key's
+        last access fit in the largest window: a loop a little longer than the
+        tier comes back farther than any window reaches, and must not grow it."""
+        ghost = self._ghost.pop(key, None)
+        if ghost is None:
+            return
+        side, at = ghost
+        counts = self._ghost_counts
+        counts[side] -= 1
+        if not self.adaptive:
+            return
+        if side == WINDOW and self._traffic - at > MAX_WINDOW_SHARE * self._size():
+            return
+        other = MAIN if side == WINDOW else WINDOW
+        step = max(1.0, counts[other] / max(1, counts[side])) * size / (self._size() or 1)
+        if side == WINDOW:
+            self.window_share = min(MAX_WINDOW_SHARE, self.window_share + step)
+        else:
+            self.window_share = max(MIN_WINDOW_SHARE, self.window_share - step)
+            self._spill()
+
+    def _remember(self, key: K, side: int, at: int) -> None:
+        """Keep an evicted key in the ghost (as many as the keys held), with its side
+        and the traffic before its last access."""
+        ghost = self._ghost
+        counts = self._ghost_counts
+        old = ghost.pop(key, None)
+        if old is not None:
+            counts[old[0]] -= 1
+        ghost[key] = (side, at)
+        counts[side] += 1
+        limit = max(64, len(self._entries))
+        while len(ghost) > limit:
+            _, (gone, _) = ghost.popitem(last=False)
+            counts[gone] -= 1
 
     def restore(self, key: K, size: int, last_access: float, count: int, weight: float) -> None:
         entry = _Entry(size, last_access, count, weight)
@@ -757,7 +813,9 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
         self._seg_bytes[seg] += entry.size
 
     def _on_access(self, key: K, entry: _Entry, now: float) -> None:
-        self._count(key, hit=True)
+        self._count(key)
+        entry.at = self._traffic
+        self._traffic += entry.size
         super()._on_access(key, entry, now)
         seg = entry.seg
         if seg in (PROBATION, CANDIDATES):
@@ -805,29 +863,8 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
     def _size(self) -> float:
         return self._bytes if self.capacity is None else max(self.capacity, self._bytes)
 
-    def _count(self, key: K, hit: bool) -> None:
+    def _count(self, key: K) -> None:
         self.sketch.add(stable_hash(key))
-        if hit:
-            self._hits += 1
-        else:
-            self._misses += 1
-        if self.adaptive and self._hits + self._misses >= self.sketch.sample_size:
-            self._climb()
-
-    def _climb(self) -> None:
-        """One step of the hill climber on the window's share."""
-        ratio = self._hits / (self._hits + self._misses)
-        change = ratio - self._previous_hit_ratio
-        amount = self._step if change >= 0 else -self._step
-        if abs(change) >= CLIMB_RESTART:
-            self._step = math.copysign(CLIMB_STEP, amount)
-        else:
-            self._step = amount * CLIMB_DECAY
-        self._previous_hit_ratio = ratio
-        self._hits = self._misses = 0
-        share = self.window_share + amount
-        self.window_share = min(MAX_WINDOW_SHARE, max(MIN_WINDOW_SHARE, share))
-        self._spill()
 
     # -- eviction ------------------------------------------------------------------------
 
@@ -854,8 +891,19 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
         frequency = self.sketch.frequency
         borrowed: list[K] = []
         yielded: set[K] = set()
-        paid = 0  # bytes of victims the current candidate has beaten so far
         spared: list[K] = []  # window entries that won: the window's oldest, in order
+
+        def take(key: K) -> _Entry:
+            entry = entries[key]
+            del queues[entry.seg][key]
+            entry.borrowed = True
+            borrowed.append(key)
+            return entry
+
+        def main_victim() -> K | None:
+            victim = next(iter(probation), None)
+            return victim if victim is not None else next(iter(protected), None)
+
         try:
             while True:
                 # The candidate: the oldest window leaver, else (the window is under
@@ -863,49 +911,61 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
                 candidate = next(iter(candidates), None)
                 if candidate is None:
                     candidate = next(iter(window), None)
-                victim = next(iter(probation), None)
-                if victim is None:
-                    victim = next(iter(protected), None)
                 if candidate is None:
+                    victim = main_victim()
                     if victim is None:
                         break  # only the spared window entries are left
-                    key = victim
-                elif victim is None:
-                    key = candidate
-                elif frequency(stable_hash(candidate)) > frequency(stable_hash(victim)):
-                    key = victim
-                    paid += entries[victim].size
+                    out = [victim]
+                    take(victim)
+                else:
                     chosen = entries[candidate]
-                    if paid >= chosen.size:  # it has paid its way
-                        paid = 0
+                    seen = frequency(stable_hash(candidate))
+                    wins = seen >= ADMIT_MIN  # seen before: a first sighting never displaces
+                    # The victims it would displace, main's oldest, as many bytes as it
+                    # takes; it must have been seen more often than each of them.
+                    group: list[K] = []
+                    room = 0
+                    while wins and (room < chosen.size or not group):
+                        victim = main_victim()
+                        if victim is None:
+                            break
+                        room += take(victim).size
+                        group.append(victim)
+                        wins = seen > frequency(stable_hash(victim))
+                    if wins and group:
+                        out = group
                         if chosen.seg == CANDIDATES:
                             self._move(candidate, chosen, PROBATION)  # into main
                         else:  # stays in the window; the next one duels
-                            del window[candidate]
-                            chosen.borrowed = True
-                            borrowed.append(candidate)
+                            take(candidate)
                             spared.append(candidate)
-                else:
-                    key = candidate
-                    paid = 0
-                entry = entries[key]
-                del queues[entry.seg][key]
-                entry.borrowed = True
-                borrowed.append(key)
-                if entry.born > stamp or key in yielded:
-                    continue
-                yielded.add(key)
-                yield key
+                    else:
+                        for key in reversed(group):  # they stay, where they were
+                            kept = entries[key]
+                            kept.borrowed = False
+                            queue = queues[kept.seg]
+                            queue[key] = None
+                            queue.move_to_end(key, last=False)
+                        out = [candidate]
+                        take(candidate)
+                for key in out:
+                    entry = entries.get(key)  # the caller may drop keys meanwhile
+                    if entry is None or entry.born > stamp or key in yielded:
+                        continue
+                    yielded.add(key)
+                    side = WINDOW if entry.seg in (WINDOW, CANDIDATES) else MAIN
+                    self._remember(key, side, entry.at)
+                    yield key
             for key in spared:
                 if key in entries and key not in yielded and entries[key].born <= stamp:
                     yielded.add(key)
                     yield key
         finally:
             for key in reversed(borrowed):  # back to the oldest end, in their order
-                kept = entries.get(key)
-                if kept is not None and kept.borrowed:
-                    kept.borrowed = False
-                    queue = queues[kept.seg]
+                kept_entry = entries.get(key)
+                if kept_entry is not None and kept_entry.borrowed:
+                    kept_entry.borrowed = False
+                    queue = queues[kept_entry.seg]
                     queue[key] = None
                     queue.move_to_end(key, last=False)
 

@@ -20,6 +20,12 @@ counts. This is a rule in requests, not in seconds, so it means the same at
 any request rate: a scan that re-reads each file a second later does read it
 twice, and it does count twice. A chunk stored without being read (read-ahead,
 a pin's warm) has no access until someone reads it.
+
+A read RAM serves counts for the disk tiers' copies too (``below``): each is
+told (``DiskTier.note_read``, a lock-free append) and touches its policy at
+its next eviction or migrator pass. Otherwise a chunk that stays hot in RAM
+would look read-once to the SSD and HDD, be their first victim, and never be
+promoted: the tiers are inclusive, and a disk tier sees only RAM's misses.
 """
 
 from __future__ import annotations
@@ -28,12 +34,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cachefs.data.chunks import ChunkKey
 from cachefs.data.tiers.policies import EvictionPolicy, LRUPolicy, TinyLFUPolicy
 
 # Readers whose last lookup is remembered (open handles, most recent first).
 STREAMS = 1024
+
+
+class TierBelow(Protocol):
+    """A tier that is told of the reads RAM served of its chunks (DiskTier)."""
+
+    def note_read(self, key: ChunkKey) -> None: ...
 
 
 @dataclass
@@ -73,6 +86,9 @@ class RamTier:
         # file id -> its keys, so a file's chunks can be dropped without a scan
         self._by_file: dict[int, set[ChunkKey]] = {}
         self.pinned_files: set[int] = set()  # never evicted (pins.py)
+        # The disk tiers below: a read served here counts for their copy too, or
+        # their eviction and promotion would see only RAM's misses of a hot chunk.
+        self.below: tuple[TierBelow, ...] = ()
 
     def __len__(self) -> int:
         return len(self._data)
@@ -100,6 +116,8 @@ class RamTier:
             return None
         if counts:
             self.policy.touch(key, self.clock())
+            for tier in self.below:
+                tier.note_read(key)
         self.counters.hits += 1
         return data
 
