@@ -151,6 +151,7 @@ class _Entry:
     seg: int = 0  # its queue (tinylfu)
     borrowed: bool = False  # taken out of its queue by a victims() pass in progress
     at: int = 0  # tinylfu: bytes read from the tier before its last access
+    h: int = 0  # tinylfu: stable_hash of its key, for the sketch
 
 
 def recency_factor(last_access: float, now: float) -> float:
@@ -711,10 +712,12 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
         return dict(zip(names, self._seg_bytes, strict=True))
 
     def add(self, key: K, size: int, now: float, weight: float = 1.0, access: bool = True) -> None:
+        h = stable_hash(key)
         if access:
-            self._count(key)
+            self._count(key, h)
             self._ghost_hit(key, size)
         entry = _Entry(size, now, int(access), weight)
+        entry.h = h
         entry.seg = WINDOW
         entry.at = self._traffic
         if access:
@@ -770,12 +773,13 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
 
     def restore(self, key: K, size: int, last_access: float, count: int, weight: float) -> None:
         entry = _Entry(size, last_access, count, weight)
+        entry.h = stable_hash(key)
         entry.seg = PROBATION
         if last_access < self._probation_last:
             self._unsorted = True
         self._probation_last = max(self._probation_last, last_access)
         self._insert(key, entry)
-        self.sketch.seed(stable_hash(key), count)
+        self.sketch.seed(entry.h, count)
 
     def snapshot(self) -> list[tuple[K, int, float, int, float]]:
         # Eviction order (probation, candidates, protected, window): restored into
@@ -813,7 +817,7 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
         self._seg_bytes[seg] += entry.size
 
     def _on_access(self, key: K, entry: _Entry, now: float) -> None:
-        self._count(key)
+        self._count(key, entry.h)
         entry.at = self._traffic
         self._traffic += entry.size
         super()._on_access(key, entry, now)
@@ -863,8 +867,8 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
     def _size(self) -> float:
         return self._bytes if self.capacity is None else max(self.capacity, self._bytes)
 
-    def _count(self, key: K) -> None:
-        self.sketch.add(stable_hash(key))
+    def _count(self, key: K, h: int | None = None) -> None:
+        self.sketch.add(stable_hash(key) if h is None else h)
 
     # -- eviction ------------------------------------------------------------------------
 
@@ -919,7 +923,7 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
                     take(victim)
                 else:
                     chosen = entries[candidate]
-                    seen = frequency(stable_hash(candidate))
+                    seen = frequency(chosen.h)
                     wins = seen >= ADMIT_MIN  # seen before: a first sighting never displaces
                     # The victims it would displace, main's oldest, as many bytes as it
                     # takes; it must have been seen more often than each of them.
@@ -931,7 +935,7 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
                             break
                         room += take(victim).size
                         group.append(victim)
-                        wins = seen > frequency(stable_hash(victim))
+                        wins = seen > frequency(entries[victim].h)
                     if wins and group:
                         out = group
                         if chosen.seg == CANDIDATES:
