@@ -374,6 +374,12 @@ class DiskTier:
                 del self._writing[digest]
             if not written:
                 self.bytes -= size
+                if digest not in self._sizes and digest not in self._writing:
+                    # An older copy an eviction left on disk because this write was on
+                    # its way (_unlink spares a chunk being stored): the write failed,
+                    # so nothing counts that file any more.
+                    with contextlib.suppress(FileNotFoundError):
+                        self.chunk_path(digest).unlink()
                 return False
             if digest in self._sizes:  # a concurrent put of the same chunk won
                 self.bytes -= size
