@@ -32,8 +32,8 @@ from .conftest import (
 
 KiB, MiB = 1024, 1024 * 1024
 COMMANDS = (
-    "check", "config", "evict", "forget", "mount", "pin", "stats", "status", "top", "unpin", "warm",
-    "where",
+    "check", "config", "evict", "forget", "mount", "pin", "simulate", "stats", "status", "top",
+    "unpin", "warm", "where",
 )  # fmt: skip
 
 

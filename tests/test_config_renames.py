@@ -2,7 +2,7 @@
 
 content_types.<type>.prefetch_threshold is now keep_weight and prediction.min_confidence
 is now promote_threshold (what they do); tiers.ram.eviction and tiers.ram.min_free set
-nothing (the RAM tier is always an LRU and has no file system to keep free).
+nothing (scan_resistant sets the RAM tier's policy, and it has no file system to keep free).
 """
 
 from __future__ import annotations
@@ -232,7 +232,13 @@ def test_an_old_config_show_file_loads_to_the_defaults_and_is_rewritten(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="cachefs.config"):
         cfg = load_config(OLD_CONFIG_SHOW)
-    assert cfg == default_config()
+    # It writes the defaults of its day: ssd lfu, hdd weight (tinylfu since issue 13),
+    # and a file's explicit choice is kept.
+    defaults = default_config()
+    tiers = dict(defaults.tiers)
+    tiers["ssd"] = dataclasses.replace(tiers["ssd"], eviction="lfu")
+    tiers["hdd"] = dataclasses.replace(tiers["hdd"], eviction="weight")
+    assert cfg == dataclasses.replace(defaults, tiers=tiers, source=cfg.source)
     assert len(notes(caplog)) == 2 + len(CONTENT_TYPES) + 1  # ram x2, weights, threshold
     again = load_config(write(tmp_path, config_to_toml(cfg)))
     assert again == cfg

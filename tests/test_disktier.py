@@ -293,7 +293,7 @@ def test_scores_follow_the_design_formula(tmp_path: Path) -> None:
     assert tier.hot_chunks(0.6) == [(digest, 1.0, 4096)]
 
 
-@pytest.mark.parametrize("eviction", ["lru", "lfu", "weight"])
+@pytest.mark.parametrize("eviction", ["lru", "lfu", "weight", "tinylfu"])
 def test_the_tier_and_its_policy_agree_on_the_score(tmp_path: Path, eviction: str) -> None:
     """One formula (policies.promotion_score) for promotion, demotion and the weakest
     chunk, whatever the tier's eviction policy."""
@@ -339,6 +339,32 @@ def test_an_eviction_never_deletes_a_copy_stored_again_meanwhile(tmp_path: Path)
     tier._evict(victims, [], leaving)  # worker A unlinks its victims
     assert tier.get(k) == data
     assert tier.bytes == allocated(tier.chunk_path(digest).stat().st_size)
+
+
+def test_a_failed_store_leaves_no_evicted_copy_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker A evicts chunk X; worker B is storing X again, so A's unlink spares the
+    file (it would be B's); then B's write fails (ENOSPC). The old file must go:
+    nothing counts it any more. Seen on a full tmpfs once the first victims were
+    recent chunks (tinylfu), which are the ones read, and stored, again."""
+    tier = open_tier(tmp_path, max_size=1024 * 1024)
+    k = key(0)
+    data = data_for(k, compressible=False)
+    assert tier.put(k, data, None)
+    digest = k.digest(NAMESPACE)
+    with tier._lock:  # worker A picks X as a victim
+        victims = [(digest, tier._sizes[digest])]
+        leaving = tier._drop_leaving(victims)
+
+    def write_that_fails(*args: object) -> bool:
+        tier._evict(victims, [], leaving)  # A unlinks meanwhile: X is being written
+        return False  # and B's write meets ENOSPC
+
+    monkeypatch.setattr(tier, "_write", write_that_fails)
+    assert not tier.put(k, data, None)
+    assert not tier.chunk_path(digest).exists()
+    assert tier.bytes == 0 and not tier.contains(k)
 
 
 # -- the secret, the format marker, modes ----------------------------------------------------

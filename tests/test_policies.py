@@ -16,6 +16,7 @@ from cachefs.data.tiers.policies import (
     EvictionPolicy,
     LFUPolicy,
     LRUPolicy,
+    TinyLFUPolicy,
     WeightPolicy,
     gdsf_score,
     keep_score,
@@ -34,6 +35,11 @@ FACTORIES: list[Factory] = [LRUPolicy, LFUPolicy, WeightPolicy]
 FACTORY_IDS = ["lru", "lfu", "weight"]
 
 each_policy = pytest.mark.parametrize("factory", FACTORIES, ids=FACTORY_IDS)
+# The shared behaviour holds for tinylfu too; restoring its exact order does not
+# (which queue a chunk was in is not persisted): see test_tinylfu.py.
+every_policy = pytest.mark.parametrize(
+    "factory", [*FACTORIES, TinyLFUPolicy], ids=[*FACTORY_IDS, "tinylfu"]
+)
 
 
 def order(policy: EvictionPolicy[Any], now: float) -> list[Any]:
@@ -240,7 +246,7 @@ def test_the_scores_are_one_formula() -> None:
     assert promotion_score(0, now, 0.9, now) == 0.0  # a restored count of 0: not negative
 
 
-@each_policy
+@every_policy
 def test_every_policy_scores_promotion_with_the_one_formula(factory: Factory) -> None:
     p = factory()
     p.add("k", 2048, 0.0, weight=0.7)
@@ -268,7 +274,7 @@ def test_the_weight_policy_ranks_by_the_same_score_per_byte() -> None:
 # --------------------------------------------------------------------------- shared behaviour
 
 
-@each_policy
+@every_policy
 def test_expired_uses_last_access_and_ttl(factory: Factory) -> None:
     p = factory()
     p.add("added-old", 1, 0.0)
@@ -281,7 +287,7 @@ def test_expired_uses_last_access_and_ttl(factory: Factory) -> None:
     assert p.expired(100.0, ttl=1000.0) == []
 
 
-@each_policy
+@every_policy
 def test_unknown_keys_are_ignored(factory: Factory) -> None:
     p = factory()
     p.touch("ghost", 1.0)
@@ -293,7 +299,7 @@ def test_unknown_keys_are_ignored(factory: Factory) -> None:
     assert order(p, 1.0) == []
 
 
-@each_policy
+@every_policy
 def test_bookkeeping(factory: Factory) -> None:
     p = factory()
     p.add("a", 10, 1.0, weight=0.5)
@@ -312,7 +318,7 @@ def test_bookkeeping(factory: Factory) -> None:
     assert sorted(k for k, *_ in p.snapshot()) == ["a"]
 
 
-@each_policy
+@every_policy
 def test_remove_while_iterating_victims(factory: Factory) -> None:
     p = factory()
     for i in range(10):
@@ -358,6 +364,7 @@ def test_snapshot_restore_reproduces_the_order(factory: Factory) -> None:
 
 
 def test_make_policy() -> None:
+    assert isinstance(make_policy("tinylfu"), TinyLFUPolicy)
     assert isinstance(make_policy("lru"), LRUPolicy)
     assert isinstance(make_policy("lfu"), LFUPolicy)
     assert isinstance(make_policy("weight"), WeightPolicy)
@@ -412,7 +419,7 @@ def apply_ops(p: EvictionPolicy[int], ops: list[tuple]) -> tuple[set[int], float
     return model, now
 
 
-@each_policy
+@every_policy
 @settings(max_examples=150, deadline=None)
 @given(ops=OPS, later=st.floats(0.0, 30 * DAY, allow_nan=False))
 def test_victims_yield_exactly_the_key_set(

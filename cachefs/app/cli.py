@@ -60,6 +60,7 @@ LAZY_COMMANDS = {
     "where": "cachefs.app.commands.where:where_command",
     "top": "cachefs.app.commands.top:top_command",
     "forget": "cachefs.app.commands.forget:forget_command",
+    "simulate": "cachefs.app.simulate:simulate_command",
 }
 
 

@@ -160,12 +160,15 @@ _RAM_TIER_FIELDS: dict[str, Node] = {
     "ttl": _TIER_FIELDS["ttl"],
     "scan_resistant": Field("bool"),
     # Retired: files written by `cachefs config show` before have them. The RAM
-    # tier is always an LRU (segmented when scan_resistant) and has no file system.
+    # tier's policy is set by scan_resistant, and it has no file system.
     "eviction": Field(
         "str",
         choices=("lru",),
         what="RAM tier eviction policy",
-        retired="the RAM tier is always an LRU (segmented when scan_resistant); remove it",
+        retired=(
+            "the RAM tier takes its policy from scan_resistant (W-TinyLFU, or an LRU "
+            "when false); remove it"
+        ),
     ),
     "min_free": Field(
         "size",

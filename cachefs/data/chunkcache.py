@@ -148,6 +148,7 @@ class ChunkCache:
     ) -> None:
         self.ram = ram
         self.disks = dict(disks)  # fastest first
+        ram.below = tuple(self.disks.values())  # RAM's hits count for the disk copies too
         self.stats = stats
         self._origin_limiter = origin_limiter
         # How a blocking origin fetch is run: the filesystem passes its outage
@@ -469,7 +470,7 @@ class ChunkCache:
     async def chunk(self, source: ChunkSource, key: ChunkKey) -> tuple[bytes, str]:
         """A chunk's bytes and the tier that had them (ORIGIN if none did); misses
         are counted here, hits by the caller, with the bytes they serve."""
-        data = self.ram.get(key)
+        data = self.ram.get(key, source)  # the handle: one read's requests are one access
         if data is not None:
             return data, self.ram.name
         self.stats.tier_access(self.ram.name, source.policy.name, False, 0)

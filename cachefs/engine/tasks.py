@@ -12,6 +12,7 @@ import trio
 
 from cachefs.data.chunkcache import ChunkCache
 from cachefs.data.tiers.disk import DiskTier
+from cachefs.data.tiers.promotion import promotion_bar, upper_tier_budget
 from cachefs.data.tiers.ram import RamTier
 from cachefs.meta.cache import MetadataCache
 from cachefs.meta.store import MetadataStore
@@ -140,7 +141,8 @@ BUSY_FILLS = 2  # chunk fills in flight that mean "foreground I/O is heavy: wait
 
 
 class Migrator:
-    """Moves chunks up a tier when their score earns it (hdd -> ssd).
+    """Moves chunks up a tier when the reads they should get there pay for the move
+    (hdd -> ssd; data/tiers/promotion.py), within an hourly byte budget.
 
     Demotion is the other half: a chunk the SSD evicts goes down to the HDD
     when its score still passes half of promote_threshold (DiskTier.demote_to).
@@ -159,6 +161,7 @@ class Migrator:
     ) -> None:
         self.cache, self.lower, self.upper = cache, lower, upper
         self.threshold, self.stats, self.disk_limiter = threshold, stats, disk_limiter
+        self.budget = upper_tier_budget(upper.cfg.max_size)  # bytes an hour it may move up
 
     async def run(self) -> None:
         while True:
@@ -172,10 +175,10 @@ class Migrator:
         lower, upper = self.lower, self.upper
         if not (lower.ready.is_set() and upper.ready.is_set()):
             return 0
-        budget = MIGRATE_BYTES_PER_SECOND * MIGRATE_INTERVAL
+        budget = min(MIGRATE_BYTES_PER_SECOND * MIGRATE_INTERVAL, self.budget.available())
         weakest = upper.weakest_score()
         moved = 0
-        for digest, score, size in lower.hot_chunks(self.threshold):
+        for digest, score, size in lower.hot_chunks(promotion_bar(self.threshold)):
             if size > budget:
                 break
             # room in the SSD, or this chunk outranks what the SSD would evict
@@ -184,5 +187,6 @@ class Migrator:
             if lower.move_digest_to(digest, upper):
                 self.stats.add("promotions")
                 budget -= size
+                self.budget.spend(size)
                 moved += 1
         return moved

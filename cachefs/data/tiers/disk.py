@@ -37,8 +37,8 @@ import os
 import struct
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Container, Iterable, Mapping
 from pathlib import Path
 
 from cachefs.common import private
@@ -59,6 +59,7 @@ FREE_SPACE_RECHECK = 1.0  # seconds between statvfs() calls
 SECRET_NAME = "secret"
 FORMAT_NAME = "format"
 FORMAT_MARKER = f"cachefs chunk format {chunkfile.FORMAT_VERSION}\n".encode()
+READ_NOTES = 65536  # reads RAM served, waiting to be counted here (the oldest drop)
 
 
 class TierInUse(Exception):
@@ -88,10 +89,15 @@ class DiskTier:
         self.namespace = namespace
         self.stats = stats
         self.clock = clock
-        self.policy: EvictionPolicy = make_policy(cfg.eviction)
+        self.policy: EvictionPolicy = make_policy(cfg.eviction, cfg.max_size)
         self._sizes: dict[bytes, int] = {}  # the index: digest -> allocated bytes
         self._writing: Counter[bytes] = Counter()  # chunk files puts are writing right now
         self.pinned: set[bytes] = set()  # never evicted by pressure or TTL (pins.py)
+        # chunks read again since they came (a promotion score above 0): what
+        # hot_chunks looks at, rather than every chunk of the tier
+        self._reread: dict[bytes, None] = {}  # (a dict: ties keep a fixed order)
+        # Chunks RAM served a read of (note_read), counted at the next pass.
+        self._read_notes: deque[ChunkKey] = deque(maxlen=READ_NOTES)
         self.bytes = 0  # allocated bytes of indexed chunks plus writes in progress
         self.counters = TierCounters()
         self.ready = threading.Event()  # set once the index is loaded
@@ -164,6 +170,7 @@ class DiskTier:
                     continue
                 self._sizes[digest] = size
                 self.policy.restore(digest, size, min(last, now), count, weight)
+                self._note_reads(digest)
                 self.bytes += size
         self.ready.set()
         self.make_room(0)  # the config may have shrunk since the last mount
@@ -207,7 +214,7 @@ class DiskTier:
         if not self.ready.is_set():
             return False
         # No lock: a dict lookup is atomic under the GIL, and the trio thread
-        # must not wait while a worker holds the lock for an eviction sort.
+        # must not wait while a worker holds the lock for an eviction batch.
         return key.digest(self.namespace) in self._sizes
 
     def contains(self, key: ChunkKey) -> bool:
@@ -235,8 +242,32 @@ class DiskTier:
             return None
         with self._lock:
             self.policy.touch(digest, self.clock())
+            self._note_reads(digest)
         self.counters.hits += 1
         return raw
+
+    def note_read(self, key: ChunkKey) -> None:
+        """RAM served a read of *key*: it counts for this tier's copy too. Called on the
+        trio thread, so it only appends (deque.append is atomic); the read is counted
+        under the lock by the next eviction, migrator pass, TTL sweep or snapshot."""
+        self._read_notes.append(key)
+
+    def _count_noted_reads(self) -> None:
+        """Touch the policy for the reads RAM served of chunks held here (lock held)."""
+        notes = self._read_notes
+        if not notes:
+            return
+        now = self.clock()
+        namespace, sizes, policy = self.namespace, self._sizes, self.policy
+        while True:
+            try:
+                key = notes.popleft()
+            except IndexError:
+                break
+            digest = key.digest(namespace)
+            if digest in sizes:
+                policy.touch(digest, now)
+                self._note_reads(digest)
 
     def _read_parts(self, digest: bytes) -> tuple[chunkfile.Header, bytes] | None:
         """Header and payload, read separately so a raw payload needs no copy."""
@@ -291,6 +322,7 @@ class DiskTier:
         with self._lock:
             if digest in self._sizes:
                 self.policy.touch(digest, self.clock())
+                self._note_reads(digest)
                 return True
         encoded = chunkfile.encode(digest, raw, level, self.secret)
         blob, start = encoded.blob, chunkfile.HEADER_SIZE
@@ -342,6 +374,12 @@ class DiskTier:
                 del self._writing[digest]
             if not written:
                 self.bytes -= size
+                if digest not in self._sizes and digest not in self._writing:
+                    # An older copy an eviction left on disk because this write was on
+                    # its way (_unlink spares a chunk being stored): the write failed,
+                    # so nothing counts that file any more.
+                    with contextlib.suppress(FileNotFoundError):
+                        self.chunk_path(digest).unlink()
                 return False
             if digest in self._sizes:  # a concurrent put of the same chunk won
                 self.bytes -= size
@@ -352,6 +390,7 @@ class DiskTier:
                     self.policy.add(digest, size, self.clock(), weight)
                 else:
                     self.policy.restore(digest, size, last, max(1, count), weight)
+                    self._note_reads(digest)
         return True
 
     def make_room(self, size: int) -> bool:
@@ -369,6 +408,7 @@ class DiskTier:
         reserve_need = int(max(self.cfg.min_free - (free - size), 0))
         for _ in range(MAKE_ROOM_TRIES):
             with self._lock:
+                self._count_noted_reads()
                 over = self.bytes + size - self.cfg.max_size
                 need = max(over, reserve_need)
                 if need <= 0:
@@ -431,20 +471,9 @@ class DiskTier:
 
     def _pick_victims(self, need: int) -> list[tuple[bytes, int]]:
         """Chunks to evict to free *need* bytes, best victims first (index unchanged)."""
-        victims: list[tuple[bytes, int]] = []
-        freed = 0
-        # Evict a little more than needed so the next puts do not each evict: 2 % of
-        # the tier (of what it holds, when the filesystem fills before max_size does).
-        target = need + min(self.bytes, self.cfg.max_size) // 50
-        for digest in self.policy.victims(self.clock()):
-            if freed >= target:
-                break
-            if digest in self.pinned:
-                continue
-            size = self._sizes.get(digest, 0)
-            victims.append((digest, size))
-            freed += size
-        return victims
+        return pick_victims(
+            self.policy, self._sizes, self.pinned, need, self.bytes, self.cfg.max_size, self.clock()
+        )
 
     def _write(self, digest: bytes, header: bytes, payload: bytes | memoryview) -> bool:
         """temp file (0600) + rename; on ENOSPC evict some and try once more."""
@@ -515,6 +544,7 @@ class DiskTier:
     def sweep_expired(self) -> int:
         """Drop chunks not accessed within the tier's TTL."""
         with self._lock:
+            self._count_noted_reads()
             expired = self.policy.expired(self.clock(), self.cfg.ttl)
             gone = [(d, self._drop_entry(d)) for d in expired if d not in self.pinned]
         self._unlink(gone, evicted=True)
@@ -554,12 +584,19 @@ class DiskTier:
         return self.policy.promotion_score(digest, now)
 
     def hot_chunks(self, threshold: float) -> list[tuple[bytes, float, int]]:
-        """``(digest, score, size)`` of chunks scoring at least *threshold*, best first."""
+        """``(digest, score, size)`` of chunks scoring at least *threshold*, best first.
+
+        Only chunks read again since they came can score above 0, so for a
+        positive threshold only those are scored, not the whole index.
+        """
         now = self.clock()
         with self._lock:
+            self._count_noted_reads()
+            sizes = self._sizes
+            looked_at = self._reread if threshold > 0 else sizes
             scored = [
-                (d, self.score(d, now), size)
-                for d, size in self._sizes.items()
+                (d, self.score(d, now), sizes[d])
+                for d in looked_at
                 if d not in self.pinned  # a pin, not a score, decides where these live
             ]
         hot = [entry for entry in scored if entry[1] >= threshold]
@@ -570,8 +607,12 @@ class DiskTier:
         """Score of the chunk this tier would evict first (0 when empty)."""
         now = self.clock()
         with self._lock:
-            for digest in self.policy.victims(now):
-                return self.score(digest, now)
+            victims = self.policy.victims(now)
+            try:
+                for digest in victims:
+                    return self.score(digest, now)
+            finally:
+                victims.close()
         return 0.0
 
     def contains_digest(self, digest: bytes) -> bool:
@@ -615,9 +656,15 @@ class DiskTier:
             for digest in digests:
                 self._drop_entry(digest)
 
+    def _note_reads(self, digest: bytes) -> None:
+        """Remember a chunk read again since it came (lock held)."""
+        if self.policy.access_count(digest) >= 2:
+            self._reread[digest] = None
+
     def _drop_entry(self, digest: bytes) -> int:
         """Remove from the index; returns the bytes it accounted for."""
         self.pinned.discard(digest)
+        self._reread.pop(digest, None)
         size = self._sizes.pop(digest, 0)
         self.policy.remove(digest)
         self.bytes -= size
@@ -667,6 +714,7 @@ class DiskTier:
 
     def save_index(self) -> None:
         with self._lock:
+            self._count_noted_reads()
             records = self.policy.snapshot()
         body = b"".join(
             INDEX_RECORD.pack(d, size, last, min(count, 2**32 - 1), weight)
@@ -710,6 +758,40 @@ class DiskTier:
             "skipped_min_free": skipped,
             **self.counters.as_dict(),
         }
+
+
+def pick_victims(
+    policy: EvictionPolicy,
+    sizes: Mapping[bytes, int],
+    pinned: Container[bytes],
+    need: int,
+    held: int,
+    max_size: int,
+    now: float,
+) -> list[tuple[bytes, int]]:
+    """Chunks to evict to free *need* bytes, best victims first, pins skipped; the
+    index is unchanged (DiskTier, and the simulator's disk tiers: cachefs.data.simulate).
+
+    It evicts a little more than needed so the next puts do not each evict: 2 % of
+    the tier (of what it holds, *held*, when the filesystem fills before max_size
+    does). The cost is the policy's per victim, never a sort of the index.
+    """
+    victims: list[tuple[bytes, int]] = []
+    freed = 0
+    target = need + min(held, max_size) // 50
+    passing = policy.victims(now)
+    try:
+        for digest in passing:
+            if freed >= target:
+                break
+            if digest in pinned:
+                continue
+            size = sizes.get(digest, 0)
+            victims.append((digest, size))
+            freed += size
+    finally:
+        passing.close()  # what it went past and we keep goes back in place
+    return victims
 
 
 def _size(n: float) -> str:
