@@ -633,9 +633,9 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
     tier's *capacity* (what it holds, if not given):
 
     * the *window* (1 % to start): every new chunk enters here, so a burst of
-      new chunks read twice in a row is served like an LRU would; a chunk read
-      again while in the window goes to protected when it leaves, if protected
-      has room for it (S3-FIFO's rule for its small queue, minus the pushing);
+      new chunks read twice in a row is served like an LRU would; while the
+      tier fills up, a chunk read again in the window goes to protected when it
+      leaves, if protected has room;
     * *candidates*: chunks pushed out of a full tier's window, waiting for
       their duel;
     * *probation* and *protected* (80 % of main): a hit in probation moves a
@@ -831,11 +831,12 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
             self._queues[seg].move_to_end(key)
 
     def _spill(self) -> None:
-        """The window's oldest leave it while it is over its share: one read again
-        while in the window goes to protected if that has room for it without
-        pushing anything out; the others to the duel (to probation while the
-        tier has never been full). Displacing a protected chunk takes a hit in
-        probation, so a scan that reads each file twice in a row stays out."""
+        """The window's oldest leave it while it is over its share: to the duel once
+        the tier has been full; before that, to probation, or to protected if it
+        was read again while in the window and protected has room (so a warm-up's
+        hot chunk that happened to be last in the window is not left in probation
+        to age out). Once the tier is full, every leaver duels: a scan that reads
+        each file twice in a row has to beat main's victims like anything else."""
         window = self._queues[WINDOW]
         limit = self.window_share * self._size()
         target = CANDIDATES if self._full else PROBATION
@@ -844,7 +845,11 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
         while self._seg_bytes[WINDOW] > limit and len(window) > 1:
             key = next(iter(window))
             entry = entries[key]
-            if entry.count >= 2 and protected + entry.size <= self._protected_limit():
+            if (
+                not self._full
+                and entry.count >= 2
+                and protected + entry.size <= self._protected_limit()
+            ):
                 self._move(key, entry, PROTECTED)
                 protected += entry.size
             else:
