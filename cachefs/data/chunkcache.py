@@ -6,6 +6,9 @@ the origin. Concurrent misses on the same chunk share one fill (single flight).
 A chunk fetched from the origin is returned at once and written to its disk
 tier in the background; a full write queue skips caching rather than slow the
 reader.
+
+A little over 500 lines: the single flight, the stores, the read-ahead and
+the prefetch hooks share the in-flight table and one read loop.
 """
 
 from __future__ import annotations

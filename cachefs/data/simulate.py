@@ -26,6 +26,10 @@ first appearance). Each line is one access.
 
 Miss ratios are per request and per byte: ``byte_miss_ratio`` = bytes of
 requests that missed / bytes requested.
+
+A little over 500 lines because the trace reader, the tier models and the
+stack model are one replay: each models a part of the read path the others
+feed.
 """
 
 from __future__ import annotations
