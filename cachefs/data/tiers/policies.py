@@ -660,7 +660,8 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
     ``record``). The window's share (1 %..80 %) adapts as ARC's target does:
     the keys evicted lately are remembered (a ghost as long as the keys held)
     with the side they left from; a miss on one evicted from the window side
-    grows the window, one evicted from main shrinks it. Recency-heavy streams
+    grows the window (if the bytes read since its last access would fit in the
+    largest window), one evicted from main shrinks it. Recency-heavy streams
     (files read again soon after) get a large window, frequency-heavy ones a
     small one.
 
