@@ -35,6 +35,17 @@ FORGET = "user.cachefs.forget"
 PROBE_TIMEOUT = 2.0  # seconds a daemon has to answer the stats xattr
 
 
+def timeout_option(help: str = "Seconds the mount has to answer.") -> Any:
+    """The ``--timeout`` of the commands that ask a mount for its stats."""
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.1),
+        default=PROBE_TIMEOUT,
+        show_default=True,
+        help=help,
+    )
+
+
 class UnstattedPath(click.ParamType):
     """The type of every PATH argument: a string, completed as a file name by the
     shell. click.Path stat()s its value, which would wait on a stopped daemon

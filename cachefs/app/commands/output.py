@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.live import Live
 from rich.text import Text
 
 from cachefs.config import format_size
@@ -67,3 +70,21 @@ def bar(fraction: float | None, width: int = 24) -> Text:
     if fraction and not filled:
         filled = 1  # something is there: show it
     return Text.assemble(("█" * filled, "cyan"), ("░" * (width - filled), "dim"))
+
+
+@contextlib.contextmanager
+def live_view(console: Console, as_json: bool) -> Iterator[Refreshing | None]:
+    """A redrawn screen on a terminal (None elsewhere, or for JSON: the caller prints)."""
+    if as_json or not console.is_terminal:
+        yield None
+        return
+    with Live(console=console, auto_refresh=False, screen=False) as live:
+        yield Refreshing(live)
+
+
+class Refreshing:
+    def __init__(self, live: Live) -> None:
+        self.live = live
+
+    def update(self, renderable: RenderableType) -> None:
+        self.live.update(renderable, refresh=True)

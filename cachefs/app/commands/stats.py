@@ -5,19 +5,17 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import click
 from rich import box
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from cachefs.app.commands import metrics
-from cachefs.app.commands.mounts import PROBE_TIMEOUT, UNSTATTED, Resolver, read_stats
-from cachefs.app.commands.output import console_out, echo_json, percent, size
+from cachefs.app.commands.mounts import UNSTATTED, Resolver, read_stats, timeout_option
+from cachefs.app.commands.output import console_out, echo_json, live_view, percent, size
 
 
 @click.command("stats", short_help="A mount's counters, per tier and content type.")
@@ -30,13 +28,7 @@ from cachefs.app.commands.output import console_out, echo_json, percent, size
     help="Print again every SECONDS until Ctrl-C.",
 )
 @click.option("--count", type=click.IntRange(min=1), help="With --watch: stop after COUNT.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=PROBE_TIMEOUT,
-    show_default=True,
-    help="Seconds the mount has to answer.",
-)
+@timeout_option()
 def stats_command(
     mount: str, as_json: bool, watch: float | None, count: int | None, timeout: float
 ) -> None:
@@ -53,7 +45,7 @@ def stats_command(
         return
     console = console_out()
     shown = 0
-    with contextlib.suppress(KeyboardInterrupt), _live(console, as_json) as live:
+    with contextlib.suppress(KeyboardInterrupt), live_view(console, as_json) as live:
         while True:
             report = summarize(mountpoint, read_stats(mountpoint, timeout))
             if as_json:
@@ -68,24 +60,6 @@ def stats_command(
             if count is not None and shown >= count:
                 break
             time.sleep(watch)
-
-
-@contextlib.contextmanager
-def _live(console: Console, as_json: bool) -> Iterator[_Refreshing | None]:
-    """A redrawn screen on a terminal; printed one after the other elsewhere."""
-    if as_json or not console.is_terminal:
-        yield None
-        return
-    with Live(console=console, auto_refresh=False, screen=False) as live:
-        yield _Refreshing(live)
-
-
-class _Refreshing:
-    def __init__(self, live: Live) -> None:
-        self.live = live
-
-    def update(self, renderable: RenderableType) -> None:
-        self.live.update(renderable, refresh=True)
 
 
 def summarize(mountpoint: str, stats: dict[str, Any]) -> dict[str, Any]:

@@ -13,12 +13,12 @@ from rich.text import Text
 
 from cachefs.app.commands import metrics
 from cachefs.app.commands.mounts import (
-    PROBE_TIMEOUT,
     STATS,
     UNSTATTED,
     cachefs_mounts,
     getxattr_timed,
     parse_stats,
+    timeout_option,
 )
 from cachefs.app.commands.output import bar, console_out, duration, echo_json, percent, size
 
@@ -26,13 +26,7 @@ from cachefs.app.commands.output import bar, console_out, duration, echo_json, p
 @click.command("status", short_help="Every cachefs mount: state, tier fill, hit ratio, uptime.")
 @click.argument("paths", nargs=-1, type=UNSTATTED, metavar="[PATH...]")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (a list, one entry per mount).")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=PROBE_TIMEOUT,
-    show_default=True,
-    help="Seconds a mount has to answer before it is shown as not answering.",
-)
+@timeout_option("Seconds a mount has to answer before it is shown as not answering.")
 def status_command(paths: tuple[str, ...], as_json: bool, timeout: float) -> None:
     """Every cachefs mount (or those at or below PATH...): origin, state, tier fill,
     hit ratio, origin bytes saved, uptime.

@@ -11,13 +11,12 @@ from typing import Any
 import click
 from rich import box
 from rich.console import Group, RenderableType
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from cachefs.app.commands import metrics
-from cachefs.app.commands.mounts import PROBE_TIMEOUT, UNSTATTED, Resolver, read_stats
-from cachefs.app.commands.output import bar, console_out, duration, percent, size
+from cachefs.app.commands.mounts import UNSTATTED, Resolver, read_stats, timeout_option
+from cachefs.app.commands.output import bar, console_out, duration, live_view, percent, size
 
 
 @click.command("top", short_help="A live view: hottest files, fills in flight, origin, tiers.")
@@ -25,13 +24,7 @@ from cachefs.app.commands.output import bar, console_out, duration, percent, siz
 @click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
 @click.option("--count", type=click.IntRange(min=1), help="Stop after COUNT views.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per view.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=PROBE_TIMEOUT,
-    show_default=True,
-    help="Seconds the mount has to answer.",
-)
+@timeout_option()
 def top_command(
     mount: str, interval: float, count: int | None, as_json: bool, timeout: float
 ) -> None:
@@ -43,11 +36,7 @@ def top_command(
     console = console_out()
     previous: tuple[float, dict[str, Any]] | None = None
     shown = 0
-    live_wanted = console.is_terminal and not as_json
-    with contextlib.suppress(KeyboardInterrupt), contextlib.ExitStack() as stack:
-        live = (
-            stack.enter_context(Live(console=console, auto_refresh=False)) if live_wanted else None
-        )
+    with contextlib.suppress(KeyboardInterrupt), live_view(console, as_json) as live:
         while True:
             now, stats = time.monotonic(), read_stats(mountpoint, timeout)
             view = snapshot(mountpoint, stats, previous, now)
@@ -55,7 +44,7 @@ def top_command(
             if as_json:
                 click.echo(json.dumps(view, sort_keys=True))
             elif live is not None:
-                live.update(render(view), refresh=True)
+                live.update(render(view))
             else:
                 console.print(render(view))
             shown += 1
