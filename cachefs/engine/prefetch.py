@@ -79,9 +79,7 @@ class _PrefetchSource:
         return self.policy.chunk_size
 
     def fetch(self, key: ChunkKey) -> tuple[bytes, FileVersion]:
-        with self.file.use() as fd:
-            data = os.pread(fd, key.expected_length, key.offset)
-            return data, FileVersion.of(os.fstat(fd))
+        return self.file.pread_versioned(key.expected_length, key.offset)
 
     def origin_changed(self, version: FileVersion) -> None:
         self.changed = True  # nothing was cached; the job stops

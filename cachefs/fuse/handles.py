@@ -82,9 +82,7 @@ class OpenFile:
         return not self.state.written  # being written: see FileState
 
     def fetch(self, key: ChunkKey) -> tuple[bytes, FileVersion]:
-        with self.file.use() as fd:
-            data = os.pread(fd, key.expected_length, key.offset)
-            return data, FileVersion.of(os.fstat(fd))
+        return self.file.pread_versioned(key.expected_length, key.offset)
 
     def origin_changed(self, version: FileVersion) -> None:
         if self.on_origin_change is not None:

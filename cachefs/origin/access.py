@@ -129,6 +129,13 @@ class OriginFile:
             if orphan is not None:
                 os.close(orphan)
 
+    def pread_versioned(self, length: int, offset: int) -> tuple[bytes, FileVersion]:
+        """Blocking: *length* bytes at *offset*, and the file's version once they were read
+        (the version the bytes belong to only if it is the one they were asked for)."""
+        with self.use() as fd:
+            data = os.pread(fd, length, offset)
+            return data, FileVersion.of(os.fstat(fd))
+
     def _open(self) -> int:
         with self._open_lock:
             if self._fd is None:
