@@ -247,7 +247,7 @@ class Mount:
                 **describe_busy_poll(self.busy_poll),
             }
             | self.monitor.describe()
-            | self.prefetcher.describe()
+            | self.prefetcher.describe(counters)
         )
 
     # -- after unmounting --------------------------------------------------------------

@@ -28,7 +28,7 @@ import logging
 import os
 import stat
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import trio
@@ -258,8 +258,8 @@ class Prefetcher:
             await trio.sleep(SAVE_INTERVAL)
             await self.save_model()
 
-    def describe(self) -> dict[str, int | float | bool]:
-        counters = self.stats.snapshot()
+    def describe(self, counters: Mapping[str, int]) -> dict[str, int | float | bool]:
+        """The prediction keys of the stats report, from its snapshot of the counters."""
         fetched = counters.get("prefetch_bytes", 0)
         used = counters.get("prefetch_used_bytes", 0)
         covered = counters.get("prefetch_covered", 0)
