@@ -374,7 +374,9 @@ async def list_dir(parts: compose.Mount, path: str) -> None:
 
 async def prefetch_settled(parts: compose.Mount) -> None:
     with trio.fail_after(20):
-        while parts.prefetcher._queue or parts.cache.fills_in_flight():
+        # settled: nothing queued, nothing being read, nothing on its way to a disk tier
+        cache = parts.cache
+        while parts.prefetcher._queue or cache.fills_in_flight() or cache.stores_pending():
             await trio.sleep(0.01)
 
 

@@ -285,6 +285,10 @@ class ChunkCache:
     def fills_in_flight(self) -> int:
         return len(self._inflight)
 
+    def stores_pending(self) -> int:
+        """Chunks read and queued for a disk tier, not written there yet."""
+        return self._pending_stores
+
     def foreground_fills(self) -> int:
         """Fills in flight for readers (their read-ahead included), prefetches not."""
         return len(self._inflight) - self._prefetch_fills
