@@ -203,13 +203,20 @@ def closes(mnt: Path, count: int) -> None:
 def test_flush_is_forwarded_only_where_close_can_fail(
     origin: Path, mount_factory: MountFactory, tmp_path: Path
 ) -> None:
-    """On ext4 close() cannot report a write error, so the kernel is told (once) to stop
-    sending FLUSH; on a FUSE origin (like NFS or SMB) every close still reaches it."""
+    """Write-through on ext4: close() cannot report a write error, so the kernel is told
+    (once) to stop sending FLUSH. With queued writes (the default) close() waits for
+    them and reports their errors; on a FUSE origin (like NFS or SMB) every close
+    reaches the origin."""
     from .test_offline import mount_nas
 
-    local = mount_factory(origin)
-    closes(local.mnt, 5)
-    assert local.stats()["fuse_flushes"] == 1  # answered ENOSYS once, never sent again
+    through = mount_factory(origin, [*DEFAULT_TEST_OPTIONS, "mount.write_buffer=0"])
+    closes(through.mnt, 5)
+    assert through.stats()["fuse_flushes"] == 1  # answered ENOSYS once, never sent again
+    mount_factory.unmount(through)
+    queued = mount_factory(origin)
+    closes(queued.mnt, 5)
+    assert queued.stats()["fuse_flushes"] >= 10
+    mount_factory.unmount(queued)
     nas = mount_nas(mount_factory, origin, tmp_path)
     over_fuse = mount_factory(
         nas.mnt,

@@ -168,6 +168,7 @@ class Mount:
         )
         saver = MetadataSaver(self.meta, self.meta_store, self.disk_limiter)
         self._steps = [
+            ShutdownStep("queued writes reach the origin", self.fs.writes.drain_all, DRAIN_SECONDS),
             ShutdownStep("drain chunk stores", self.cache.drain, DRAIN_SECONDS),
             ShutdownStep("flush stats", flusher.flush_once),
             ShutdownStep("save metadata", saver.save_once),

@@ -124,6 +124,9 @@ class MountConfig:
     # The kernel buffers writes and sends them at writeback, fsync and close:
     # write() returns before the origin has the bytes (docs/configuration.md).
     writeback_cache: bool = False
+    # bytes of writes queued for the origin, all files, before writers wait;
+    # 0 = write-through: write() returns once the origin has the bytes
+    write_buffer: int = 64 * MiB
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,7 @@ def default_config() -> Config:
         prediction=PredictionConfig(100, 0.6, 100 * MiB),
         monitoring=MonitoringConfig(5 * MINUTE, HOUR, DAY),
         stats=StatsConfig("auto", "redis://localhost:6379/11"),
-        mount=MountConfig(1.0, 1.0, 16, MiB, 50e-6, False),
+        mount=MountConfig(1.0, 1.0, 16, MiB, 50e-6, False, 64 * MiB),
         metadata=MetadataConfig(1.0, "auto", 10 * MINUTE, 5.0, 20, 500_000, True),
         origin=OriginConfig(5.0, 2.0),
         metrics=MetricsConfig(""),

@@ -219,6 +219,7 @@ SCHEMA: dict[str, Node] = {
         "read_ahead": Field("size"),
         "busy_poll": Field("duration", _duration_at_most(0.01)),
         "writeback_cache": Field("bool"),
+        "write_buffer": Field("size"),
     },
     "metadata": {
         "revalidate_after": Field("duration"),  # 0 allowed: always ask the origin

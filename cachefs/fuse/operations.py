@@ -49,6 +49,7 @@ from cachefs.fuse.handles import (
     sync_file,
 )
 from cachefs.fuse.inodes import ROOT_INODE, InodeTable
+from cachefs.fuse.writes import WriteBehind
 from cachefs.meta.cache import MetadataCache, StatInfo, join, split
 from cachefs.meta.changes import ChangeDetector
 from cachefs.meta.xattrs import XattrCache
@@ -133,6 +134,9 @@ class CacheFS(pyfuse3.Operations):
         self.entry_timeout = min(cfg.mount.entry_timeout, cfg.metadata.revalidate_after)
         # pyfuse3 asks for FUSE_CAP_WRITEBACK_CACHE at INIT when this is set.
         self.enable_writeback_cache = cfg.mount.writeback_cache
+        # With the kernel's writeback cache the kernel queues writes itself.
+        write_buffer = 0 if cfg.mount.writeback_cache else cfg.mount.write_buffer
+        self.writes = WriteBehind(write_buffer, monitor, engine.spawn, self._write_landed)
         self._notify_limiter = trio.CapacityLimiter(2)  # kernel cache invalidations
         self._own_changes: dict[bytes, float] = {}  # path -> when we changed it
         self._files: dict[int, OpenFile] = {}
@@ -336,7 +340,8 @@ class CacheFS(pyfuse3.Operations):
         attrs.st_uid = st.st_uid
         attrs.st_gid = st.st_gid
         attrs.st_rdev = st.st_rdev
-        attrs.st_size = st.st_size
+        # writes still queued for the origin count: the kernel must not shrink the file
+        attrs.st_size = self.writes.size_with_queued(attrs.st_ino, st.st_size)
         attrs.st_blksize = st.st_blksize
         attrs.st_blocks = st.st_blocks
         attrs.st_atime_ns = st.st_atime_ns
@@ -519,6 +524,7 @@ class CacheFS(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
         self._require_online()
+        await self.writes.drain(inode)  # a truncate or utime lands after the queued writes
         handle = self._files.get(fh) if fh is not None else None
         file = handle.file if handle is not None and handle.file.opened else None
         path = b"" if file is not None else self._path(inode)  # the path is used without an fd
@@ -701,6 +707,8 @@ class CacheFS(pyfuse3.Operations):
         writable = bool(flags & WRITE_FLAGS)
         fd: int | None = None
         if writable:
+            if flags & os.O_TRUNC:
+                await self.writes.drain(inode)  # the truncation comes after what is queued
             fd, raw = await self._change(self._open_origin, path, flags)
             self._meta_update(inode, raw)
             st = StatInfo.of(raw)
@@ -814,6 +822,8 @@ class CacheFS(pyfuse3.Operations):
         self.stats.add("fuse_reads")
         self.stats.add("fuse_read_bytes", size)
         handle = self._files[fh]
+        if self.writes.has_queued(handle.inode):
+            await self._writes_landed_for_read(handle.inode)
         if handle.state.recheck:
             handle.state.recheck = False
             self._revalidate_open_file(handle.inode, await self._stat_inode(handle.inode))
@@ -827,30 +837,47 @@ class CacheFS(pyfuse3.Operations):
         self.stats.file_access(handle.relpath, nbytes=len(data), seconds=seconds)
         return data
 
+    async def _writes_landed_for_read(self, inode: int) -> None:
+        """A read sees the bytes written before it: it waits for them to reach the
+        origin, no longer than a timed origin call would take."""
+        with trio.move_on_after(self.monitor.timeout):
+            await self.writes.drain(inode)
+            return
+        raise FUSEError(errno.EIO)
+
     @fuse_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self._files[fh]
+        self._require_online()
         state = handle.state
         state.write_generation += 1
         state.written = True  # until its last writer closes: see FileState
+        if self.writes.enabled:
+            await self.writes.write(handle, off, buf)  # on the origin by fsync or close
+            return len(buf)
 
         def work() -> tuple[int, os.stat_result]:
             with handle.file.use() as fd:
                 return os.pwrite(fd, buf, off), os.fstat(fd)
 
-        try:
-            written, st = await self._change(work)
-        finally:
-            state.write_generation += 1
-        self._meta_update(handle.inode, st)
-        self._note_version(handle.inode, st)
+        written, st = await self._change(work)
+        self._write_landed(handle.inode, st)
+        return written
+
+    def _write_landed(self, inode: int, st: os.stat_result) -> None:
+        """Writes to *inode* reached the origin, which now has attributes *st*."""
+        self._meta_update(inode, st)
+        state = self._states.get(inode)
+        if state is None:
+            return
+        state.write_generation += 1  # a fetch that overlapped the write is not cached
+        self._note_version(inode, st)
         version = FileVersion.of(st)
         state.no_chunks = version  # made while written: nothing of it is cached
         # The origin's kernel dropped any capability the file had when it took
         # this write (as ours would): the kernel's check before the next write
         # is answered without asking the origin.
         self._no_caps(state, version)
-        return written
 
     def _no_caps(self, state: FileState, version: FileVersion) -> None:
         state.no_caps, state.no_caps_until = version, time.monotonic() + self.attr_timeout
@@ -860,25 +887,38 @@ class CacheFS(pyfuse3.Operations):
         # Closing a duplicate makes origins that report errors at close (NFS,
         # SMB) report them now, to the process that called close().
         self.stats.add("fuse_flushes")
-        if not self.facts.forward_flush:
-            # The origin's close() cannot fail (ext4, xfs, ...): ENOSYS makes the
-            # kernel stop sending FLUSH, one round trip less for every close().
+        if not self.facts.forward_flush and not self.writes.enabled:
+            # The origin's close() cannot fail (ext4, xfs, ...) and no write is
+            # queued here: ENOSYS makes the kernel stop sending FLUSH, one round
+            # trip less for every close().
             raise FUSEError(errno.ENOSYS)
         handle = self._files[fh]
         if not handle.file.opened or not handle.writable:
             return  # nothing written through this handle: nothing to report
-        await self._untimed(close_a_duplicate, handle.file)
+        await self._writes_landed(handle)
+        if self.facts.forward_flush:
+            await self._untimed(close_a_duplicate, handle.file)
+
+    async def _writes_landed(self, handle: OpenFile) -> None:
+        """close() and fsync(): the queued writes are on the origin, or their error is raised."""
+        await self.writes.drain(handle.inode)
+        self.writes.raise_error(handle)
 
     @fuse_handler
     async def fsync(self, fh: int, datasync: bool) -> None:
-        file = self._files[fh].file
-        if not file.opened:
+        handle = self._files[fh]
+        await self._writes_landed(handle)  # fsync of any fd syncs the file: every handle's
+        if not handle.file.opened:
             return  # opened read-only and never read from the origin
-        await self._untimed(sync_file, file, datasync)
+        await self._untimed(sync_file, handle.file, datasync)
 
     @fuse_handler
     async def release(self, fh: int) -> None:
+        if self._files[fh].writable:
+            # mmap's dirty pages may come after the last FLUSH: they land before the fd goes
+            await self.writes.drain(self._files[fh].inode)
         handle = self._files.pop(fh)
+        self.writes.forget(handle)
         state = handle.state
         state.handles.discard(fh)
         if handle.writable:
@@ -953,6 +993,8 @@ class CacheFS(pyfuse3.Operations):
 
     async def _capability(self, inode: int, state: FileState) -> bytes | None:
         """security.capability of an open file: the kernel asks before every write()."""
+        if self.writes.has_queued(inode):
+            return None  # the origin drops any capability when the queued bytes land
         version, generation = state.version, state.write_generation
         if state.no_caps == version and time.monotonic() < state.no_caps_until:
             return None
