@@ -126,6 +126,26 @@ def test_a_log_removed_meanwhile_is_created_again(tmp_path: Path) -> None:
     assert [int(r[1]) for r in records(path)] == [accesslog.object_id(key(2), NAMESPACE)]
 
 
+def test_a_cut_last_line_is_skipped_by_simulate_and_cut_off_by_the_next_mount(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "access.csv"
+    log = AccessLog(path, 1 << 20, NAMESPACE, Stats())
+    log.open()
+    log.record(key(1), CHUNK, "media", "origin")
+    trio.run(log.flush)
+    log.close()
+    with open(path, "a") as f:
+        f.write("1796187158.91,33276")  # a crash in the middle of a line
+    assert len(sim.read_trace(path)) == 1
+    log.open()  # the next mount
+    log.record(key(2), CHUNK, "media", "origin")
+    trio.run(log.flush)
+    log.close()
+    rows = records(path)
+    assert [int(r[1]) for r in rows] == [accesslog.object_id(key(n), NAMESPACE) for n in (1, 2)]
+
+
 def test_a_symlink_or_another_users_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "elsewhere").write_text("keep me\n")
     (tmp_path / "access.csv").symlink_to(tmp_path / "elsewhere")

@@ -104,11 +104,24 @@ class AccessLog:
 
     def _reopen(self, create: int) -> None:
         self.close()
-        fd = private.open_private(self.path, os.O_WRONLY | os.O_APPEND | create)
+        fd = private.open_private(self.path, os.O_RDWR | os.O_APPEND | create)
         st = os.fstat(fd)
         self._fd, self._ino, self._size = fd, (st.st_dev, st.st_ino), st.st_size
+        self._cut_partial_line()
         if not self._size:
             self._append(HEADER.encode())
+
+    def _cut_partial_line(self) -> None:
+        """A crash while a batch was written can leave a cut last line: cut it off,
+        so every line of the log stays whole."""
+        assert self._fd is not None
+        if not self._size or os.pread(self._fd, 1, self._size - 1) == b"\n":
+            return
+        start = max(0, self._size - 4096)  # a line is far shorter
+        tail = os.pread(self._fd, self._size - start, start)
+        end = start + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+        os.ftruncate(self._fd, end)
+        self._size = end
 
     def _append(self, data: bytes) -> None:
         assert self._fd is not None

@@ -43,11 +43,12 @@ import csv
 import importlib
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from cachefs.data.accesslog import HEADER as ACCESS_LOG_HEADER
 from cachefs.data.chunks import ChunkKey
 from cachefs.data.tiers.disk import pick_victims
 from cachefs.data.tiers.policies import EvictionPolicy, make_policy, promotion_score
@@ -158,8 +159,23 @@ def read_trace(*paths: str | Path) -> Trace:
     names: dict[str, int] = {}
     for path in paths:
         with open(path, encoding="utf-8", errors="replace") as f:
-            parse_trace(f, str(path), trace, names)
+            parse_trace(_whole_lines(f), str(path), trace, names)
     return trace
+
+
+def _whole_lines(lines: Iterable[str]) -> Iterator[str]:
+    """The lines of a file, but for an access log's cut last line (no newline: the
+    mount stopped while it wrote it), which would read as a wrong record."""
+    log = False
+    last = None
+    for number, line in enumerate(lines):
+        if number == 0:
+            log = line == ACCESS_LOG_HEADER
+        if last is not None:
+            yield last
+        last = line
+    if last is not None and (last.endswith("\n") or not log):
+        yield last
 
 
 # --------------------------------------------------------------------------- tier models
