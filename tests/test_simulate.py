@@ -242,3 +242,31 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     code, _, _ = run(str(path), "--size", "5%", "--size", "20%", "--plot", str(png))
     assert code == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_access_log_puts_each_chunk_in_its_types_home_tier(tmp_path: Path) -> None:
+    """The mount's access log names each chunk's content type: the stack stores it in
+    that type's home tier (media: the HDD), unless --type says otherwise."""
+    path = tmp_path / "access.csv"
+    rows = [f"{t},{t % 10},1048576,media,origin" for t in range(20)]
+    path.write_text("timestamp,obj_id,size,content_type,tier\n" + "\n".join(rows) + "\n")
+    trace = sim.read_trace(path)
+    assert trace.has_types() and trace.served == {"origin": 20}
+    code, out, _ = run(str(path), "--ssd", "1GiB", "--hdd", "1GiB", "--json")
+    assert code == 0
+    report = json.loads(out)
+    (result,) = report["results"]
+    assert result["tiers"]["hdd"]["hits"] == 10 and result["tiers"]["ssd"]["hits"] == 0
+    assert report["recorded"] == {"requests": 20, "served": {"origin": 20}, "miss_ratio": 1.0}
+    code, out, _ = run(str(path), "--ssd", "1GiB", "--hdd", "1GiB", "--type", "user_data", "--json")
+    (result,) = json.loads(out)["results"]
+    assert result["tiers"]["ssd"]["hits"] == 10
+    code, out, _ = run(str(path), "--size", "1GiB")
+    assert code == 0 and out.startswith("recorded by the mount: 20 requests, miss ratio 1.0000")
+
+
+def test_a_plain_trace_has_no_types_and_no_record() -> None:
+    trace = sim.parse_trace(["timestamp,obj_id,size,tier", "1,2,3,ram"])
+    assert not trace.has_types() and trace.served == {"ram": 1}
+    trace = sim.parse_trace(["1,2,3,media,ram"])  # no header: extra columns mean nothing
+    assert not trace.has_types() and trace.served == {}

@@ -32,6 +32,7 @@ import trio
 from cachefs.common import private
 from cachefs.common.supervise import Task
 from cachefs.config import Config, state_directory
+from cachefs.data.accesslog import AccessLog
 from cachefs.data.chunkcache import ChunkCache
 from cachefs.data.chunks import origin_namespace
 from cachefs.data.pins import PinTable
@@ -67,6 +68,10 @@ class StateUnusable(Exception):
     """The state directory cannot be made private (ownership, modes, permissions)."""
 
 
+class AccessLogUnusable(Exception):
+    """The access log (stats.access_log) cannot be opened as a private file of ours."""
+
+
 @dataclass
 class Mount:
     """Every part of one mount, built by :func:`build`."""
@@ -91,6 +96,7 @@ class Mount:
     state_dir: Path
     meta_store: MetadataStore | None = None
     stats_backend: StatsBackend | None = None
+    access_log: AccessLog | None = None  # stats.access_log, when set
     busy_poll: BusyPoll | None = None  # set by the server when pyfuse3 polls
     started_at: float = field(default_factory=time.time)  # Unix time the daemon built it
     # the report for the metrics endpoint's threads (metrics.listen), published by a task
@@ -108,6 +114,14 @@ class Mount:
             private.ensure_private_dir(self.state_dir)
         except OSError as exc:
             raise StateUnusable(str(exc)) from None
+        if self.access_log is not None:
+            try:
+                self.access_log.open()
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise AccessLogUnusable(
+                    f"stats.access_log = {self.access_log.path}: cannot open it: {reason}"
+                ) from None
         self.pins.load()
         self.stats_backend = self.open_stats()
         self.prefetcher.use_backend(self._backend)
@@ -167,16 +181,20 @@ class Mount:
             self.disk_limiter,
         )
         saver = MetadataSaver(self.meta, self.meta_store, self.disk_limiter)
+        access_log = self.access_log
         self._steps = [
             ShutdownStep("queued writes reach the origin", self.fs.writes.drain_all, DRAIN_SECONDS),
             ShutdownStep("drain chunk stores", self.cache.drain, DRAIN_SECONDS),
+            *([ShutdownStep("flush the access log", access_log.flush)] if access_log else []),
             ShutdownStep("flush stats", flusher.flush_once),
             ShutdownStep("save metadata", saver.save_once),
             ShutdownStep("save the prediction model", self.prefetcher.save_model),
         ]
         metrics = [Task("metrics snapshot", self.publish_reports)] if cfg.metrics.listen else []
+        logging_ = [Task("access log writer", access_log.run)] if access_log else []
         return [
             *metrics,
+            *logging_,
             *self.cache.tasks(),
             Task("origin monitor", self.monitor.run),
             *self.detector.tasks(),
@@ -229,6 +247,9 @@ class Mount:
                 "stats_backend": self._backend().name,
                 "stats_pending_files": self.stats.pending_files(),
                 "store_skipped": counters.get("store_skipped", 0),
+                "access_log": str(self.access_log.path) if self.access_log else "off",
+                "access_log_records": counters.get("access_log_records", 0),
+                "access_log_dropped": counters.get("access_log_dropped", 0),
                 "fuse_reads": counters.get("fuse_reads", 0),
                 "fuse_read_bytes": counters.get("fuse_read_bytes", 0),
                 "fuse_read_bytes_served": counters.get("fuse_read_bytes_served", 0),
@@ -254,6 +275,8 @@ class Mount:
     # -- after unmounting --------------------------------------------------------------
 
     def close(self) -> None:
+        if self.access_log is not None:
+            self.access_log.close()
         for tier in self.disks.values():
             tier.close()
         if self.meta_store is not None:
@@ -284,8 +307,20 @@ def build(origin: Origin, cfg: Config, open_stats: Callable[[], StatsBackend]) -
     # Worker threads for tier files; origin threads are the monitor's.
     disk_limiter = trio.CapacityLimiter(cfg.mount.max_threads)
     engine = Engine(stats)
+    access_log = None
+    if cfg.stats.access_log:
+        access_log = AccessLog(
+            Path(cfg.stats.access_log), cfg.stats.access_log_max_size, namespace, stats
+        )
     cache = ChunkCache(
-        ram, disks, stats, monitor.reads, disk_limiter, origin_call=monitor.call, spawn=engine.spawn
+        ram,
+        disks,
+        stats,
+        monitor.reads,
+        disk_limiter,
+        origin_call=monitor.call,
+        spawn=engine.spawn,
+        access_log=access_log,
     )
     state_dir = state_directory(cfg)
     pins = PinTable(state_dir / "pins.json")
@@ -347,6 +382,7 @@ def build(origin: Origin, cfg: Config, open_stats: Callable[[], StatsBackend]) -
         fs=fs,
         open_stats=open_stats,
         state_dir=state_dir,
+        access_log=access_log,
     )
     return mount
 

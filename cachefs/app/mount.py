@@ -272,6 +272,9 @@ def mount(origin: str, mountpoint: str, opts: MountOptions, foreground: bool) ->
     except compose.StateUnusable as exc:
         parts.close()
         raise MountError(f"state directory (state_dir): {exc} (nothing mounted)") from None
+    except compose.AccessLogUnusable as exc:
+        parts.close()
+        raise MountError(f"{exc} (nothing mounted)") from None
     except (OSError, TierInUse) as exc:
         parts.close()
         raise MountError(f"cache tier: {exc} (nothing mounted)") from None

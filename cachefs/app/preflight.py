@@ -14,6 +14,7 @@ import os
 import shlex
 import stat
 import threading
+from pathlib import Path
 
 from cachefs.app.mounttable import MountEntry, mount_holding, mounted_at, within
 from cachefs.config import Config
@@ -83,6 +84,8 @@ def check_tier_directories(cfg: Config, origin: str, mountpoint: str) -> None:
     ]
     if cfg.state_dir is not None:
         places.append(("state_dir", "state directory", cfg.state_dir))
+    if cfg.stats.access_log:
+        places.append(("stats.access_log", "access log", Path(cfg.stats.access_log)))
     for key, what, path in places:
         real = os.path.realpath(path)
         shown = f"{_shown(str(path), real)} ({key})"

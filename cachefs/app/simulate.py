@@ -3,7 +3,7 @@
 The replay runs through the same tier and policy code the mount uses
 (cachefs.data.simulate), at the sizes given:
 
-    cachefs simulate TRACE --size N [--size M ...] [--objects] [--tier ram|ssd|hdd] --json
+    cachefs simulate TRACE... --size N [--size M ...] [--objects] [--tier ram|ssd|hdd] --json
     cachefs simulate TRACE --ram 512MiB --ssd 5GiB --ssd 20GiB --hdd 50GiB
     cachefs simulate TRACE --size 1% --size 5% --size 10% --compare --plot curve.png
 
@@ -14,7 +14,12 @@ The replay runs through the same tier and policy code the mount uses
 objects, for traces without sizes), or ``N%`` of the trace's working set.
 ``--ram/--ssd/--hdd`` simulate the whole stack instead (each may be given
 several times: every combination is run); new objects go to the home tier of
-``--type``'s content type, as the read path stores them.
+their content type, as the read path stores them: ``--type``'s, or, for the
+mount's own access log (``stats.access_log``), each chunk's own.
+
+TRACE is a CSV file, or several read as one (``access.csv.1 access.csv``, an
+access log and the part rotated before it). An access log also says where the
+mount found each chunk: that is printed beside the replay (``recorded``).
 """
 
 from __future__ import annotations
@@ -63,7 +68,13 @@ def _shown(n: int, objects: bool) -> str:
 
 
 @click.command("simulate")
-@click.argument("trace_path", metavar="TRACE", type=click.Path(exists=True, dir_okay=False))
+@click.argument(
+    "trace_paths",
+    metavar="TRACE...",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+)
 @click.option("--size", "sizes", multiple=True, metavar="N", help="A tier size (repeatable).")
 @click.option("--objects", is_flag=True, help="Capacity counted in objects, not bytes.")
 @click.option(
@@ -76,9 +87,11 @@ def _shown(n: int, objects: bool) -> str:
     "--type",
     "content_type",
     type=click.Choice(CONTENT_TYPES),
-    default="user_data",
-    show_default=True,
-    help="Whole stack: the objects' content type (its home tier and keep_weight).",
+    default=None,
+    help=(
+        "Whole stack: the objects' content type (its home tier and keep_weight); "
+        "default: an access log's content_type column, else user_data."
+    ),
 )
 @click.option("--compare", is_flag=True, help="Also run libCacheSim's reference policies.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Miss-ratio curve PNG.")
@@ -86,21 +99,22 @@ def _shown(n: int, objects: bool) -> str:
 @click.option("--config", "config_path", type=click.Path(), help="TOML config file.")
 @click.option("-o", "options", multiple=True, help="Config overrides as dotted.key=value.")
 def simulate_command(
-    trace_path: str,
+    trace_paths: tuple[str, ...],
     sizes: tuple[str, ...],
     objects: bool,
     tier: str,
     ram: tuple[str, ...],
     ssd: tuple[str, ...],
     hdd: tuple[str, ...],
-    content_type: str,
+    content_type: str | None,
     compare: bool,
     plot_path: str | None,
     as_json: bool,
     config_path: str | None,
     options: tuple[str, ...],
 ) -> None:
-    """Replay an access trace (CSV timestamp,obj_id,size) through cachefs's tiers.
+    """Replay an access trace (CSV timestamp,obj_id,size, or a mount's stats.access_log)
+    through cachefs's tiers.
 
     Prints per size: requests, miss ratio and byte miss ratio.
     """
@@ -125,9 +139,10 @@ def simulate_command(
         except ImportError:
             _fail("--plot needs matplotlib: pip install matplotlib (or -e '.[bench]')", 1)
     try:
-        trace = sim.read_trace(trace_path)
+        trace = sim.read_trace(*trace_paths)
     except (OSError, sim.TraceError) as exc:
         _fail(str(exc), 1)
+    trace_path = " ".join(trace_paths)
     if not len(trace):
         _fail(f"{trace_path}: no requests", 1)
 
@@ -145,10 +160,40 @@ def simulate_command(
         result.pop("cpu_us_per_request", None)  # machine-dependent: bench/policies.py reports it
     if plot_path is not None:
         _plot(plot_path, results, objects, stack, trace_path)
+    recorded = _recorded(trace)
     if as_json:
-        click.echo(json.dumps({"results": results}, indent=1))
+        click.echo(json.dumps({"results": results} | recorded, indent=1))
     else:
+        if recorded:
+            _print_recorded(recorded["recorded"])
         _print_table(results, objects, stack)
+
+
+def _recorded(trace: sim.Trace) -> dict[str, Any]:
+    """What an access log says the mount did (its tier column), beside the replay."""
+    if not trace.served:
+        return {}
+    total = sum(trace.served.values())
+    return {
+        "recorded": {
+            "requests": total,
+            "served": dict(sorted(trace.served.items())),
+            "miss_ratio": trace.served.get("origin", 0) / total,
+        }
+    }
+
+
+def _print_recorded(recorded: dict[str, Any]) -> None:
+    total = recorded["requests"]
+    shares = "  ".join(
+        f"{name} {count / total:.1%}"
+        for name in (*TIER_NAMES, "origin")
+        if (count := recorded["served"].get(name))
+    )
+    click.echo(
+        f"recorded by the mount: {total} requests, miss ratio {recorded['miss_ratio']:.4f}"
+        f"  ({shares})"
+    )
 
 
 def _brief(result: dict[str, Any]) -> dict[str, float]:
@@ -178,11 +223,21 @@ def _run_stack(
     ram: tuple[str, ...],
     ssd: tuple[str, ...],
     hdd: tuple[str, ...],
-    content_type: str,
+    content_type: str | None,
     objects: bool,
 ) -> list[dict[str, Any]]:
-    policy = cfg.content_types[content_type]
-    home = "ssd" if policy.default_tier == "ram" else policy.default_tier
+    def home_of(name: str) -> str:  # ChunkCache.home_tier: a "ram" type lives on the SSD
+        tier = cfg.content_types[name].default_tier
+        return "ssd" if tier == "ram" else tier
+
+    policy = cfg.content_types[content_type or "user_data"]
+    home = home_of(policy.name)
+    # Each chunk's own type, from an access log, unless --type says otherwise.
+    types = (
+        {name: (home_of(name), cfg.content_types[name].keep_weight) for name in CONTENT_TYPES}
+        if content_type is None and trace.has_types()
+        else {}
+    )
     combos = itertools.product(
         _sizes(ram, trace, objects, "--ram") or [0],
         _sizes(ssd, trace, objects, "--ssd") or [0],
@@ -201,6 +256,7 @@ def _run_stack(
             weight=policy.keep_weight,
             promote_threshold=cfg.prediction.promote_threshold,
             objects=objects,
+            types=types,
         )
         results.append(sim.simulate_stack(trace, stack_cfg))
     return results

@@ -112,6 +112,10 @@ class StatsConfig:
     backend: str  # one of STATS_BACKENDS
     redis_url: str
     redis_password_file: str = ""  # a file holding the Redis password; "" = none
+    # An absolute file path: the chunk accesses as the tiers see them, CSV for
+    # `cachefs simulate` (data/accesslog.py); "" = off
+    access_log: str = ""
+    access_log_max_size: int = 64 * MiB  # bytes; then PATH -> PATH.1 and a new PATH
 
 
 @dataclass(frozen=True)

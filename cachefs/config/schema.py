@@ -138,6 +138,29 @@ def _check_listen(v: str) -> str | None:
     return None
 
 
+def _check_access_log(v: str) -> str | None:
+    """An absolute file path in an existing directory, or "" (off)."""
+    if not v:
+        return None
+    if not os.path.isabs(v):
+        return f'must be an absolute path (or "" for off), got {v!r}'
+    if v.endswith("/") or os.path.isdir(v):
+        return f"must be a file path, not a directory: {v!r}"
+    directory = os.path.dirname(v)
+    if not os.path.isdir(directory):
+        return f"directory {directory} does not exist (cachefs makes the file, not its directory)"
+    return None
+
+
+def _size_at_least(low: int) -> Check:
+    def check(v: int) -> str | None:
+        if v >= low:
+            return None
+        return f"must be at least {format_size(low)}, got {format_size(v)}"
+
+    return check
+
+
 def _check_positive_duration(v: float) -> str | None:
     return None if v > 0 else "must be greater than 0"
 
@@ -211,6 +234,8 @@ SCHEMA: dict[str, Node] = {
         "backend": Field("str", choices=STATS_BACKENDS, what="stats backend"),
         "redis_url": Field("str", _check_redis_url),
         "redis_password_file": Field("str"),
+        "access_log": Field("str", _check_access_log),
+        "access_log_max_size": Field("size", _size_at_least(4 * KiB)),
     },
     "mount": {
         "attr_timeout": Field("duration"),

@@ -25,6 +25,7 @@ import trio
 
 from cachefs.common.supervise import Task
 from cachefs.config import ContentTypeConfig
+from cachefs.data.accesslog import AccessLog
 from cachefs.data.chunks import ChunkKey, chunk_count, chunk_range, file_chunk_keys
 from cachefs.data.tiers.disk import DiskTier
 from cachefs.data.tiers.ram import RamTier
@@ -148,8 +149,11 @@ class ChunkCache:
         disk_limiter: trio.CapacityLimiter,
         origin_call: OriginCall | None = None,
         spawn: Spawn = _no_background,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.ram = ram
+        # stats.access_log: each access of a chunk (RamTier's rule), with where it was found
+        self.access_log = access_log
         self.disks = dict(disks)  # fastest first
         ram.below = tuple(self.disks.values())  # RAM's hits count for the disk copies too
         self.stats = stats
@@ -477,10 +481,21 @@ class ChunkCache:
     async def chunk(self, source: ChunkSource, key: ChunkKey) -> tuple[bytes, str]:
         """A chunk's bytes and the tier that had them (ORIGIN if none did); misses
         are counted here, hits by the caller, with the bytes they serve."""
-        data = self.ram.get(key, source)  # the handle: one read's requests are one access
+        ram = self.ram
+        data = ram.get(key, source)  # the handle: one read's requests are one access
+        access_log = self.access_log if ram.counted else None
         if data is not None:
-            return data, self.ram.name
-        self.stats.tier_access(self.ram.name, source.policy.name, False, 0)
+            if access_log is not None:
+                access_log.record(key, len(data), source.policy.name, ram.name)
+            return data, ram.name
+        self.stats.tier_access(ram.name, source.policy.name, False, 0)
+        found = await self._below_ram(source, key)
+        if access_log is not None:
+            access_log.record(key, len(found[0]), source.policy.name, found[1])
+        return found
+
+    async def _below_ram(self, source: ChunkSource, key: ChunkKey) -> tuple[bytes, str]:
+        """A chunk RAM did not have: from a fill in flight, or a fill of our own."""
         while True:
             flight = self._inflight.get(key)
             if flight is None:

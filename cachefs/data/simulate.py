@@ -22,7 +22,12 @@ A trace is ``timestamp,obj_id,size`` lines, libCacheSim's csv layout: a
 header line is optional, ``#`` lines and blank lines are skipped, fields may
 be separated by commas or whitespace, extra columns are ignored, a missing
 size is 1, and an obj_id that is not a number is mapped to one (in order of
-first appearance). Each line is one access.
+first appearance). Each line is one access. The mount's own access log
+(``stats.access_log``, data/accesslog.py) is such a trace, with two more
+columns its header names: ``content_type`` (the stack puts each chunk in its
+type's home tier, with its keep weight) and ``tier`` (where the mount found
+it: ``Trace.served``, reported beside the replay). Several files (``PATH.1``
+then ``PATH``) are read as one trace.
 
 Miss ratios are per request and per byte: ``byte_miss_ratio`` = bytes of
 requests that missed / bytes requested.
@@ -38,11 +43,12 @@ import csv
 import importlib
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from cachefs.data.accesslog import HEADER as ACCESS_LOG_HEADER
 from cachefs.data.chunks import ChunkKey
 from cachefs.data.tiers.disk import pick_victims
 from cachefs.data.tiers.policies import EvictionPolicy, make_policy, promotion_score
@@ -66,14 +72,23 @@ class Trace:
     times: list[float] = field(default_factory=list)
     objects: list[int] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
+    # From an access log's content_type column: each request's content type (None
+    # when the trace has no such column).
+    types: list[str | None] = field(default_factory=list)
+    # From its tier column: how many requests the mount served from each tier.
+    served: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.objects)
 
-    def append(self, when: float, obj: int, size: int) -> None:
+    def append(self, when: float, obj: int, size: int, content_type: str | None = None) -> None:
         self.times.append(when)
         self.objects.append(obj)
         self.sizes.append(size)
+        self.types.append(content_type)
+
+    def has_types(self) -> bool:
+        return any(t is not None for t in self.types)
 
     def working_set(self, objects: bool = False) -> int:
         """Distinct objects, or the bytes of distinct objects (each at its last size)."""
@@ -83,10 +98,18 @@ class Trace:
         return len(last) if objects else sum(last.values())
 
 
-def parse_trace(lines: Iterable[str], source: str = "trace") -> Trace:
-    """Parse ``timestamp,obj_id,size`` lines (see the module docstring)."""
-    trace = Trace()
-    names: dict[str, int] = {}
+def parse_trace(
+    lines: Iterable[str],
+    source: str = "trace",
+    trace: Trace | None = None,
+    names: dict[str, int] | None = None,
+) -> Trace:
+    """Parse ``timestamp,obj_id,size`` lines (see the module docstring), into *trace*
+    when given (*names*: the ids given to names so far, shared between files)."""
+    trace = Trace() if trace is None else trace
+    names = {} if names is None else names
+    type_column = tier_column = None
+    before = len(trace)
     for number, line in enumerate(lines, 1):
         text = line.strip()
         if not text or text.startswith("#"):
@@ -96,8 +119,11 @@ def parse_trace(lines: Iterable[str], source: str = "trace") -> Trace:
         try:
             when = float(fields[0])
         except (ValueError, IndexError):
-            if number == 1 or not len(trace):
-                continue  # a header line
+            if number == 1 or len(trace) == before:
+                header = [f.lower() for f in fields]  # a header line; it may name columns
+                type_column = _column(header, "content_type")
+                tier_column = _column(header, "tier")
+                continue
             raise TraceError(f"{source}:{number}: not a timestamp: {fields[0]!r}") from None
         if len(fields) < 2 or not fields[1]:
             raise TraceError(f"{source}:{number}: no obj_id")
@@ -112,13 +138,44 @@ def parse_trace(lines: Iterable[str], source: str = "trace") -> Trace:
             raise TraceError(f"{source}:{number}: not a size: {fields[2]!r}") from None
         if size < 0 or not math.isfinite(when):
             raise TraceError(f"{source}:{number}: bad timestamp or size")
-        trace.append(when, obj, size)
+        content_type = None
+        if type_column is not None and len(fields) > type_column and fields[type_column]:
+            content_type = fields[type_column]
+        trace.append(when, obj, size, content_type)
+        if tier_column is not None and len(fields) > tier_column and fields[tier_column]:
+            tier = fields[tier_column]
+            trace.served[tier] = trace.served.get(tier, 0) + 1
     return trace
 
 
-def read_trace(path: str | Path) -> Trace:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return parse_trace(f, str(path))
+def _column(header: list[str], name: str) -> int | None:
+    # only past the three libCacheSim columns, whose meaning is fixed by position
+    return header.index(name) if name in header[3:] else None
+
+
+def read_trace(*paths: str | Path) -> Trace:
+    """One trace from one or more files, in order (an access log: ``PATH.1 PATH``)."""
+    trace = Trace()
+    names: dict[str, int] = {}
+    for path in paths:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            parse_trace(_whole_lines(f), str(path), trace, names)
+    return trace
+
+
+def _whole_lines(lines: Iterable[str]) -> Iterator[str]:
+    """The lines of a file, but for an access log's cut last line (no newline: the
+    mount stopped while it wrote it), which would read as a wrong record."""
+    log = False
+    last = None
+    for number, line in enumerate(lines):
+        if number == 0:
+            log = line == ACCESS_LOG_HEADER
+        if last is not None:
+            yield last
+        last = line
+    if last is not None and (last.endswith("\n") or not log):
+        yield last
 
 
 # --------------------------------------------------------------------------- tier models
@@ -352,6 +409,9 @@ class StackConfig:
     hdd_eviction: str = "tinylfu"
     home: str = "ssd"  # where a miss is stored: the content type's default_tier
     weight: float = 0.75  # the content type's keep_weight
+    # For traces that name each request's content type (an access log): the type's
+    # (home tier, keep_weight); a type not in it gets home and weight above.
+    types: Mapping[str, tuple[str, float]] = field(default_factory=dict)
     promote_threshold: float = 0.6
     objects: bool = False
 
@@ -378,11 +438,13 @@ class StackModel:
             self.budget = upper_tier_budget(cfg.ssd, self._clock)
             ssd.on_evict = self._demote
 
-    def home(self) -> DiskModel | None:
+    def home(self, name: str | None = None) -> DiskModel | None:
         """ChunkCache.home_tier: the content type's tier, or the SSD."""
-        return self.disks.get(self.cfg.home) or self.disks.get("ssd") or self.disks.get("hdd")
+        return (
+            self.disks.get(name or self.cfg.home) or self.disks.get("ssd") or self.disks.get("hdd")
+        )
 
-    def access(self, obj: int, length: int, now: float) -> str:
+    def access(self, obj: int, length: int, now: float, content_type: str | None = None) -> str:
         """Where the request was served from: a tier's name or "origin"."""
         if self.budget is not None and now >= self._next_pass:
             self._migrate_until(now)
@@ -400,9 +462,11 @@ class StackModel:
                 return name
         if ram is not None:
             ram.store(obj, length, now)
-        home = self.home()
+        policy = self.cfg.types.get(content_type) if content_type is not None else None
+        name, weight = policy if policy is not None else (self.cfg.home, self.cfg.weight)
+        home = self.home(name)
         if home is not None:
-            home.store(obj, length, now, self.cfg.weight)
+            home.store(obj, length, now, weight)
         return "origin"
 
     def _migrate_until(self, now: float) -> None:
@@ -455,9 +519,10 @@ def simulate_stack(trace: Trace, cfg: StackConfig) -> dict[str, Any]:
     now = -math.inf
     started = time.process_time()
     objects = cfg.objects
-    for when, obj, size in zip(trace.times, trace.objects, trace.sizes, strict=True):
+    requests = zip(trace.times, trace.objects, trace.sizes, trace.types, strict=True)
+    for when, obj, size, content_type in requests:
         now = when if when > now else now
-        where = stack.access(obj, 1 if objects else size, now)
+        where = stack.access(obj, 1 if objects else size, now, content_type)
         total.record(size, where != "origin")
         for name, counts in per_tier.items():  # each tier sees what reached it
             counts.record(size, where == name)

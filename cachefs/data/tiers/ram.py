@@ -89,6 +89,9 @@ class RamTier:
         # The disk tiers below: a read served here counts for their copy too, or
         # their eviction and promotion would see only RAM's misses of a hot chunk.
         self.below: tuple[TierBelow, ...] = ()
+        # Whether the last get was an access (not the next request of the same read):
+        # the read path logs accesses by it (stats.access_log), by the same rule.
+        self.counted = False
 
     def __len__(self) -> int:
         return len(self._data)
@@ -105,7 +108,7 @@ class RamTier:
         """The chunk, or None; *reader* (the open handle) tells a new access from
         the next request of the same read."""
         data = self._data.get(key)
-        counts = reader is None or self._new_access(key, reader)
+        counts = self.counted = reader is None or self._new_access(key, reader)
         if data is None:
             self.counters.misses += 1
             if counts:  # the access the store that follows will be
