@@ -40,7 +40,8 @@ from cachefs.origin.monitor import OUTAGE_ERRNOS, OriginMonitor, OriginOffline
 
 log = logging.getLogger(__name__)
 
-MERGE_LIMIT = 1024 * 1024  # contiguous writes merge into one pwrite up to this size
+MERGE_LIMIT = 1024 * 1024  # contiguous writes merge into one pwritev up to this size
+MERGE_PARTS = 64  # and up to this many buffers (IOV_MAX is 1024)
 WRITE_OVERHEAD = 160  # bytes a queued write costs beyond its data (counted against the limit)
 # A batch is sent this long after its first write: a writer that waits for each
 # write() (most do) then pays one thread hop per batch, not one per write. A
@@ -55,7 +56,8 @@ Spawn = Callable[..., bool]
 class _Write:
     handle: OpenFile
     offset: int
-    data: bytes | bytearray
+    parts: list[bytes]  # contiguous buffers, written with one pwritev (never copied)
+    length: int
     cost: int  # bytes counted against the limit
 
 
@@ -129,18 +131,18 @@ class WriteBehind:
         if (
             last is not None
             and last.handle is handle
-            and last.offset + len(last.data) == offset
-            and len(last.data) + len(data) <= MERGE_LIMIT
+            and last.offset + last.length == offset
+            and last.length + len(data) <= MERGE_LIMIT
+            and len(last.parts) < MERGE_PARTS
         ):
-            if isinstance(last.data, bytes):
-                last.data = bytearray(last.data)
-            last.data += data
+            last.parts.append(data)
+            last.length += len(data)
             last.cost += len(data)
             self._queued += len(data)
             queue.queued_bytes += len(data)
         else:
             cost = len(data) + WRITE_OVERHEAD
-            queue.writes.append(_Write(handle, offset, data, cost))
+            queue.writes.append(_Write(handle, offset, [data], len(data), cost))
             self._queued += cost
             queue.queued_bytes += cost
         queue.queued += 1
@@ -246,7 +248,7 @@ def write_batch(batch: list[_Write]) -> _Landed:
     for item in batch:
         try:
             with item.handle.file.use() as fd:
-                _pwrite_all(fd, item.data, item.offset)
+                _pwrite_all(fd, item.parts, item.offset)
             last = item.handle
         except OSError as exc:
             failed.append((item.handle, exc))
@@ -260,10 +262,16 @@ def write_batch(batch: list[_Write]) -> _Landed:
     return _Landed(st, failed)
 
 
-def _pwrite_all(fd: int, data: bytes | bytearray, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        if written <= 0:
+def _pwrite_all(fd: int, parts: list[bytes], offset: int) -> None:
+    written = os.pwritev(fd, parts, offset) if len(parts) > 1 else os.pwrite(fd, parts[0], offset)
+    total = sum(len(p) for p in parts)
+    if written == total:
+        return
+    # Short (a full disk, a signal): the rest again, until it is taken or an error says why.
+    rest = memoryview(b"".join(parts))[written:]
+    offset += written
+    while rest:
+        done = os.pwrite(fd, rest, offset)
+        if done <= 0:
             raise OSError(errno.EIO, "the origin took no bytes")
-        view, offset = view[written:], offset + written
+        rest, offset = rest[done:], offset + done
