@@ -738,6 +738,8 @@ class CacheFS(pyfuse3.Operations):
                 pyfuse3.invalidate_inode(inode, attr_only=True)
         fh = self._add_handle(fd, inode, path, flags)
         if not writable and stat.S_ISREG(st.st_mode):
+            if not unchanged:  # the kernel holds no page of it: a read will come here
+                self.cache.first_read_soon(self._files[fh])
             self.prefetcher.opened(path)  # what comes next is fetched while this is read
         # keep_cache lets the kernel keep its page cache across opens; only safe
         # while the origin file is the version those pages came from.
