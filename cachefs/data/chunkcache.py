@@ -265,6 +265,17 @@ class ChunkCache:
             return
         item = _Store(key, data, policy, pin, self._forgotten.get(key.version, 0))
         self._pending_stores += 1
+        try:
+            # No checkpoint while there is room: the reader's reply goes out before
+            # the store worker starts on its chunk (a first read waits for neither).
+            self._store_queue.send_nowait(item)
+            return
+        except trio.WouldBlock:
+            pass
+        except trio.ClosedResourceError:
+            self._pending_stores -= 1
+            self.stats.add("store_skipped")
+            return
         with trio.move_on_after(STORE_WAIT):
             try:
                 await self._store_queue.send(item)
@@ -380,6 +391,19 @@ class ChunkCache:
         if sequential and waited:
             self._caught_up(source, chunks[-1] + 1)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def first_read_soon(self, source: ChunkSource) -> None:
+        """*source* was just opened for reading and the kernel holds none of its pages,
+        so its first read comes here. A file that is one chunk is read from that
+        chunk wherever the read falls: its fill starts now, overlapping the round
+        trip until the first READ arrives (which then waits on this fill, single
+        flight). A file opened and never read costs that one chunk."""
+        version = source.version
+        if not 0 < version.size <= source.chunk_size or not source.cacheable:
+            return
+        key = ChunkKey(version, source.chunk_size, 0)
+        if key not in self.ram and key not in self._inflight:
+            self._spawn("first-read", self._fill_quietly, source, key)
 
     def _read_ahead(self, source: ChunkSource, first: int) -> None:
         """Extend this reader's read-ahead window; start its filler if it is idle."""
@@ -528,6 +552,13 @@ class ChunkCache:
 
     async def _from_disks(self, key: ChunkKey, content_type: str) -> tuple[bytes, str] | None:
         if not self.disks:
+            return None
+        if all(tier.known_absent(key) for tier in self.disks.values()):
+            # The loaded indexes say no tier has it: a miss without a thread hop,
+            # which costs more than the lookup (the first read of every file).
+            for tier in self.disks.values():
+                tier.count_miss()
+                self.stats.tier_access(tier.name, content_type, False, 0)
             return None
         found = await trio.to_thread.run_sync(
             self._lookup_disks, key, content_type, limiter=self._disk_limiter

@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import trio
+
 from cachefs.config import ContentTypeConfig
 from cachefs.data.chunks import ChunkKey
 from cachefs.meta.cache import StatInfo
@@ -93,6 +95,9 @@ class OpenFile:
 class DirHandle:
     inode: int
     entries: list[tuple[bytes, StatInfo]] | None = None
+    # Set while the listing opendir started is read (trio.Event): the first
+    # readdir waits for it and takes its entries (None if it failed).
+    ahead: trio.Event | None = None
 
 
 def close_a_duplicate(file: OriginFile) -> None:

@@ -141,6 +141,7 @@ class CacheFS(pyfuse3.Operations):
         self._own_changes: dict[bytes, float] = {}  # path -> when we changed it
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, DirHandle] = {}
+        self._listings: dict[bytes, trio.Event] = {}  # origin listings in flight, by path
         self._states: dict[int, FileState] = {}
         # The file version in the attributes last given to the kernel, per inode.
         self._kernel_view: dict[int, FileVersion] = {}
@@ -221,19 +222,21 @@ class CacheFS(pyfuse3.Operations):
             raise OriginOffline()  # never seen: nothing true to say
         self.stats.add("metadata_revalidations")
         dirpath = split(path)[0]
-        if path:
-            await self.detector.cover(dirpath)
         token = self.meta.token(dirpath)
         try:
-            st = StatInfo.of(await self._io(self.origin.lstat, path))
+            if path:  # watched before it is asked, in the lstat's own worker thread
+                raw = await self.detector.read_covered(dirpath, self.origin.lstat, path)
+            else:
+                raw = await self._io(self.origin.lstat, path)
         except FileNotFoundError:
-            self._observed(path, None, token)
+            self._observed(path, None, self.meta.token_covered(token))
             raise
         except OriginOffline:
             if entry is None:
                 raise
             return _existing(entry.st)
-        self._observed(path, st, token)
+        st = StatInfo.of(raw)
+        self._observed(path, st, self.meta.token_covered(token))
         return st
 
     def _observed(self, path: bytes, st: StatInfo | None, token: Any = None) -> None:
@@ -261,27 +264,42 @@ class CacheFS(pyfuse3.Operations):
             self._in_background(self.cache.forget_version, old, chunk_size)
 
     async def _listing(self, dirpath: bytes) -> list[tuple[bytes, StatInfo]]:
-        """Entries of origin directory *dirpath* with their lstat, cache first."""
-        self.detector.catch_up()
-        cached = self.meta.listing(dirpath)
-        if cached is not None and (self.meta.listing_fresh(dirpath) or not self.monitor.online):
-            self.stats.add("metadata_hits")
-            return cached
-        if not self.monitor.online:
-            raise OriginOffline()
+        """Entries of origin directory *dirpath* with their lstat, cache first.
+
+        One listing of a directory at a time: a caller that finds one in flight
+        waits for it, then asks the cache again, so what that listing brought
+        answers it only if still fresh (no event since, ...), as any cached listing.
+        """
+        while True:
+            self.detector.catch_up()
+            cached = self.meta.listing(dirpath)
+            if cached is not None and (self.meta.listing_fresh(dirpath) or not self.monitor.online):
+                self.stats.add("metadata_hits")
+                return cached
+            if not self.monitor.online:
+                raise OriginOffline()
+            pending = self._listings.get(dirpath)
+            if pending is None:
+                break
+            await pending.wait()
+        done = self._listings[dirpath] = trio.Event()
         try:
             return await self.relist(dirpath)
         except OriginOffline:
             if cached is None:
                 raise
             return cached
+        finally:
+            del self._listings[dirpath]
+            done.set()
 
     async def relist(self, dirpath: bytes) -> list[tuple[bytes, StatInfo]]:
         """Read *dirpath* at the origin and bring the cache in line; returns its entries."""
-        await self.detector.cover(dirpath)
         token = self.meta.token(dirpath)
         self.stats.add("metadata_listings")
-        raw = await self._io(self.origin.listdir, dirpath)
+        # Watched before it is read, in the listing's own worker thread.
+        raw = await self.detector.read_covered(dirpath, self.origin.listdir, dirpath)
+        token = self.meta.token_covered(token)
         entries = [(name, StatInfo.of(st)) for name, st in raw]
         for name, before, now in self.meta.put_listing(dirpath, entries, token):
             if before is not None:
@@ -728,6 +746,8 @@ class CacheFS(pyfuse3.Operations):
                 pyfuse3.invalidate_inode(inode, attr_only=True)
         fh = self._add_handle(fd, inode, path, flags)
         if not writable and stat.S_ISREG(st.st_mode):
+            if not unchanged:  # the kernel holds no page of it: a read will come here
+                self.cache.first_read_soon(self._files[fh])
             self.prefetcher.opened(path)  # what comes next is fetched while this is read
         # keep_cache lets the kernel keep its page cache across opens; only safe
         # while the origin file is the version those pages came from.
@@ -941,15 +961,35 @@ class CacheFS(pyfuse3.Operations):
 
     @fuse_handler
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        self._path(inode)  # ENOENT early for a vanished directory
+        path = self._path(inode)  # ENOENT early for a vanished directory
         fh = next(self._handle_ids)
-        self._dirs[fh] = DirHandle(inode)
+        handle = self._dirs[fh] = DirHandle(inode)
+        if self.monitor.online and not self.meta.listing_fresh(path):
+            # A READDIR follows nearly every OPENDIR: the origin is read while the
+            # kernel takes this reply and sends it, one round trip sooner.
+            ahead = trio.Event()
+            if self.engine.spawn("list-ahead", self._list_ahead, handle, path, ahead):
+                handle.ahead = ahead
         return fh
+
+    async def _list_ahead(self, handle: DirHandle, path: bytes, done: trio.Event) -> None:
+        """The listing opendir started, for the handle's first readdir."""
+        try:
+            handle.entries = await self._listing(path)
+        except OSError:
+            pass  # the readdir lists for itself and meets the error there
+        finally:
+            done.set()
 
     @fuse_handler
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle = self._dirs[fh]
-        if start_id == 0 or handle.entries is None:
+        ahead, handle.ahead = handle.ahead, None
+        if ahead is not None:
+            await ahead.wait()  # listed since this handle was opened: its first readdir
+        elif start_id == 0:
+            handle.entries = None  # a rewind lists again (the cache answers while fresh)
+        if handle.entries is None:
             handle.entries = await self._listing(self._path(handle.inode))
         for index in range(start_id, len(handle.entries)):
             name, st = handle.entries[index]

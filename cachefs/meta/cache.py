@@ -178,6 +178,13 @@ class MetadataCache:
             return Token(dirpath, 0, False)
         return Token(dirpath, node.events, node.watch_active)
 
+    def token_covered(self, token: Token) -> Token:
+        """*token*, taken before a read that added the directory's watch first
+        (`ChangeDetector.read_covered`): the read was covered if the watch is active
+        now; any event since the token still counts against it."""
+        node = self.dirs.get(token.dirpath)
+        return token._replace(watched=token.watched or (node is not None and node.watch_active))
+
     def _covered(self, node: DirNode, token: Token) -> bool:
         return token.watched and node.watch_active and node.events == token.events
 

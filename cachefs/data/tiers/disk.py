@@ -217,6 +217,15 @@ class DiskTier:
         # must not wait while a worker holds the lock for an eviction batch.
         return key.digest(self.namespace) in self._sizes
 
+    def known_absent(self, key: ChunkKey) -> bool:
+        """True when the loaded index says the chunk is not here, so `get` would
+        answer None without I/O (safe on the trio thread); False until it loads."""
+        return self.ready.is_set() and key.digest(self.namespace) not in self._sizes
+
+    def count_miss(self) -> None:
+        """A lookup that `known_absent` answered: counted as `get` counts its misses."""
+        self.counters.misses += 1
+
     def contains(self, key: ChunkKey) -> bool:
         digest = key.digest(self.namespace)
         if self.ready.is_set():
