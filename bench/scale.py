@@ -48,6 +48,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import stat
 import statistics
 import subprocess
@@ -254,8 +255,16 @@ def proc_status(pid: int) -> dict[str, int]:
 class Mount:
     """A foreground cachefs daemon over *origin* at *mnt*; times its start."""
 
+    watch = "poll"  # metadata.watch (main sets it from --watch)
+
     def __init__(
-        self, origin: Path, mnt: Path, ssd: Path, state: Path, chunks: int, max_entries: int
+        self,
+        origin: Path,
+        mnt: Path,
+        ssd: Path,
+        state: Path,
+        chunks: int,
+        max_entries: int,
     ) -> None:
         self.origin, self.mnt, self.ssd = origin, mnt, ssd
         opts = ",".join(
@@ -267,6 +276,7 @@ class Mount:
                 f"tiers.hdd.path={state / 'hdd'}",
                 f"state_dir={state / 'state'}",
                 f"metadata.max_entries={max_entries}",
+                f"metadata.watch={self.watch}",
             ]
         )
         self.log = open(state / "daemon.log", "ab")  # noqa: SIM115
@@ -278,17 +288,23 @@ class Mount:
             stderr=self.log,
             env=env,
         )
+        try:
+            self._wait(start, state)
+        except BaseException:
+            self.kill()  # interrupted or failed while starting: no daemon left behind
+            raise
+
+    def _wait(self, start: float, state: Path) -> None:
+        mnt = self.mnt
         deadline = start + 60
         while not os.path.ismount(mnt):
             if self.proc.poll() is not None or time.perf_counter() > deadline:
-                self.kill()
                 raise RuntimeError(f"cachefs did not mount; see {state / 'daemon.log'}")
             time.sleep(0.005)
         os.stat(mnt)
         self.answers_s = time.perf_counter() - start
         while not cachefs_stats(mnt)["tiers"]["ssd"]["ready"]:  # type: ignore[index]
             if time.perf_counter() > start + 600:
-                self.kill()
                 raise RuntimeError("the tier index did not load within 10 minutes")
             time.sleep(0.01)
         self.index_ready_s = time.perf_counter() - start
@@ -358,6 +374,7 @@ def measure_scans(
     reps: int,
     limit_s: float,
     drop: bool,
+    restarts: bool,
 ) -> dict[str, object]:
     state = Path(tempfile.mkdtemp(prefix="state-", dir=work))
     mnt = state / "mnt"
@@ -385,16 +402,18 @@ def measure_scans(
         result["complete"] = bool(first["complete"]) and all(r["complete"] for r in again)
         stats = cachefs_stats(mnt)
         result["metadata_entries"] = stats.get("metadata_entries")
+        result["change_detection"] = stats.get("change_detection")
         result["ram_tier"] = stats["tiers"]["ram"]  # type: ignore[index]
         result["rss"] = m.rss()
     # restart with the metadata store of the scan (and the tier): what a reboot costs
-    restarts = []
-    for _ in range(reps):
+    runs = []
+    for _ in range(reps if restarts else 0):
         with mounted(origin, mnt, ssd, state, chunks, max(2 * entries, 1000)) as m:
-            restarts.append({"answers_s": m.answers_s, "index_ready_s": m.index_ready_s, **m.rss()})
-    result["restart_with_store_answers_s"] = _median_of(restarts, "answers_s")
-    result["restart_with_store_index_ready_s"] = _median_of(restarts, "index_ready_s")
-    result["restart_with_store_rss"] = int(statistics.median(r["VmRSS"] for r in restarts))
+            runs.append({"answers_s": m.answers_s, "index_ready_s": m.index_ready_s, **m.rss()})
+    if runs:
+        result["restart_with_store_answers_s"] = _median_of(runs, "answers_s")
+        result["restart_with_store_index_ready_s"] = _median_of(runs, "index_ready_s")
+        result["restart_with_store_rss"] = int(statistics.median(r["VmRSS"] for r in runs))
     remove_tree(state)
     return result
 
@@ -465,6 +484,10 @@ def machine() -> dict[str, object]:
 # -- main --------------------------------------------------------------------------------
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--entries", default="10000,100000,1000000", help="library sizes")
@@ -474,8 +497,18 @@ def main() -> None:
     parser.add_argument("--scan-limit", type=float, default=900.0, help="seconds per scan")
     parser.add_argument("--parts", default="start,scan,eviction,check")
     parser.add_argument("--no-drop-caches", action="store_true", help="(the smoke test)")
+    parser.add_argument(
+        "--watch",
+        default="poll",
+        choices=("poll", "inotify", "off", "auto"),
+        help="metadata.watch of the mounts (poll: the same whatever inotify instances "
+        "other programs hold; the NAS mode)",
+    )
     parser.add_argument("--out", type=Path, help="directory for scale-<time>.json")
     args = parser.parse_args()
+    Mount.watch = args.watch
+    # SIGTERM unwinds like Ctrl-C: the finally blocks unmount and remove the run directory
+    signal.signal(signal.SIGTERM, _interrupt)
     sizes = sorted(int(s) for s in args.entries.split(","))
     parts = set(args.parts.split(","))
     drop = not args.no_drop_caches
@@ -508,7 +541,7 @@ def main() -> None:
                 scans.append(
                     measure_scans(
                         args.data / f"origin-{n}", ssd, work, args.chunks, n,
-                        args.reps, args.scan_limit, drop,
+                        args.reps, args.scan_limit, drop, n == sizes[-1],
                     )
                 )  # fmt: skip
                 note(f"scan of {n}: {scans[-1]}")
