@@ -160,27 +160,32 @@ class DiskTier:
     def load_index(self) -> None:
         """Rebuild the index: a listing of chunks/ for what is there (the truth: a crash
         may have left the snapshot stale), the snapshot for the size and access history
-        of what it lists, in its order; a stat only for chunk files it does not list.
+        of what it lists, in its order; a stat only for chunk files it does not list
+        (in the listing's order).
 
         A chunk file is written once under its name and never changed there, so the
         size the snapshot recorded is the file's (one dropped and stored again at
         another compression level between a snapshot and a crash is off by less
         than a chunk until it is evicted). Not stat()ing a million chunk files
         that the snapshot lists halves a clean restart; and the snapshot is read
-        record by record against a set of names, not into a dict of every record
-        (at a million chunks that dict cost 200 MiB of RSS the daemon kept).
+        record by record against the listing, not into a dict of every record
+        (at a million chunks that dict cost 130 MiB of RSS the daemon kept).
         """
         if self._drop_all:
             self._drop_unverifiable()
-        on_disk = set(self._scan_names())
+        # A dict, not a set: the files left to stat keep the listing's order, which is
+        # the order of their inodes on disk (after a crash: every file; a set's order
+        # seeks all over a cold inode table).
+        on_disk = dict.fromkeys(self._scan_names())
         now = self.clock()
         for digest, size, last, count, weight in self._snapshot_records():
-            if digest in on_disk:
-                on_disk.discard(digest)
+            if on_disk.pop(digest, 0) is None:
                 self._restore(digest, size, min(last, now), count, weight)
+        chunks = str(self.path / "chunks")  # (a str path: pathlib costs more than the stat)
         for digest in on_disk:  # written since the snapshot (or there is none)
+            name = digest.hex()
             try:
-                st = os.stat(self.chunk_path(digest), follow_symlinks=False)
+                st = os.stat(f"{chunks}/{name[:2]}/{name}", follow_symlinks=False)
             except OSError:
                 continue  # gone meanwhile
             self._restore(digest, allocated(st.st_size), min(st.st_mtime, now), 1, 1.0)
