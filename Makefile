@@ -106,8 +106,8 @@ bench-quick: bench-deps
 # Scale (issue 15): a library of 10 k, 100 k and 1 M entries on the local disk and
 # an SSD tier of 1 M chunks, built once under $(SCALE_DATA) and reused; mount start,
 # index load, scan cost per entry, RSS, eviction cost, `cachefs check` (root:
-# mounts, drop_caches). ~40 min on 2 cores the first time, the data sets ~10 GB on
-# disk; a quick run: make bench-scale SCALE_ARGS="--entries 10000,100000 --chunks 100000".
+# mounts, drop_caches). ~25 min on 2 cores, ~5 more to build the data the first time (~10 GB on
+# disk); quick: make bench-scale SCALE_ARGS="--entries 10000,100000 --chunks 100000 --reps 1".
 SCALE_DATA ?= /tmp/scale-data
 SCALE_ARGS ?=
 bench-scale: setup
