@@ -20,7 +20,6 @@ Run by hand (a minute or two; 1M entries need ~1 GiB of RAM)::
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import random
 import tempfile
@@ -48,9 +47,7 @@ def policies() -> list[str]:
     return list(EVICTION_POLICIES)
 
 
-def measure(
-    policy: str, entries: int, rounds: int, seed: int = 1, freeze: bool = True
-) -> dict[str, float]:
+def measure(policy: str, entries: int, rounds: int, seed: int = 1) -> dict[str, float]:
     rng = random.Random(seed)
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,8 +60,6 @@ def measure(
             tier.policy.add(digest, MiB, clock.now, 0.7)
             tier.bytes += MiB
             clock.now += 0.001
-        if freeze:
-            gc.freeze()  # as the mount does once an index is loaded (ChunkCache._load_index)
         # a third of the chunks read again, as a warm tier's would be
         hits = [rng.randrange(entries).to_bytes(16, "little") for _ in range(entries // 3)]
         start = time.process_time()
@@ -91,8 +86,6 @@ def measure(
             elapsed = time.process_time() - t0
             total += elapsed
             longest = max(longest, elapsed)
-    if freeze:
-        gc.unfreeze()  # the next measurement starts as this one did
     return {
         "policy": policy,
         "entries": entries,
@@ -110,16 +103,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,1000000", help="index sizes, comma-separated")
     parser.add_argument("--policies", default=",".join(policies()))
     parser.add_argument("--json", action="store_true")
-    parser.add_argument(
-        "--no-freeze", action="store_true", help="leave the index in the cyclic GC's sight"
-    )
     args = parser.parse_args()
     rows = []
     for entries in (int(s) for s in args.sizes.split(",")):
         # enough rounds for several batches (a batch frees 2 % of the tier)
         rounds = max(200, entries // 50 * 3 + 10)
         for policy in args.policies.split(","):
-            rows.append(measure(policy, entries, rounds, freeze=not args.no_freeze))
+            rows.append(measure(policy, entries, rounds))
             if not args.json:
                 r = rows[-1]
                 print(

@@ -145,31 +145,3 @@ def test_read_ahead_grows_while_the_reader_keeps_up_and_stops_on_a_seek() -> Non
     assert max(windows) <= chunkcache.READ_AHEAD_MAX_CHUNKS
     assert windows == sorted(windows)  # never shrank while sequential
     assert cache.stats.get("read_ahead_stopped_by_seek") == 1
-
-
-def test_a_loaded_disk_index_is_out_of_the_cyclic_collectors_sight(tmp_path) -> None:
-    """Once a disk tier's index is loaded, its entries are frozen (gc.freeze): a full
-    collection no longer walks a million chunk entries (bench/eviction_cost.py)."""
-    import gc
-
-    from cachefs.data.tiers.disk import DiskTier
-
-    cfg = default_config().tiers["ssd"]
-    tier = DiskTier(type(cfg)("ssd", tmp_path, 1 << 30, "tinylfu", 3600.0, 0), b"n" * 32, Stats())
-    tier.open()
-
-    async def main() -> None:
-        limiter = trio.CapacityLimiter(2)
-        cache = ChunkCache(RamTier(1 << 20), {"ssd": tier}, Stats(), limiter, limiter)
-        load = cache.tasks()[0]
-        await load.run(*load.args)
-
-    gc.unfreeze()
-    try:
-        trio.run(main)
-        assert tier.ready.is_set()
-        assert gc.get_freeze_count() > 0
-        assert not any(obj is tier for obj in gc.get_objects())  # frozen: not tracked
-    finally:
-        gc.unfreeze()
-        tier.close()

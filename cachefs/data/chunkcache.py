@@ -14,7 +14,6 @@ the prefetch hooks share the in-flight table and one read loop.
 from __future__ import annotations
 
 import errno
-import gc
 import logging
 import weakref
 from collections import OrderedDict
@@ -207,11 +206,6 @@ class ChunkCache:
     async def _load_index(self, tier: DiskTier) -> None:
         try:
             await trio.to_thread.run_sync(tier.load_index, abandon_on_cancel=True)
-            # The index is long-lived: out of the cyclic collector's sight, so that its
-            # full collections do not walk a million chunk entries each time (they made
-            # an eviction at 1 M chunks cost 2-3x one at 10 k; docs/benchmarks.md, Scale).
-            # Reference counting still frees them as they are evicted.
-            gc.freeze()
         except OSError as exc:
             log.error("%s tier: cannot load the index, the tier stays unused: %s", tier.name, exc)
         finally:
