@@ -12,7 +12,7 @@ APT_PACKAGES := $(DEMO_PACKAGES) redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO := $(CURDIR)/demo
 
-.PHONY: setup system-packages demo-packages demo demo-stop test lint typecheck clean install-helper bench-seq bench bench-quick bench-deps
+.PHONY: setup system-packages demo-packages demo demo-stop test lint typecheck clean install-helper bench-seq bench bench-quick bench-deps bench-scale
 
 setup: system-packages $(VENV)/.installed
 
@@ -102,3 +102,13 @@ bench: bench-deps
 bench-quick: bench-deps
 	results=$$($(SUDO) $(PY) bench/run.py --quick --out bench-results) && \
 	$(PY) bench/report.py "$$results"
+
+# Scale (issue 15): a library of 10 k, 100 k and 1 M entries on the local disk and
+# an SSD tier of 1 M chunks, built once under $(SCALE_DATA) and reused; mount start,
+# index load, scan cost per entry, RSS, eviction cost, `cachefs check` (root:
+# mounts, drop_caches). ~25 min on 2 cores, ~5 more to build the data the first time (~10 GB on
+# disk); quick: make bench-scale SCALE_ARGS="--entries 10000,100000 --chunks 100000 --reps 1".
+SCALE_DATA ?= /tmp/scale-data
+SCALE_ARGS ?=
+bench-scale: setup
+	$(SUDO) $(PY) bench/scale.py --data $(SCALE_DATA) --out bench-results $(SCALE_ARGS)

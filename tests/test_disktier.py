@@ -609,3 +609,51 @@ def test_with_no_reserve_tiers_fill_their_filesystem_and_reads_never_fail(
         assert stats["chunks"] > 0
         evictions += stats["evictions"]
     assert evictions > 0  # far below max_size: only a full filesystem evicts
+
+
+def crash(tier: DiskTier) -> None:
+    """End a tier as a crash would: no close(), no index snapshot saved."""
+    if tier._lock_fd is not None:
+        os.close(tier._lock_fd)
+    tier._lock_fd = None
+
+
+def test_a_restart_trusts_the_files_over_a_stale_snapshot(tmp_path: Path) -> None:
+    """The snapshot gives the sizes and history of the chunks it lists (no stat of each
+    file); chunk files stored after it are found by the listing, and chunks it lists
+    whose files are gone are not indexed."""
+    clock = Clock()
+    tier = open_tier(tmp_path, clock, max_size=1 << 20)
+    for i in range(3):
+        tier.put(key(i), bytes([i]) * 1000, level=None)
+    for _ in range(4):
+        clock.now += 1
+        assert tier.get(key(0)) is not None  # read again: history to keep
+    tier.save_index()
+    tier.discard([key(2)])  # after the snapshot: one gone, one new
+    tier.put(key(7), b"n" * 1000, level=None)
+    crash(tier)
+
+    again = open_tier(tmp_path, clock, max_size=1 << 20)
+    held = {i for i in range(8) if again.known_to_hold(key(i))}
+    assert held == {0, 1, 7}
+    on_disk = sum(
+        allocated(p.stat().st_size) for p in (tmp_path / "chunks").rglob("*") if p.is_file()
+    )
+    assert again.bytes == on_disk == 3 * allocated(64 + 1000)
+    digest = key(0).digest(NAMESPACE)
+    assert again.policy.access_count(digest) == 5  # from the snapshot
+    assert again.policy.access_count(key(7).digest(NAMESPACE)) == 1
+    assert again.get(key(7)) == b"n" * 1000 and again.get(key(1)) == b"\x01" * 1000
+
+
+def test_a_restart_without_a_snapshot_indexes_every_chunk_file(tmp_path: Path) -> None:
+    tier = open_tier(tmp_path, max_size=1 << 20)
+    for i in range(5):
+        tier.put(key(i), b"z" * 1000, level=None)
+    crash(tier)
+    (tmp_path / "chunks" / "ab").mkdir(exist_ok=True)
+    (tmp_path / "chunks" / "ab" / "not-a-chunk").write_bytes(b"junk")  # never indexed
+    again = open_tier(tmp_path, max_size=1 << 20)
+    assert {i for i in range(5) if again.known_to_hold(key(i))} == set(range(5))
+    assert again.bytes == 5 * allocated(64 + 1000)

@@ -352,3 +352,18 @@ def test_a_listing_that_raced_a_change_is_not_fresh() -> None:
     meta.added(b"d/new", info())  # created through the mount while the listing was read
     meta.put_listing(b"d", [], token)
     assert not meta.listing_fresh(b"d")
+
+
+def test_fields_most_entries_share_are_one_object_each(tmp_path: Path) -> None:
+    """A million cached entries hold a million modes, devices and block sizes; equal
+    values are kept as one int object (28 bytes each saved, three times an entry),
+    whether the entry came from the origin or back from the store."""
+    for name in ("a", "b"):
+        (tmp_path / name).write_bytes(b"x" * 5000)
+    a, b = (StatInfo.of(os.lstat(tmp_path / name)) for name in ("a", "b"))
+    assert a == StatInfo.of(os.lstat(tmp_path / "a"))  # the values are unchanged
+    assert a.st_mode == b.st_mode and a.st_mode > 256  # (ints up to 256 are shared anyway)
+    assert a.st_mode is b.st_mode and a.st_dev is b.st_dev and a.st_blksize is b.st_blksize
+    restored = unpack(pack(a))
+    assert restored == a
+    assert restored.st_dev is a.st_dev and restored.st_mode is a.st_mode

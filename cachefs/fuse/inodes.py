@@ -9,7 +9,7 @@ not every path below it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyfuse3
 
@@ -18,11 +18,14 @@ ROOT_INODE: int = pyfuse3.ROOT_INODE
 Link = tuple[int, bytes]
 
 
-@dataclass
+@dataclass(slots=True)
 class InodeEntry:
     lookups: int = 0
-    # Insertion-ordered: the newest link is the one paths are built from.
-    links: dict[Link, None] = field(default_factory=dict)
+    # The (parent, name) entries it was seen under, oldest first: the newest is the
+    # one paths are built from. A tuple, not a dict, and slots: after a library scan
+    # the kernel holds an inode per entry (a million of them), and nearly every file
+    # has one link; a one-key dict and an instance __dict__ tripled their memory.
+    links: tuple[Link, ...] = ()
     children: int = 0  # known entries whose link names this inode as parent
     open_handles: int = 0
     # The origin reuses inode numbers of deleted files. A new generation tells
@@ -57,7 +60,7 @@ class InodeTable:
             entry = self._entries[inode]
             if not entry.links:
                 raise KeyError(inode)
-            parent, name = next(reversed(entry.links))
+            parent, name = entry.links[-1]
             parts.append(name)
             inode = parent
             seen += 1
@@ -104,7 +107,7 @@ class InodeTable:
         entry = self._entries.get(inode)
         if inode == ROOT_INODE or entry is None or not entry.links:
             return ROOT_INODE
-        return next(reversed(entry.links))[0]
+        return entry.links[-1][0]
 
     # -- lookup counting ----------------------------------------------------
 
@@ -187,12 +190,15 @@ class InodeTable:
         if previous is not None:  # the name now points at another file
             self._drop_link(previous, link)
         self._dentries[link] = inode
-        self._entry(inode).links[link] = None
+        entry = self._entry(inode)
+        if link not in entry.links:
+            entry.links += (link,)
         self._entry(parent).children += 1
 
     def _drop_link(self, inode: int, link: Link) -> None:
         entry = self._entries.get(inode)
-        if entry is not None and entry.links.pop(link, 0) is None:
+        if entry is not None and link in entry.links:
+            entry.links = tuple(other for other in entry.links if other != link)
             parent = self._entries.get(link[0])
             if parent is not None:
                 parent.children -= 1
@@ -207,7 +213,7 @@ class InodeTable:
         if entry.lookups or entry.children or entry.open_handles:
             return
         del self._entries[inode]
-        for link in list(entry.links):
+        for link in entry.links:
             self._dentries.pop(link, None)
             parent = self._entries.get(link[0])
             if parent is not None:

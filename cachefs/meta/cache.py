@@ -60,20 +60,47 @@ class StatInfo(NamedTuple):
         if isinstance(st, StatInfo):
             return st
         return cls(
-            st.st_mode,
+            shared_int(st.st_mode),
             st.st_ino,
-            st.st_dev,
+            shared_int(st.st_dev),
             st.st_nlink,
             st.st_uid,
             st.st_gid,
             st.st_rdev,
             st.st_size,
-            st.st_blksize,
+            shared_int(st.st_blksize),
             st.st_blocks,
             st.st_atime_ns,
             st.st_mtime_ns,
             st.st_ctime_ns,
         )
+
+
+# Values nearly every entry has in common (its mode, device, block size), one int
+# object each: an int above 256 is a 28-byte object per stat result, and a library
+# of a million entries kept three of them per entry (about 80 MiB).
+_SHARED_INTS: dict[int, int] = {}
+_SHARED_LIMIT = 4096  # distinct values kept (modes, devices, block sizes are few)
+
+
+def shared_int(value: int) -> int:
+    """*value*, as the one object kept for it (equal, and the same object for equal
+    values while the table has room)."""
+    kept = _SHARED_INTS.get(value)
+    if kept is not None:
+        return kept
+    if len(_SHARED_INTS) < _SHARED_LIMIT:
+        _SHARED_INTS[value] = value
+    return value
+
+
+def shared_stat(fields: tuple[int, ...]) -> StatInfo:
+    """A StatInfo from its 13 fields in order (the store's rows), sharing as of() does."""
+    mode, ino, dev, nlink, uid, gid, rdev, size, blksize, *rest = fields
+    return StatInfo(
+        shared_int(mode), ino, shared_int(dev), nlink, uid, gid, rdev, size,
+        shared_int(blksize), *rest,
+    )  # fmt: skip
 
 
 @dataclass(slots=True)

@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from cachefs.common import private
-from cachefs.meta.cache import STORE_FORMAT, STORE_NAME, Journal, MetadataCache, StatInfo
+from cachefs.meta.cache import (
+    STORE_FORMAT,
+    STORE_NAME,
+    Journal,
+    MetadataCache,
+    StatInfo,
+    shared_stat,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +52,7 @@ def pack(st: StatInfo) -> bytes:
 
 
 def unpack(raw: bytes) -> StatInfo:
-    return StatInfo(*_STAT.unpack(raw))
+    return shared_stat(_STAT.unpack(raw))
 
 
 def _subtree(column: str, dirpath: bytes) -> tuple[str, tuple[bytes, ...]]:

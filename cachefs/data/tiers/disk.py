@@ -38,7 +38,7 @@ import struct
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from cachefs.common import private
@@ -158,29 +158,56 @@ class DiskTier:
             return None
 
     def load_index(self) -> None:
-        """Rebuild the index: the snapshot for access history, a scan for the truth."""
+        """Rebuild the index: a listing of chunks/ for what is there (the truth: a crash
+        may have left the snapshot stale), the snapshot for the size and access history
+        of what it lists, in its order; a stat only for chunk files it does not list
+        (in the listing's order).
+
+        A chunk file is written once under its name and never changed there, so the
+        size the snapshot recorded is the file's (one dropped and stored again at
+        another compression level between a snapshot and a crash is off by less
+        than a chunk until it is evicted). Not stat()ing a million chunk files
+        that the snapshot lists halves a clean restart; and the snapshot is read
+        record by record against the listing, not into a dict of every record
+        (at a million chunks that dict cost 130 MiB of RSS the daemon kept).
+        """
         if self._drop_all:
             self._drop_unverifiable()
-        history = self._read_snapshot()
+        # A dict, not a set: the files left to stat keep the listing's order, which is
+        # the order of their inodes on disk (after a crash: every file; a set's order
+        # seeks all over a cold inode table).
+        on_disk = dict.fromkeys(self._scan_names())
         now = self.clock()
-        for digest, size, mtime in self._scan():
-            last, count, weight = history.get(digest, (mtime, 1, 1.0))
-            with self._lock:
-                if digest in self._sizes:  # written by a put since the mount: counted
-                    continue
-                self._sizes[digest] = size
-                self.policy.restore(digest, size, min(last, now), count, weight)
-                self._note_reads(digest)
-                self.bytes += size
+        for digest, size, last, count, weight in self._snapshot_records():
+            if on_disk.pop(digest, 0) is None:
+                self._restore(digest, size, min(last, now), count, weight)
+        chunks = str(self.path / "chunks")  # (a str path: pathlib costs more than the stat)
+        for digest in on_disk:  # written since the snapshot (or there is none)
+            name = digest.hex()
+            try:
+                st = os.stat(f"{chunks}/{name[:2]}/{name}", follow_symlinks=False)
+            except OSError:
+                continue  # gone meanwhile
+            self._restore(digest, allocated(st.st_size), min(st.st_mtime, now), 1, 1.0)
+        del on_disk
         self.ready.set()
         self.make_room(0)  # the config may have shrunk since the last mount
         log.info("%s tier: %d chunks, %d bytes indexed", self.name, len(self.policy), self.bytes)
+
+    def _restore(self, digest: bytes, size: int, last: float, count: int, weight: float) -> None:
+        with self._lock:
+            if digest in self._sizes:  # written by a put since the mount: counted
+                return
+            self._sizes[digest] = size
+            self.policy.restore(digest, size, last, count, weight)
+            self._note_reads(digest)
+            self.bytes += size
 
     def _drop_unverifiable(self) -> None:
         """Delete every chunk file (of an older format, or tagged with another secret),
         then write the format marker: counted and logged once, never one by one."""
         dropped = 0
-        for digest, _, _ in self._scan():
+        for digest in self._scan_names(regular_only=False):
             with contextlib.suppress(FileNotFoundError):
                 self.chunk_path(digest).unlink()
                 dropped += 1
@@ -707,19 +734,23 @@ class DiskTier:
 
     # -- the index on disk ----------------------------------------------------------------
 
-    def _scan(self) -> Iterable[tuple[bytes, int, float]]:
+    def _scan_names(self, regular_only: bool = True) -> Iterator[bytes]:
+        """The digests of the chunk files under chunks/ (names only: no stat); with
+        *regular_only* False, of whatever is named like one."""
         chunks = self.path / "chunks"
         for fan in os.scandir(chunks):
             if not fan.is_dir(follow_symlinks=False):
                 continue
             for entry in os.scandir(fan.path):
-                try:
-                    digest = bytes.fromhex(entry.name)
-                    st = entry.stat(follow_symlinks=False)
-                except (ValueError, OSError):
+                name = entry.name
+                if len(name) != 32:
                     continue  # not ours; `cachefs check` reports it
-                if len(digest) == 16:
-                    yield digest, allocated(st.st_size), st.st_mtime
+                try:
+                    digest = bytes.fromhex(name)
+                except ValueError:
+                    continue
+                if not regular_only or entry.is_file(follow_symlinks=False):  # d_type
+                    yield digest
 
     def save_index(self) -> None:
         with self._lock:
@@ -735,20 +766,20 @@ class DiskTier:
         except OSError as exc:
             log.warning("%s tier: cannot save the index: %s", self.name, exc)
 
-    def _read_snapshot(self) -> dict[bytes, tuple[float, int, float]]:
+    def _snapshot_records(self) -> Iterator[tuple[bytes, int, float, int, float]]:
+        """``(digest, size, last access, count, weight)`` of the index snapshot, one
+        record at a time; none when there is no valid snapshot."""
         try:
             data = private.read_private_file(self.path / "index")
             magic, version, count = INDEX_HEADER.unpack_from(data)
-            body = data[INDEX_HEADER.size :]
+            body = memoryview(data)[INDEX_HEADER.size :]
             if magic != INDEX_MAGIC or version != 1 or len(body) != count * INDEX_RECORD.size:
                 raise ValueError("not an index snapshot")
         except (OSError, ValueError, struct.error) as exc:
             if not isinstance(exc, FileNotFoundError):
                 log.warning("%s tier: ignoring the index snapshot: %s", self.name, exc)
-            return {}
-        return {
-            d: (last, count, weight) for d, _, last, count, weight in INDEX_RECORD.iter_unpack(body)
-        }
+            return iter(())
+        return INDEX_RECORD.iter_unpack(body)
 
     # -- introspection -------------------------------------------------------------------
 
