@@ -83,6 +83,46 @@ def test_a_stat_counts_queued_bytes_and_a_read_sees_them(
     assert notes.read_bytes()[1000:] == b"appended"
 
 
+def test_a_read_waits_for_a_slow_origin_but_not_for_a_hung_one(
+    build: Build,  # noqa: F811
+    origin: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two batches of 0.6 s each: the read waits 1.1 s in all, longer than
+    origin.timeout (1 s), yet no single wait for a batch is that long. A batch
+    that never lands makes the read fail with EIO after origin.timeout."""
+    parts = build(**{"origin.timeout": "1s"})
+    delay = [0.6]
+    real = writes.write_batch
+
+    def late(batch: list[Any]) -> Any:
+        time.sleep(delay[0])
+        return real(batch)
+
+    monkeypatch.setattr(writes, "write_batch", late)
+
+    async def main() -> None:
+        async with serving(parts):
+            fs = parts.fs
+            fh = await open_rw(parts, "notes.txt")
+            reader = await open_rw(parts, "notes.txt", os.O_RDONLY)
+            await fs.write(fh, 0, b"first ")
+            await trio.sleep(0.1)  # the first batch is landing
+            await fs.write(fh, 6, b"second")  # the second batch
+            assert (await fs.read(reader, 0, 12)) == b"first second"
+            delay[0] = 3.0  # a hang, as far as a reader can tell
+            await fs.write(fh, 0, b"FIRST")
+            with pytest.raises(pyfuse3.FUSEError) as failed:
+                await fs.read(reader, 0, 12)
+            assert failed.value.errno == errno.EIO
+            await fs.release(reader)
+            await fs.flush(fh)  # close() waits for it, however long
+            await fs.release(fh)
+
+    trio.run(main)
+    assert (origin / "notes.txt").read_bytes().startswith(b"FIRST second")
+
+
 def test_times_set_after_writes_stay_set(
     build: Build,  # noqa: F811
     origin: Path,  # noqa: F811

@@ -843,7 +843,9 @@ class CacheFS(pyfuse3.Operations):
         self.stats.add("fuse_read_bytes", size)
         handle = self._files[fh]
         if self.writes.has_queued(handle.inode):
-            await self._writes_landed_for_read(handle.inode)
+            # A read sees the bytes written before it: it waits for them as long as
+            # batches keep landing (EIO once none has within origin.timeout: a hang).
+            await self.writes.drain(handle.inode, stall=self.monitor.timeout)
         if handle.state.recheck:
             handle.state.recheck = False
             self._revalidate_open_file(handle.inode, await self._stat_inode(handle.inode))
@@ -856,14 +858,6 @@ class CacheFS(pyfuse3.Operations):
         self.stats.add("fuse_read_bytes_served", len(data))  # fuse_read_bytes: asked for
         self.stats.file_access(handle.relpath, nbytes=len(data), seconds=seconds)
         return data
-
-    async def _writes_landed_for_read(self, inode: int) -> None:
-        """A read sees the bytes written before it: it waits for them to reach the
-        origin, no longer than a timed origin call would take."""
-        with trio.move_on_after(self.monitor.timeout):
-            await self.writes.drain(inode)
-            return
-        raise FUSEError(errno.EIO)
 
     @fuse_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 from collections import deque
 from collections.abc import Callable
@@ -150,16 +151,20 @@ class WriteBehind:
         if not started and not self._spawn("write-behind", self._send, handle.inode, queue):
             await self._send(handle.inode, queue)  # no engine (yet, or any more): write now
 
-    async def drain(self, inode: int) -> None:
+    async def drain(self, inode: int, stall: float | None = None) -> None:
         """Until every write queued for *inode* so far is on the origin (or failed);
-        writes queued meanwhile are not waited for."""
+        writes queued meanwhile are not waited for. With *stall*: EIO once no batch
+        has landed for that many seconds (a slow origin is waited for, a hung one not)."""
         queue = self._files.get(inode)
         if queue is None:
             return
         target = queue.queued
         queue.hurry.set()
         while queue.landed < target:
-            await queue.progress.wait()
+            with trio.move_on_after(math.inf if stall is None else stall) as waited:
+                await queue.progress.wait()
+            if waited.cancelled_caught:
+                raise OSError(errno.EIO, f"no queued write landed within {stall:g}s")
 
     async def drain_all(self) -> None:
         """At unmount: until nothing is queued."""
