@@ -224,6 +224,29 @@ def test_the_queue_is_bounded(
     assert len(slow_landing) >= 3  # the writers waited for batches to land
 
 
+def test_a_batch_is_bounded_so_a_slow_origin_shows_progress(
+    build: Build,  # noqa: F811
+    origin: Path,  # noqa: F811
+    slow_landing: list[int],
+) -> None:
+    parts = build()
+    block = os.urandom(writes.MERGE_LIMIT)  # too big to merge with its neighbour
+
+    async def main() -> None:
+        async with serving(parts):
+            fs = parts.fs
+            fh = await open_rw(parts, "notes.txt", os.O_WRONLY | os.O_TRUNC)
+            for n in range(12):
+                await fs.write(fh, n * len(block), block)
+            await fs.flush(fh)
+            await fs.release(fh)
+
+    trio.run(main)
+    assert sum(slow_landing) == 12
+    assert max(slow_landing) <= writes.BATCH_BYTES // len(block)
+    assert (origin / "notes.txt").read_bytes() == block * 12
+
+
 # -- real mounts -------------------------------------------------------------------------
 
 

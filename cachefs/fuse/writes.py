@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 MERGE_LIMIT = 1024 * 1024  # contiguous writes merge into one pwritev up to this size
 MERGE_PARTS = 64  # and up to this many buffers (IOV_MAX is 1024)
+# A batch holds at most this many bytes: on a slow origin each lands well within
+# origin.timeout, so a reader waiting behind a long queue sees progress.
+BATCH_BYTES = 4 * 1024 * 1024
 WRITE_OVERHEAD = 160  # bytes a queued write costs beyond its data (counted against the limit)
 # A batch is sent this long after its first write: a writer that waits for each
 # write() (most do) then pays one thread hop per batch, not one per write. A
@@ -60,6 +63,7 @@ class _Write:
     parts: list[bytes]  # contiguous buffers, written with one pwritev (never copied)
     length: int
     cost: int  # bytes counted against the limit
+    seq: int = 0  # the file's write count once this one (and what merged into it) queued
 
 
 @dataclass
@@ -147,6 +151,7 @@ class WriteBehind:
             self._queued += cost
             queue.queued_bytes += cost
         queue.queued += 1
+        queue.writes[-1].seq = queue.queued
         queue.end = max(queue.end, offset + len(data))
         if not started and not self._spawn("write-behind", self._send, handle.inode, queue):
             await self._send(handle.inode, queue)  # no engine (yet, or any more): write now
@@ -193,12 +198,10 @@ class WriteBehind:
         try:
             while queue.writes:
                 await self._gather(queue)
-                batch = list(queue.writes)
-                queue.writes.clear()
-                queue.queued_bytes = 0
-                if queue.hurry.is_set():  # every drain so far waits for this batch at most
-                    queue.hurry = trio.Event()
-                target = queue.queued
+                batch = _take_batch(queue)
+                if not queue.writes and queue.hurry.is_set():
+                    queue.hurry = trio.Event()  # every drain so far waits for this batch at most
+                target = batch[-1].seq
                 try:
                     landed = await self._land(batch)
                 finally:
@@ -244,6 +247,17 @@ class WriteBehind:
                 self.monitor.mark_offline(f"a write failed: {error}")
                 error = OSError(errno.EIO, str(error))
             self._errors.setdefault(handle, error)
+
+
+def _take_batch(queue: _FileQueue) -> list[_Write]:
+    """The oldest writes, up to BATCH_BYTES (at least one)."""
+    batch = [queue.writes.popleft()]
+    size = batch[0].length
+    while queue.writes and size + queue.writes[0].length <= BATCH_BYTES:
+        batch.append(queue.writes.popleft())
+        size += batch[-1].length
+    queue.queued_bytes -= sum(w.cost for w in batch)
+    return batch
 
 
 def write_batch(batch: list[_Write]) -> _Landed:
