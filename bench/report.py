@@ -260,9 +260,10 @@ def cpu_markdown(results: Results) -> str:
     lines = [
         "#### CPU per unit of work",
         "",
-        "The daemon's utime + stime (`/proc/PID/stat`, reaped children included) over each "
-        "workload, one tick = 10 ms; at rest: CPU % over 5 s with nothing reading. The origin "
-        "has no daemon; `cachefs-nopoll` is cachefs with `mount.busy_poll=0` (lower is better).",
+        "The daemon's CPU time (user + system, every thread: its CPU-time clock; reaped "
+        "children from `/proc/PID/stat`) over each workload, per GiB read or per 1,000 files; "
+        "at rest: CPU % over 5 s with nothing reading. The origin has no daemon; "
+        "`cachefs-nopoll` is cachefs with `mount.busy_poll=0`. Lower is better.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + " --- |" * len(head),

@@ -21,8 +21,8 @@ repetition (``{"system", "workload", "rep", "metrics"}``), and an ``end`` line.
     f2  open + first 4 KiB of cached small files after drop        (f2_small_heads)
 
 plus the peak RSS of every cachefs / rclone process (``rss``). For a system
-with a daemon every workload also records the daemon's CPU time (utime + stime,
-reaped children included, /proc/PID/stat: ``daemon_cpu_s``) and from it
+with a daemon every workload also records the daemon's CPU time (every thread,
+reaped children included: ``daemon_cpu_s``, see systems.cpu_seconds) and from it
 ``cpu_s_per_gib`` (reads) or ``cpu_s_per_1000_files`` (scans); the media group
 adds the daemon's CPU % at rest for IDLE_S right after the cold mount
 (``idle_after_mount``) and right after its last read (``idle_after_load``).
