@@ -73,6 +73,13 @@ TABLES = (
         (Metric("b2_reread_after_drop", "mb_s", "MB/s", True),),
     ),
     Table(
+        "(b″) re-read after a remount and drop_caches",
+        "(b″) re-read after remount",
+        "the same file after unmount, mount (cache kept) and `drop_caches`: served by the "
+        "system's disk cache (cachefs: its HDD tier, the RAM tier is empty; origin: the disk)",
+        (Metric("b3_reread_after_remount", "mb_s", "MB/s", True),),
+    ),
+    Table(
         "(c) 4 concurrent cold streams",
         "(c) 4 streams",
         "one thread per media file, all started together, 1 MiB `read()`s; caches empty",
@@ -129,6 +136,7 @@ CPU_METRICS = (
     Metric("a_cold_seq", "cpu_s_per_gib", "(a) cold read from the origin, CPU s/GiB", False),
     Metric("b_warm_reread", "cpu_s_per_gib", "(b) warm re-read, CPU s/GiB", False),
     Metric("b2_reread_after_drop", "cpu_s_per_gib", "(b′) re-read after drop, CPU s/GiB", False),
+    Metric("b3_reread_after_remount", "cpu_s_per_gib", "(b″) after remount, CPU s/GiB", False),
     Metric("e_scan_cold", PER_FILES, "(e) cold scan, CPU s/1,000 files", False),
     Metric("e_scan_warm", PER_FILES, "(e) warm scan, CPU s/1,000 files", False),
     Metric("e_scan_after_drop", PER_FILES, "(e′) after drop, CPU s/1,000 files", False),
@@ -468,7 +476,7 @@ def section_markdown(results: Results, chart_link: str | None) -> str:
 
 # -- writes ----------------------------------------------------------------------
 
-READ_WORKLOADS = ("a", "b", "b2", "c", "d2", "e", "f2")
+READ_WORKLOADS = ("a", "b", "b2", "b3", "c", "d2", "e", "f2")
 WRITE_SYSTEMS = ("origin", "cachefs-base", "cachefs", "cachefs-wb")
 WRITE_ORIGINS = {"slow": "slow origin", "local": "local origin"}
 

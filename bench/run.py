@@ -3,7 +3,7 @@
 Run as root (mounts, drop_caches)::
 
     .venv/bin/python bench/run.py [--quick] [--reps 3] [--systems origin,rclone,cachefs]
-                                  [--workloads a,b,b2,c,d2,e,f2,ws,wr,wr3 | reads | writes]
+                                  [--workloads a,b,b2,b3,c,d2,e,f2,ws,wr,wr3 | reads | writes]
                                   [--write-systems origin,cachefs,cachefs-wb]
                                   [--write-origins slow,local] [--out bench-results/]
 
@@ -15,6 +15,7 @@ repetition (``{"system", "workload", "rep", "metrics"}``), and an ``end`` line.
     a   cold sequential read of one media file, 1 MiB reads       (a_cold_seq)
     b   re-read right after                                        (b_warm_reread)
     b2  re-read after drop_caches: the system's own cache          (b2_reread_after_drop)
+    b3  re-read after a remount and drop_caches: its disk cache    (b3_reread_after_remount)
     c   4 concurrent cold streams, one per media file              (c_streams)
     d2  random 4 KiB reads of the cached media file after drop     (d2_random_4k)
     e   library scan: cold, warm, after drop_caches                (e_scan_cold/_warm/_after_drop)
@@ -98,7 +99,7 @@ LIMITS = {
 }
 WATCHDOG_GRACE_S = 60.0
 
-READ_WORKLOADS = ("a", "b", "b2", "c", "d2", "e", "f2")
+READ_WORKLOADS = ("a", "b", "b2", "b3", "c", "d2", "e", "f2")
 WRITE_WORKLOADS = ("ws", "wr", "wr3")
 ALL_WORKLOADS = READ_WORKLOADS + WRITE_WORKLOADS
 WORKLOAD_ALIASES = {"reads": READ_WORKLOADS, "writes": WRITE_WORKLOADS}
@@ -111,7 +112,7 @@ WRITE_MIB, QUICK_WRITE_MIB = 64, 16
 QUICK_WRITE_LIMIT = 10.0  # s; the full run's is LIMITS["write"]
 # Writes cache nothing: a small RAM tier makes "RSS near the RAM tier" a real bound.
 WRITE_CACHEFS_OPTIONS = "tiers.ram.max_size=64MiB"
-MEDIA_GROUP = {"a", "b", "b2", "d2"}  # share one cold read of the first media file
+MEDIA_GROUP = {"a", "b", "b2", "b3", "d2"}  # share one cold read of the first media file
 SCAN_GROUP = {"e", "f2"}  # (f') reads files the scan (or a plain fill) cached
 
 
@@ -271,6 +272,7 @@ HEADLINE = {  # the figure echoed to the terminal per workload
     "a_cold_seq": ("mb_s", "MB/s"),
     "b_warm_reread": ("mb_s", "MB/s"),
     "b2_reread_after_drop": ("mb_s", "MB/s"),
+    "b3_reread_after_remount": ("mb_s", "MB/s"),
     "c_streams": ("aggregate_mb_s", "MB/s aggregate"),
     "d2_random_4k": ("iops", "IOPS"),
     "e_scan_cold": ("seconds", "s"),
@@ -426,6 +428,10 @@ class Bench:
             self.drop_caches()
             limit = LIMITS["random"]
             self.measure(system, "d2_random_4k", rep, limit, w.random_reads, media, self.offsets)
+        if "b3" in self.wanted:  # cachefs: the RAM tier empty, so its disk tier serves
+            system.remount()
+            self.drop_caches()
+            self.measure(system, "b3_reread_after_remount", rep, seq, w.sequential_read, media)
         self.idle(system, "idle_after_load", rep)
 
     def streams_group(self, system: System, rep: int) -> None:

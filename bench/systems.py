@@ -106,6 +106,9 @@ class System:
     def stop(self) -> None:
         """Release everything; safe to call at any time, repeatedly."""
 
+    def remount(self) -> None:
+        """Unmount and mount again, keeping the cache: what a daemon restart keeps."""
+
     def abort(self) -> None:
         """Called by the watchdog from another thread: make blocked reads fail."""
 
@@ -158,6 +161,10 @@ class FuseSystem(System):
         shutil.rmtree(self.cache, ignore_errors=True)
         self.cache.mkdir(parents=True)
         self.mnt.mkdir(parents=True, exist_ok=True)
+        self._start()
+
+    def remount(self) -> None:
+        self.stop()
         self._start()
 
     def _start(self) -> None:
