@@ -73,6 +73,13 @@ TABLES = (
         (Metric("b2_reread_after_drop", "mb_s", "MB/s", True),),
     ),
     Table(
+        "(b″) re-read after a remount and drop_caches",
+        "(b″) re-read after remount",
+        "the same file after unmount, mount (cache kept) and `drop_caches`: served by the "
+        "system's disk cache (cachefs: its HDD tier, the RAM tier is empty; origin: the disk)",
+        (Metric("b3_reread_after_remount", "mb_s", "MB/s", True),),
+    ),
+    Table(
         "(c) 4 concurrent cold streams",
         "(c) 4 streams",
         "one thread per media file, all started together, 1 MiB `read()`s; caches empty",
@@ -119,6 +126,23 @@ TABLES = (
         "`VmHWM` of each daemon process just before its unmount, the largest of a repetition",
         (Metric("rss", "peak_rss_mib", "peak RSS (MiB)", False, chart=False),),
     ),
+)
+
+
+# The daemon's CPU time per unit of work (bench/run.py's cpu_per_unit and idle).
+CPU_SYSTEMS = ("rclone", "cachefs", "cachefs-nopoll")  # the systems with a daemon
+PER_FILES = "cpu_s_per_1000_files"
+CPU_METRICS = (
+    Metric("a_cold_seq", "cpu_s_per_gib", "(a) cold read from the origin, CPU s/GiB", False),
+    Metric("b_warm_reread", "cpu_s_per_gib", "(b) warm re-read, CPU s/GiB", False),
+    Metric("b2_reread_after_drop", "cpu_s_per_gib", "(b′) re-read after drop, CPU s/GiB", False),
+    Metric("b3_reread_after_remount", "cpu_s_per_gib", "(b″) after remount, CPU s/GiB", False),
+    Metric("e_scan_cold", PER_FILES, "(e) cold scan, CPU s/1,000 files", False),
+    Metric("e_scan_warm", PER_FILES, "(e) warm scan, CPU s/1,000 files", False),
+    Metric("e_scan_after_drop", PER_FILES, "(e′) after drop, CPU s/1,000 files", False),
+    Metric("f2_small_heads", PER_FILES, "(f′) small heads, CPU s/1,000 files", False),
+    Metric("idle_after_mount", "cpu_pct", "at rest right after mount, CPU %", False),
+    Metric("idle_after_load", "cpu_pct", "at rest right after the reads, CPU %", False),
 )
 
 
@@ -228,6 +252,34 @@ def table_markdown(results: Results, table: Table) -> str:
         row = [f"{metric.label} ({better})"]
         row += [cell(results, s, metric) for s in systems]
         row += [ratio_cell(results, metric, "rclone"), ratio_cell(results, metric, "origin")]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def cpu_markdown(results: Results) -> str:
+    """The daemon's CPU per GiB, per 1,000 files and at rest, per system with a daemon."""
+    systems = [s for s in CPU_SYSTEMS if s in results.meta.get("systems", ())]
+    metrics = [m for m in CPU_METRICS if any(results.values(s, m.workload, m.key) for s in systems)]
+    if not metrics:
+        return ""
+    head = ["workload", *systems]
+    if {"cachefs", "rclone"} <= set(systems):
+        head.append("cachefs ÷ rclone")
+    lines = [
+        "#### CPU per unit of work",
+        "",
+        "The daemon's CPU time (user + system, every thread: its CPU-time clock; reaped "
+        "children from `/proc/PID/stat`) over each workload, per GiB read or per 1,000 files; "
+        "at rest: CPU % over 5 s with nothing reading. The origin has no daemon; "
+        "`cachefs-nopoll` is cachefs with `mount.busy_poll=0`. Lower is better.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + " --- |" * len(head),
+    ]
+    for metric in metrics:
+        row = [metric.label, *(cell(results, s, metric) for s in systems)]
+        if "cachefs ÷ rclone" in head:
+            row.append(ratio_cell(results, metric, "rclone"))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -417,13 +469,14 @@ def context_markdown(results: Results, chart_link: str | None) -> str:
 
 def section_markdown(results: Results, chart_link: str | None) -> str:
     tables = [table_markdown(results, t) for t in TABLES]
+    tables.append(cpu_markdown(results))
     text = context_markdown(results, chart_link) + "\n" + "\n".join(t for t in tables if t)
     return text + writes_markdown(results)
 
 
 # -- writes ----------------------------------------------------------------------
 
-READ_WORKLOADS = ("a", "b", "b2", "c", "d2", "e", "f2")
+READ_WORKLOADS = ("a", "b", "b2", "b3", "c", "d2", "e", "f2")
 WRITE_SYSTEMS = ("origin", "cachefs-base", "cachefs", "cachefs-wb")
 WRITE_ORIGINS = {"slow": "slow origin", "local": "local origin"}
 

@@ -3,7 +3,7 @@
 Run as root (mounts, drop_caches)::
 
     .venv/bin/python bench/run.py [--quick] [--reps 3] [--systems origin,rclone,cachefs]
-                                  [--workloads a,b,b2,c,d2,e,f2,ws,wr,wr3 | reads | writes]
+                                  [--workloads a,b,b2,b3,c,d2,e,f2,ws,wr,wr3 | reads | writes]
                                   [--write-systems origin,cachefs,cachefs-wb]
                                   [--write-origins slow,local] [--out bench-results/]
 
@@ -15,15 +15,23 @@ repetition (``{"system", "workload", "rep", "metrics"}``), and an ``end`` line.
     a   cold sequential read of one media file, 1 MiB reads       (a_cold_seq)
     b   re-read right after                                        (b_warm_reread)
     b2  re-read after drop_caches: the system's own cache          (b2_reread_after_drop)
+    b3  re-read after a remount and drop_caches: its disk cache    (b3_reread_after_remount)
     c   4 concurrent cold streams, one per media file              (c_streams)
     d2  random 4 KiB reads of the cached media file after drop     (d2_random_4k)
     e   library scan: cold, warm, after drop_caches                (e_scan_cold/_warm/_after_drop)
     f2  open + first 4 KiB of cached small files after drop        (f2_small_heads)
 
-plus the peak RSS of every cachefs / rclone process (``rss``). "Cold" means
-the system's own cache emptied (fresh cache directory, remount) and the
-kernel's caches dropped. The slow origin is brought up at the start
-(``--small`` data set with --quick) and always taken down at the end.
+plus the peak RSS of every cachefs / rclone process (``rss``). For a system
+with a daemon every workload also records the daemon's CPU time (every thread,
+reaped children included: ``daemon_cpu_s``, see systems.cpu_seconds) and from it
+``cpu_s_per_gib`` (reads) or ``cpu_s_per_1000_files`` (scans); the media group
+adds the daemon's CPU % at rest for IDLE_S right after the cold mount
+(``idle_after_mount``) and right after its last read (``idle_after_load``).
+``cachefs-nopoll`` (``mount.busy_poll=0``) beside ``cachefs`` shows what the
+busy poll costs. "Cold" means the system's own cache emptied (fresh cache
+directory, remount) and the kernel's caches dropped. The slow origin is brought
+up at the start (``--small`` data set with --quick) and always taken down at
+the end.
 
 The write workloads run on writable origins of their own (write_origin.py):
 the slow disk read-write (``slow``) and a tmpfs (``local``), each written
@@ -75,6 +83,8 @@ SEED = 20240601
 RANDOM_READS = 2000  # (d'): at most this many reads ...
 SMALL_SAMPLE = 300  # (f'): files opened
 MiB = 1024 * 1024
+GiB = 1024 * MiB
+IDLE_S = 5.0  # the daemon at rest, measured for this long
 
 # Soft limits (s): a workload stops reading when it runs out and reports
 # complete=false. The watchdog adds a grace period and then kills the FUSE
@@ -89,7 +99,7 @@ LIMITS = {
 }
 WATCHDOG_GRACE_S = 60.0
 
-READ_WORKLOADS = ("a", "b", "b2", "c", "d2", "e", "f2")
+READ_WORKLOADS = ("a", "b", "b2", "b3", "c", "d2", "e", "f2")
 WRITE_WORKLOADS = ("ws", "wr", "wr3")
 ALL_WORKLOADS = READ_WORKLOADS + WRITE_WORKLOADS
 WORKLOAD_ALIASES = {"reads": READ_WORKLOADS, "writes": WRITE_WORKLOADS}
@@ -102,7 +112,7 @@ WRITE_MIB, QUICK_WRITE_MIB = 64, 16
 QUICK_WRITE_LIMIT = 10.0  # s; the full run's is LIMITS["write"]
 # Writes cache nothing: a small RAM tier makes "RSS near the RAM tier" a real bound.
 WRITE_CACHEFS_OPTIONS = "tiers.ram.max_size=64MiB"
-MEDIA_GROUP = {"a", "b", "b2", "d2"}  # share one cold read of the first media file
+MEDIA_GROUP = {"a", "b", "b2", "b3", "d2"}  # share one cold read of the first media file
 SCAN_GROUP = {"e", "f2"}  # (f') reads files the scan (or a plain fill) cached
 
 
@@ -262,6 +272,7 @@ HEADLINE = {  # the figure echoed to the terminal per workload
     "a_cold_seq": ("mb_s", "MB/s"),
     "b_warm_reread": ("mb_s", "MB/s"),
     "b2_reread_after_drop": ("mb_s", "MB/s"),
+    "b3_reread_after_remount": ("mb_s", "MB/s"),
     "c_streams": ("aggregate_mb_s", "MB/s aggregate"),
     "d2_random_4k": ("iops", "IOPS"),
     "e_scan_cold": ("seconds", "s"),
@@ -269,6 +280,8 @@ HEADLINE = {  # the figure echoed to the terminal per workload
     "e_scan_after_drop": ("seconds", "s"),
     "f2_small_heads": ("p50_ms", "ms p50"),
     "rss": ("peak_rss_mib", "MiB peak RSS"),
+    "idle_after_mount": ("cpu_pct", "% CPU at rest"),
+    "idle_after_load": ("cpu_pct", "% CPU at rest"),
 }
 HEADLINE_PREFIXES = {  # write workloads carry their origin in the name
     "ws_": ("mib_s", "MiB/s"),
@@ -284,6 +297,16 @@ def headline(workload: str) -> tuple[str, str]:
         if workload.startswith(prefix):
             return found
     return ("seconds", "s")
+
+
+def cpu_per_unit(used: float, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's CPU seconds for a workload, per GiB read or per 1,000 files."""
+    found: dict[str, Any] = {"daemon_cpu_s": round(used, 3)}
+    if metrics.get("bytes"):
+        found["cpu_s_per_gib"] = round(used / (metrics["bytes"] / GiB), 3)
+    elif metrics.get("files"):
+        found["cpu_s_per_1000_files"] = round(used / (metrics["files"] / 1000), 3)
+    return found
 
 
 # -- running ---------------------------------------------------------------------
@@ -345,7 +368,7 @@ class Bench:
         self, system: System, workload: str, rep: int, limit: float, fn: Callable[..., dict], *args
     ) -> bool:
         """Run fn(*args) under the watchdog and record it; False if it failed."""
-        before = self.device()
+        before, cpu_before = self.device(), system.cpu_seconds()
         with watchdog(system, limit + WATCHDOG_GRACE_S) as fired:
             try:
                 metrics = fn(*args, limit)
@@ -353,13 +376,29 @@ class Bench:
                 metrics = {"error": str(exc), "watchdog": fired.is_set()}
                 if death := system.died():
                     metrics["daemon_died"] = death
-        after = self.device()
+        after, cpu_after = self.device(), system.cpu_seconds()
+        if cpu_before is not None and cpu_after is not None:
+            metrics |= cpu_per_unit(cpu_after - cpu_before, metrics)
         # What the workload cost the slow disk: 0 means it was served from a cache.
         metrics["origin_bytes_read"] = after.get("bytes_read", 0) - before.get("bytes_read", 0)
         metrics["origin_requests"] = after.get("requests", 0) - before.get("requests", 0)
         metrics["origin_seeks"] = after.get("seeks", 0) - before.get("seeks", 0)
         self.emit(system.name, workload, rep, metrics)
         return "error" not in metrics
+
+    def idle(self, system: System, workload: str, rep: int) -> None:
+        """The daemon's CPU % while nothing reads, for IDLE_S (nothing for the origin)."""
+        before, start = system.cpu_seconds(), time.monotonic()
+        if before is None:
+            return
+        time.sleep(IDLE_S)
+        after, seconds = system.cpu_seconds(), time.monotonic() - start
+        if after is None:
+            self.emit(system.name, workload, rep, {"error": system.died() or "daemon gone"})
+            return
+        used = after - before
+        metrics = {"cpu_pct": round(100 * used / seconds, 2), "daemon_cpu_s": round(used, 3)}
+        self.emit(system.name, workload, rep, metrics | {"seconds": round(seconds, 3)})
 
     def emit(self, system: str, workload: str, rep: int, metrics: dict[str, Any]) -> None:
         record = {"system": system, "workload": workload, "rep": rep, "metrics": metrics}
@@ -376,6 +415,7 @@ class Bench:
 
     def media_group(self, system: System, rep: int) -> None:
         self.cold(system)
+        self.idle(system, "idle_after_mount", rep)
         media, seq = system.root / self.data.media[0], LIMITS["seq"]
         if not self.measure(system, "a_cold_seq", rep, seq, w.sequential_read, media):
             return
@@ -388,6 +428,11 @@ class Bench:
             self.drop_caches()
             limit = LIMITS["random"]
             self.measure(system, "d2_random_4k", rep, limit, w.random_reads, media, self.offsets)
+        if "b3" in self.wanted:  # cachefs: the RAM tier empty, so its disk tier serves
+            system.remount()
+            self.drop_caches()
+            self.measure(system, "b3_reread_after_remount", rep, seq, w.sequential_read, media)
+        self.idle(system, "idle_after_load", rep)
 
     def streams_group(self, system: System, rep: int) -> None:
         self.cold(system)

@@ -6,6 +6,7 @@
 * ``cachefs`` -- ``python -m cachefs mount -f`` with default settings and
   disk tiers big enough for the data set, tier directories in a private directory.
 * ``cachefs-wb`` -- the same with ``mount.writeback_cache=true`` (write workloads).
+* ``cachefs-nopoll`` -- ``cachefs`` with ``mount.busy_poll=0``: what the busy poll costs.
 * ``cachefs-base`` -- ``cachefs`` run from another checkout (``--base-tree``), to
   compare two versions of cachefs in one run.
 
@@ -39,6 +40,7 @@ EXIT_TIMEOUT_S = 30.0
 # localhost:6379 if one happened to run; embedded keeps the run self-contained.
 CACHEFS_OPTIONS = "tiers.hdd.max_size=4GiB,tiers.ssd.max_size=2GiB,stats.backend=embedded"
 RCLONE_FLAGS = ["--vfs-cache-mode", "full", "--vfs-fast-fingerprint"]
+CLOCK_TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # the unit of /proc/PID/stat's CPU times
 
 
 class MountError(RuntimeError):
@@ -55,6 +57,24 @@ def peak_rss_bytes(pid: int) -> int | None:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time of a live process: all its threads, live and exited (its CPU-time
+    clock, ns), plus its reaped children (cutime + cstime of /proc/PID/stat, in
+    ticks); None if it is gone. utime + stime in ticks if the clock is unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # After "pid (comm)": field 3 (state) is [0], so utime..cstime (14..17) are [11:15].
+    utime, stime, cutime, cstime = (int(f) for f in stat.rsplit(")", 1)[1].split()[11:15])
+    try:
+        # clock_getcpuclockid(pid), which Python lacks: MAKE_PROCESS_CPUCLOCK(pid, SCHED).
+        own = time.clock_gettime((~pid << 3) | 2)
+    except OSError:
+        own = (utime + stime) * CLOCK_TICK_S
+    return own + (cutime + cstime) * CLOCK_TICK_S
 
 
 def force_unmount(path: Path) -> None:
@@ -86,6 +106,9 @@ class System:
     def stop(self) -> None:
         """Release everything; safe to call at any time, repeatedly."""
 
+    def remount(self) -> None:
+        """Unmount and mount again, keeping the cache: what a daemon restart keeps."""
+
     def abort(self) -> None:
         """Called by the watchdog from another thread: make blocked reads fail."""
 
@@ -95,6 +118,10 @@ class System:
 
     def died(self) -> str | None:
         """If the daemon has exited on its own: how, with the end of its log."""
+        return None
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the daemon has used so far (None: no daemon, or it is gone)."""
         return None
 
     def describe(self) -> dict[str, object]:
@@ -134,6 +161,10 @@ class FuseSystem(System):
         shutil.rmtree(self.cache, ignore_errors=True)
         self.cache.mkdir(parents=True)
         self.mnt.mkdir(parents=True, exist_ok=True)
+        self._start()
+
+    def remount(self) -> None:
+        self.stop()
         self._start()
 
     def _start(self) -> None:
@@ -204,6 +235,10 @@ class FuseSystem(System):
     def take_peak_rss(self) -> list[int]:
         peaks, self.peaks = self.peaks, []
         return peaks
+
+    def cpu_seconds(self) -> float | None:
+        proc = self.proc
+        return None if proc is None else cpu_seconds(proc.pid)
 
     def died(self) -> str | None:
         if self.proc is None or self.proc.poll() is None:
@@ -284,6 +319,13 @@ class CachefsWriteback(Cachefs):
     mode_options = "mount.writeback_cache=true"
 
 
+class CachefsNoPoll(Cachefs):
+    """cachefs with the busy poll off: set beside ``cachefs`` to see what polling costs."""
+
+    name = "cachefs-nopoll"
+    mode_options = "mount.busy_poll=0"
+
+
 class CachefsBase(Cachefs):
     """cachefs from another checkout (``CachefsBase.tree``, set from --base-tree)."""
 
@@ -300,5 +342,6 @@ SYSTEMS: dict[str, type[System]] = {
     "rclone": Rclone,
     "cachefs": Cachefs,
     "cachefs-wb": CachefsWriteback,
+    "cachefs-nopoll": CachefsNoPoll,
     "cachefs-base": CachefsBase,
 }

@@ -136,6 +136,8 @@ def test_run_one_workload_against_cachefs(bench_dir: Path, tmp_path: Path) -> No
     assert "error" not in metrics, metrics
     assert metrics["files"] == 20 and metrics["complete"] is True
     assert 0 < metrics["p50_ms"] <= metrics["p99_ms"]
+    # The daemon's CPU time over the workload, and per 1,000 files (no figure asserted).
+    assert {"daemon_cpu_s", "cpu_s_per_1000_files"} <= metrics.keys(), metrics
     assert by_workload["rss"]["metrics"]["peak_rss_mib"] > 0
 
     # run.py tears its own mounts and the slow origin down (the fixture checks again).
