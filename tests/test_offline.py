@@ -188,10 +188,21 @@ def test_mounts_offline_from_the_metadata_store(
 def test_no_cache_and_no_origin_is_a_clear_error(
     origin: Path, mount_factory: MountFactory, tmp_path: Path
 ) -> None:
+    """A dead NAS and nothing cached: refused, naming the dead mount and the fix.
+
+    Which check sees it depends on time: within the kernel's attribute timeout
+    (1 s) of the NAS's last answer the pre-mount stat() of the origin still
+    succeeds from the kernel's cache, and the connect that follows reports it
+    (adding that there is no cached metadata); later the stat() itself fails.
+    Both name the dead mount and how to unmount it, and mount nothing."""
     nas = mount_nas(mount_factory, origin, tmp_path)
     nas.proc.kill()
     nas.proc.wait()
-    with pytest.raises(RuntimeError, match="no cached metadata to serve it offline"):
+    with pytest.raises(RuntimeError, match=r"is a dead FUSE mount .*fusermount3 -u") as refused:
+        mount_factory(nas.mnt, OUTER_OPTIONS)
+    assert "(nothing mounted)" in str(refused.value)
+    time.sleep(1.5)  # past the attribute timeout: the pre-mount check sees it now
+    with pytest.raises(RuntimeError, match=r"is a dead FUSE mount .*fusermount3 -u"):
         mount_factory(nas.mnt, OUTER_OPTIONS)
 
 
