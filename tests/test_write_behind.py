@@ -247,6 +247,40 @@ def test_a_batch_is_bounded_so_a_slow_origin_shows_progress(
     assert (origin / "notes.txt").read_bytes() == block * 12
 
 
+def test_a_sender_that_fails_unexpectedly_reports_eio_and_frees_its_room(
+    build: Build,  # noqa: F811
+    origin: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parts = build()
+    real = writes.write_batch
+    broken = [True]
+
+    def bug(batch: list[Any]) -> Any:
+        if broken[0]:
+            raise RuntimeError("a bug in the sender")
+        return real(batch)
+
+    monkeypatch.setattr(writes, "write_batch", bug)
+
+    async def main() -> None:
+        async with serving(parts):
+            fs = parts.fs
+            fh = await open_rw(parts, "notes.txt")
+            await fs.write(fh, 0, b"lost")
+            with pytest.raises(pyfuse3.FUSEError) as failed:
+                await fs.flush(fh)  # close() says so
+            assert failed.value.errno == errno.EIO
+            assert fs.writes.queued_bytes() == 0
+            broken[0] = False
+            await fs.write(fh, 0, b"kept")  # the next write goes through
+            await fs.flush(fh)
+            await fs.release(fh)
+
+    trio.run(main)
+    assert (origin / "notes.txt").read_bytes().startswith(b"kept")
+
+
 # -- real mounts -------------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ Each write through FUSE without the kernel's writeback cache is a round trip
 the writer waits for. Sending each one to the origin from a worker thread
 costs a thread hop (~120 µs here) per write, which caps 4 KiB random writes
 far below what the origin can take. Queued, the writes of one file go out in
-one hop per batch, contiguous ones merged into one pwrite.
+one hop per batch, contiguous ones merged into one pwritev.
 
 The promise, the one a local file system's page cache makes: a successful
 ``fsync()`` or ``close()`` means the bytes are on the origin; a write error
@@ -204,6 +204,10 @@ class WriteBehind:
                 target = batch[-1].seq
                 try:
                     landed = await self._land(batch)
+                except BaseException:
+                    for item in batch:  # unknown whether it landed: the writer must not think so
+                        self._errors.setdefault(item.handle, OSError(errno.EIO, "write failed"))
+                    raise
                 finally:
                     self._queued -= sum(w.cost for w in batch)
                     self._room.set()
@@ -215,8 +219,18 @@ class WriteBehind:
                     self._landed(inode, landed.st)
         finally:
             del self._files[inode]
+            self._abandon(queue)
             queue.landed = queue.queued
             queue.progress.set()
+
+    def _abandon(self, queue: _FileQueue) -> None:
+        """Writes a stopped sender leaves (cancelled at unmount, or a bug): their room is
+        given back and their handles told, never left waiting or thought written."""
+        while queue.writes:
+            item = queue.writes.popleft()
+            self._queued -= item.cost
+            self._errors.setdefault(item.handle, OSError(errno.EIO, "the write was not sent"))
+        self._room.set()
 
     async def _gather(self, queue: _FileQueue) -> None:
         """Let more writes join the batch, unless it is needed now or is big already."""
