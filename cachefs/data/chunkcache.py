@@ -13,6 +13,7 @@ the prefetch hooks share the in-flight table and one read loop.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import weakref
@@ -265,25 +266,20 @@ class ChunkCache:
             return
         item = _Store(key, data, policy, pin, self._forgotten.get(key.version, 0))
         self._pending_stores += 1
-        try:
-            # No checkpoint while there is room: the reader's reply goes out before
-            # the store worker starts on its chunk (a first read waits for neither).
-            self._store_queue.send_nowait(item)
-            return
-        except trio.WouldBlock:
-            pass
-        except trio.ClosedResourceError:
+        queued = False
+        with contextlib.suppress(trio.ClosedResourceError):  # unmounting: no more stores
+            try:
+                # No checkpoint while there is room: the reader's reply goes out before
+                # the store worker starts on its chunk (a first read waits for neither).
+                self._store_queue.send_nowait(item)
+                queued = True
+            except trio.WouldBlock:
+                with trio.move_on_after(STORE_WAIT):
+                    await self._store_queue.send(item)
+                    queued = True
+        if not queued:
             self._pending_stores -= 1
             self.stats.add("store_skipped")
-            return
-        with trio.move_on_after(STORE_WAIT):
-            try:
-                await self._store_queue.send(item)
-                return
-            except trio.ClosedResourceError:
-                pass
-        self._pending_stores -= 1
-        self.stats.add("store_skipped")
 
     async def forget_version(self, version: FileVersion, chunk_size: int) -> None:
         """Delete every disk chunk of a file version (changed at the origin, or

@@ -874,7 +874,7 @@ class CacheFS(pyfuse3.Operations):
             with handle.file.use() as fd:
                 return os.pwrite(fd, buf, off), os.fstat(fd)
 
-        written, st = await self._change(work)
+        written, st = await self._untimed(work)  # online: checked above
         self._write_landed(handle.inode, st)
         return written
 
@@ -928,10 +928,11 @@ class CacheFS(pyfuse3.Operations):
 
     @fuse_handler
     async def release(self, fh: int) -> None:
-        if self._files[fh].writable:
+        handle = self._files[fh]
+        if handle.writable:
             # mmap's dirty pages may come after the last FLUSH: they land before the fd goes
-            await self.writes.drain(self._files[fh].inode)
-        handle = self._files.pop(fh)
+            await self.writes.drain(handle.inode)
+        del self._files[fh]
         self.writes.forget(handle)
         state = handle.state
         state.handles.discard(fh)

@@ -140,16 +140,15 @@ class WriteBehind:
             and last.length + len(data) <= MERGE_LIMIT
             and len(last.parts) < MERGE_PARTS
         ):
+            cost = len(data)
             last.parts.append(data)
-            last.length += len(data)
-            last.cost += len(data)
-            self._queued += len(data)
-            queue.queued_bytes += len(data)
+            last.length += cost
+            last.cost += cost
         else:
             cost = len(data) + WRITE_OVERHEAD
             queue.writes.append(_Write(handle, offset, [data], len(data), cost))
-            self._queued += cost
-            queue.queued_bytes += cost
+        self._queued += cost
+        queue.queued_bytes += cost
         queue.queued += 1
         queue.writes[-1].seq = queue.queued
         queue.end = max(queue.end, offset + len(data))
