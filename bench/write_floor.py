@@ -6,16 +6,19 @@ A 4 KiB write() through FUSE without the writeback cache is two synchronous
 round trips (the kernel asks for security.capability before every write, then
 sends the WRITE), whatever the file system does with them. This mounts a
 one-file pyfuse3 + trio file system (cachefs's busy poll, security.capability
-answered from memory) over a file in *origin* (a tmpfs by default) and times
-the bench's writers (bench/workloads.py, 64 MiB, fsync at close) through it,
-the WRITE handler
+answered from memory) over a file in *origin* (a tmpfs by default; give the
+slow write origin, bench/write_origin.py, to see its fsync too) and times the
+bench's writers (bench/workloads.py, 64 MiB, fsync at close) through it, the
+WRITE handler
 
 * ``noop``   -- replying at once (the bytes go nowhere): the round trips alone;
 * ``inline`` -- pwrite + fstat on the origin file on the trio thread;
-* ``thread`` -- pwrite + fstat in a trio worker thread, as cachefs does:
+* ``thread`` -- pwrite + fstat in a trio worker thread;
 
-each with the writeback cache off (``wt``) and on (``wb``), alternating,
-and prints medians, beside the origin file written directly.
+each with the writeback cache off (``wt``) and on (``wb``); FSYNC fsyncs the
+origin file (but in ``noop``). With ``--cachefs`` a cachefs mount of this tree
+over *origin* (bench/systems.py's settings) runs in the same rounds. Everything
+alternates; it prints medians, beside the origin file written directly.
 """
 
 from __future__ import annotations
@@ -120,7 +123,8 @@ def serve(mode: str, writeback: bool, backing: str, mountpoint: str) -> None:
             return self.attrs(inode)
 
         async def fsync(self, fh, datasync):
-            pass
+            if mode != "noop":  # the bytes are at the origin: make them durable there
+                os.fsync(self.fd)
 
         async def flush(self, fh):
             raise pyfuse3.FUSEError(errno.ENOSYS)
@@ -164,11 +168,26 @@ def through_floor(mode: str, writeback: bool, origin: Path, size: int) -> dict[s
             proc.wait(timeout=30)
 
 
+def through_cachefs(origin: Path, size: int) -> dict[str, float]:
+    """The same writers through a cachefs mount of this tree over *origin*."""
+    from systems import Cachefs
+
+    with tempfile.TemporaryDirectory(prefix="write-floor-cachefs-") as tmp:
+        system = Cachefs(origin, Path(tmp), Path(tmp) / "logs")
+        system.extra_options = "tiers.ram.max_size=64MiB"  # as run.py's write workloads
+        system.reset()
+        try:
+            return measure(system.root / "cachefs.bin", size)
+        finally:
+            system.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--origin", type=Path, help="directory of the backing file (default tmpfs)")
+    parser.add_argument("--cachefs", action="store_true", help="measure cachefs too")
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -184,6 +203,8 @@ def main() -> None:
             runs: dict[str, list[dict[str, float]]] = {}
             for _ in range(args.reps):
                 runs.setdefault("direct", []).append(measure(origin / "direct.bin", size))
+                if args.cachefs:
+                    runs.setdefault("cachefs", []).append(through_cachefs(origin, size))
                 for writeback in (False, True):
                     for mode in ("noop", "inline", "thread"):
                         name = f"{mode}-{'wb' if writeback else 'wt'}"
