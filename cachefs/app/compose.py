@@ -43,6 +43,7 @@ from cachefs.engine.control import CacheControl
 from cachefs.engine.engine import Engine, ShutdownStep
 from cachefs.engine.prefetch import Prefetcher
 from cachefs.engine.tasks import Flusher, Janitor, MetadataSaver, Migrator
+from cachefs.engine.walkahead import WalkAhead
 from cachefs.fuse.inodes import InodeTable
 from cachefs.fuse.loop import BusyPoll, describe_busy_poll
 from cachefs.fuse.operations import CacheFS
@@ -204,6 +205,7 @@ class Mount:
             Task("migrator", migrator.run),
             Task("metadata saver", saver.run),
             Task("prefetcher", self.prefetcher.run),
+            *([Task("walk-ahead", self.fs.walker.run)] if self.fs.walker.enabled else []),
             Task("prediction model", self.prefetcher.keep_saving),
         ]
 
@@ -270,6 +272,7 @@ class Mount:
             }
             | self.monitor.describe()
             | self.prefetcher.describe(counters)
+            | self.fs.walker.describe(counters)
         )
 
     # -- after unmounting --------------------------------------------------------------
@@ -337,6 +340,13 @@ def build(origin: Origin, cfg: Config, open_stats: Callable[[], StatsBackend]) -
         stats,
         model_key=f"prediction-{namespace.hex()[:32]}",
     )
+    walker = WalkAhead(
+        cfg.metadata.walk_ahead,
+        stats,
+        busy=lambda: cache.foreground_fills() > 0 or fs.listings_in_flight() > walker.in_flight,
+        fresh=meta.listing_fresh,
+        online=lambda: monitor.online,
+    )
     mount: Mount
 
     def report() -> dict[str, Any]:
@@ -357,10 +367,12 @@ def build(origin: Origin, cfg: Config, open_stats: Callable[[], StatsBackend]) -
         pins=pins,
         control=control,
         prefetcher=prefetcher,
+        walker=walker,
         engine=engine,
         stats=stats,
         report=report,
     )
+    walker.list_dir = fs.list_directory
     detector.listener = fs
     monitor.on_online.append(fs.back_online)
     mount = Mount(

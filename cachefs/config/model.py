@@ -144,6 +144,7 @@ class MetadataConfig:
     poll_budget: int  # directory re-listings per second the poller may spend (I/O budget), >= 1
     max_entries: int  # attributes kept in memory and in the store (bounded), >= 1000
     persist: bool  # keep the metadata store (SQLite, WAL) in the state directory
+    walk_ahead: bool = True  # list ahead of a client walking a tree (engine/walkahead.py)
 
 
 @dataclass(frozen=True)

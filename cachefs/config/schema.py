@@ -254,6 +254,7 @@ SCHEMA: dict[str, Node] = {
         "poll_budget": Field("int", _int_at_least(1)),
         "max_entries": Field("int", _int_at_least(1000)),
         "persist": Field("bool"),
+        "walk_ahead": Field("bool"),
     },
     "origin": {
         "timeout": Field("duration", _check_positive_duration),

@@ -38,6 +38,7 @@ from cachefs.data.tiers.ram import RamTier
 from cachefs.engine.control import CacheControl
 from cachefs.engine.engine import Engine
 from cachefs.engine.prefetch import Prefetcher
+from cachefs.engine.walkahead import WalkAhead
 from cachefs.fuse import xattrs
 from cachefs.fuse.handles import (
     DirHandle,
@@ -119,6 +120,7 @@ class CacheFS(pyfuse3.Operations):
         pins: PinTable,
         control: CacheControl,
         prefetcher: Prefetcher,
+        walker: WalkAhead,
         engine: Engine,
         stats: Stats,
         report: Callable[[], dict[str, Any]],
@@ -128,6 +130,7 @@ class CacheFS(pyfuse3.Operations):
         self.meta, self.xattr_cache, self.detector = meta, xattr_cache, detector
         self.resolver, self.ram, self.cache, self.pins = resolver, ram, cache, pins
         self.engine, self.stats, self.prefetcher = engine, stats, prefetcher
+        self.walker = walker
         self.control_xattrs = xattrs.ControlXattrs(self, control, prefetcher, report, cfg)
         # The kernel may keep attributes and names no longer than we would trust them.
         self.attr_timeout = min(cfg.mount.attr_timeout, cfg.metadata.revalidate_after)
@@ -292,6 +295,13 @@ class CacheFS(pyfuse3.Operations):
         finally:
             del self._listings[dirpath]
             done.set()
+
+    async def list_directory(self, dirpath: bytes) -> list[tuple[bytes, StatInfo]]:
+        """A listing through the cache, as a client's (for the walk-ahead)."""
+        return await self._listing(dirpath)
+
+    def listings_in_flight(self) -> int:
+        return len(self._listings)
 
     async def relist(self, dirpath: bytes) -> list[tuple[bytes, StatInfo]]:
         """Read *dirpath* at the origin and bring the cache in line; returns its entries."""
@@ -986,6 +996,8 @@ class CacheFS(pyfuse3.Operations):
             handle.entries = None  # a rewind lists again (the cache answers while fresh)
         if handle.entries is None:
             handle.entries = await self._listing(self._path(handle.inode))
+        if start_id == 0:
+            self.walker.client_listed(self._path(handle.inode), handle.entries)
         for index in range(start_id, len(handle.entries)):
             name, st = handle.entries[index]
             # Remember first (it may bump the generation), undo if the reply is full.

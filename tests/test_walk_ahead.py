@@ -1,0 +1,231 @@
+"""Walk-ahead: a client walking a tree finds the next listings made.
+
+When a client lists a directory whose parent it listed moments before, the
+mount lists what a top-down walk reaches next, in that order, at most
+AHEAD_LIMIT directories ahead of the client, never while a reader's fill is
+waiting for the origin, and forgets the walk when the client stops. The
+client's listings are then answered from the cache, and a walk through the
+mount sees exactly the origin's tree.
+"""
+
+# The in-process fixtures come from test_operations.py; as parameters they shadow the import.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.testing
+
+from cachefs.app import compose
+from cachefs.engine.walkahead import AHEAD_LIMIT, WALK_IDLE_S
+from tests.conftest import MountFactory
+from tests.test_operations import (  # noqa: F401 - the fixtures among them
+    Build,
+    Kernel,
+    build,
+    kernel,
+    list_dir,
+    origin,
+    serving,
+    stats_of,
+)
+
+
+def library(origin: Path, shows: int, seasons: int) -> list[str]:
+    """lib/<show>/<season>/ with a file in each season; the directories under lib/
+    in the order a top-down walk (os.walk's) reaches them."""
+    for show in range(shows):
+        for season in range(seasons):
+            d = origin / "lib" / f"show{show:03d}" / f"season{season}"
+            d.mkdir(parents=True)
+            (d / "e01.nfo").write_bytes(b"<episode/>")
+    order = []
+    for top, _dirs, _ in os.walk(origin / "lib"):  # scandir order, as the mount lists
+        if top != str(origin / "lib"):
+            order.append(os.path.relpath(top, origin))
+    return order
+
+
+async def walk_settled(parts: compose.Mount) -> None:
+    walker = parts.fs.walker
+    with trio.fail_after(20):
+        while (walker._stack and len(walker._ahead) < AHEAD_LIMIT) or walker.in_flight:
+            await trio.sleep(0.01)
+
+
+def counts(parts: compose.Mount) -> tuple[int, int, int]:
+    report = stats_of(parts)
+    return report["walk_ahead_listings"], report["walk_ahead_used"], report["metadata_listings"]
+
+
+def recorded(parts: compose.Mount) -> list[bytes]:
+    """Wrap the walker's listing call: the directories it lists, in order."""
+    walker, seen = parts.fs.walker, []
+    listing = walker.list_dir
+    assert listing is not None
+
+    async def watched(dirpath: bytes) -> Any:
+        seen.append(dirpath)
+        return await listing(dirpath)
+
+    walker.list_dir = watched
+    return seen
+
+
+def test_a_walk_is_listed_ahead_in_its_order_and_the_client_finds_it_cached(
+    build: Build, origin: Path, kernel: Kernel
+) -> None:
+    order = library(origin, shows=4, seasons=3)  # 16 directories under lib/
+    parts = build()
+    seen = recorded(parts)
+
+    async def main() -> None:
+        async with serving(parts):
+            await list_dir(parts, "")
+            await list_dir(parts, "lib")  # the parent was listed just before: a walk
+            await walk_settled(parts)
+            assert [p.decode() for p in seen] == order
+            ahead, used, listings = counts(parts)
+            assert (ahead, used) == (len(order), 0)
+            for path in order:  # the client walks the same way: no listing of its own
+                await list_dir(parts, path)
+            assert counts(parts) == (len(order), len(order), listings)
+
+    trio.run(main)
+
+
+def test_a_lone_listing_starts_no_walk(build: Build, origin: Path, kernel: Kernel) -> None:
+    library(origin, shows=3, seasons=2)
+    parts = build()
+
+    async def main() -> None:
+        async with serving(parts):
+            await list_dir(parts, "lib")  # its parent was not listed: not a walk
+            await list_dir(parts, "lib")
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            assert counts(parts)[:2] == (0, 0)
+
+    trio.run(main)
+
+
+def test_the_walk_stays_within_its_limit_of_the_client(
+    build: Build, origin: Path, kernel: Kernel
+) -> None:
+    order = library(origin, shows=AHEAD_LIMIT + 20, seasons=1)
+    parts = build()
+    seen = recorded(parts)
+
+    async def main() -> None:
+        async with serving(parts):
+            await list_dir(parts, "")
+            await list_dir(parts, "lib")
+            await walk_settled(parts)
+            assert len(seen) == AHEAD_LIMIT
+            # The client reaches the third directory listed ahead: the first three no
+            # longer count (passed or skipped), so the walker goes three further.
+            await list_dir(parts, order[2])
+            await walk_settled(parts)
+            assert [p.decode() for p in seen] == order[: AHEAD_LIMIT + 3]
+
+    trio.run(main)
+
+
+def test_a_walk_the_client_left_is_forgotten(build: Build, origin: Path, kernel: Kernel) -> None:
+    order = library(origin, shows=AHEAD_LIMIT + 20, seasons=1)
+    parts = build()
+    walker = parts.fs.walker
+    now = [1000.0]
+    walker.clock = lambda: now[0]
+    seen = recorded(parts)
+
+    async def main() -> None:
+        async with serving(parts):
+            await list_dir(parts, "")
+            await list_dir(parts, "lib")
+            await walk_settled(parts)
+            assert len(seen) == AHEAD_LIMIT
+            now[0] += WALK_IDLE_S + 1  # the client went quiet, then lists elsewhere
+            await list_dir(parts, order[-1])
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            assert len(seen) == AHEAD_LIMIT and not walker._stack and not walker._ahead
+
+    trio.run(main)
+
+
+def test_no_walk_ahead_listing_starts_while_a_reader_waits_for_the_origin(
+    build: Build, origin: Path, kernel: Kernel
+) -> None:
+    order = library(origin, shows=3, seasons=2)
+    parts = build()
+    cache, release = parts.cache, trio.Event()
+    from_origin = cache._from_origin
+    seen = recorded(parts)
+
+    async def held(source: Any, key: Any) -> Any:
+        await release.wait()  # a slow origin read: the reader's fill stays in flight
+        return await from_origin(source, key)
+
+    cache._from_origin = held  # type: ignore[method-assign]
+
+    async def read_film() -> None:
+        from tests.test_operations import lookup_path, read_all
+
+        inode = await lookup_path(parts, "Movies/film.mkv")
+        await read_all(parts, inode, 4096)
+
+    async def main() -> None:
+        async with serving(parts), trio.open_nursery() as nursery:
+            nursery.start_soon(read_film)
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            assert cache.foreground_fills() == 1
+            await list_dir(parts, "")
+            await list_dir(parts, "lib")
+            await trio.sleep(0.2)  # the walker looks for a quiet moment meanwhile
+            assert seen == []
+            release.set()
+            await walk_settled(parts)
+            assert [p.decode() for p in seen] == order
+
+    trio.run(main)
+
+
+def test_walk_ahead_off_lists_only_what_clients_ask_for(
+    build: Build, origin: Path, kernel: Kernel
+) -> None:
+    library(origin, shows=3, seasons=2)
+    parts = build(**{"metadata.walk_ahead": "false"})
+
+    async def main() -> None:
+        async with serving(parts):
+            await list_dir(parts, "")
+            await list_dir(parts, "lib")
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            assert counts(parts)[:2] == (0, 0)
+            assert "walk-ahead" not in parts.engine.started
+
+    trio.run(main)
+
+
+def test_a_walk_through_the_mount_sees_the_origin_tree(
+    tmp_path: Path, mount_factory: MountFactory
+) -> None:
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    library(origin, shows=12, seasons=4)
+    mounted = mount_factory(origin)
+
+    def tree(root: Path) -> list[tuple[str, list[str], list[tuple[str, int]]]]:
+        found = []
+        for top, dirs, files in os.walk(root):
+            stats = [(f, os.lstat(os.path.join(top, f)).st_size) for f in sorted(files)]
+            found.append((os.path.relpath(top, root), sorted(dirs), stats))
+        return sorted(found)
+
+    assert tree(mounted.mnt) == tree(origin)
+    # A file made at the origin after the walk (and its walk-ahead) is seen by the next.
+    (origin / "lib" / "show011" / "season3" / "e02.nfo").write_bytes(b"<new/>")
+    assert tree(mounted.mnt) == tree(origin)
