@@ -108,6 +108,23 @@ def test_mkdir_rmdir_and_errnos(origin: Path, mounted: Mounted) -> None:
     assert exc.value.errno == errno.ENAMETOOLONG
 
 
+def test_a_name_too_long_is_enametoolong_even_where_the_listing_is_cached(
+    origin: Path, mounted: Mounted
+) -> None:
+    """pjdfstest's chown/02.t failed now and then: with the directory's listing
+    cached (another test had listed it), a lookup of a 256-byte name was answered
+    ENOENT from the listing instead of the origin's ENAMETOOLONG."""
+    (origin / "d").mkdir()
+    (origin / "d" / "f").write_bytes(b"")
+    assert os.listdir(mounted.mnt / "d") == ["f"]  # the listing is cached and fresh now
+    for call in (os.lstat, os.stat, lambda p: os.chown(p, 0, 0, follow_symlinks=False)):
+        with pytest.raises(OSError) as exc:
+            call(mounted.mnt / "d" / ("n" * 256))
+        assert exc.value.errno == errno.ENAMETOOLONG
+    with pytest.raises(FileNotFoundError):  # a name within the limit is still just absent
+        os.lstat(mounted.mnt / "d" / ("n" * 255))
+
+
 def test_symlink_and_hard_link(origin: Path, mounted: Mounted) -> None:
     (mounted.mnt / "target").write_bytes(b"T")
     os.symlink("target", mounted.mnt / "sym")

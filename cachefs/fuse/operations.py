@@ -352,6 +352,10 @@ class CacheFS(pyfuse3.Operations):
             raise FUSEError(errno.ENOENT) from None
 
     def _child_path(self, parent: int, name: bytes) -> bytes:
+        # The origin would refuse the name; a cached listing that lacks it must not
+        # answer ENOENT instead (the kernel checks only FUSE's own 1024-byte limit).
+        if len(name) > self.facts.statvfs.get("f_namemax", 255):
+            raise FUSEError(errno.ENAMETOOLONG)
         try:
             return self.inodes.child_path(parent, name)
         except KeyError:
