@@ -179,6 +179,8 @@ class Mount:
             cfg.prediction.promote_threshold,
             self.stats,
             self.disk_limiter,
+            move_cost=cfg.prediction.promote_move_cost,
+            rewrites_per_day=cfg.prediction.promote_rewrites_per_day,
         )
         saver = MetadataSaver(self.meta, self.meta_store, self.disk_limiter)
         access_log = self.access_log

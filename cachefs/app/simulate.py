@@ -255,6 +255,8 @@ def _run_stack(
             home=home,
             weight=policy.keep_weight,
             promote_threshold=cfg.prediction.promote_threshold,
+            promote_move_cost=cfg.prediction.promote_move_cost,
+            promote_rewrites_per_day=cfg.prediction.promote_rewrites_per_day,
             objects=objects,
             types=types,
         )

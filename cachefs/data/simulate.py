@@ -52,7 +52,13 @@ from cachefs.data.accesslog import HEADER as ACCESS_LOG_HEADER
 from cachefs.data.chunks import ChunkKey
 from cachefs.data.tiers.disk import pick_victims
 from cachefs.data.tiers.policies import EvictionPolicy, make_policy, promotion_score
-from cachefs.data.tiers.promotion import HourlyBudget, promotion_bar, upper_tier_budget
+from cachefs.data.tiers.promotion import (
+    DEFAULT_MOVE_COST,
+    DEFAULT_REWRITES_PER_DAY,
+    HourlyBudget,
+    promotion_bar,
+    upper_tier_budget,
+)
 from cachefs.data.tiers.ram import RamTier
 from cachefs.origin.access import FileVersion
 
@@ -413,6 +419,8 @@ class StackConfig:
     # (home tier, keep_weight); a type not in it gets home and weight above.
     types: Mapping[str, tuple[str, float]] = field(default_factory=dict)
     promote_threshold: float = 0.6
+    promote_move_cost: float = DEFAULT_MOVE_COST
+    promote_rewrites_per_day: float = DEFAULT_REWRITES_PER_DAY
     objects: bool = False
 
 
@@ -435,7 +443,7 @@ class StackModel:
         self.budget: HourlyBudget | None = None
         ssd, hdd = self.disks.get("ssd"), self.disks.get("hdd")
         if ssd is not None and hdd is not None:
-            self.budget = upper_tier_budget(cfg.ssd, self._clock)
+            self.budget = upper_tier_budget(cfg.ssd, cfg.promote_rewrites_per_day, self._clock)
             ssd.on_evict = self._demote
 
     def home(self, name: str | None = None) -> DiskModel | None:
@@ -489,7 +497,8 @@ class StackModel:
         lower, upper = self.disks["hdd"], self.disks["ssd"]
         budget = min(MIGRATE_BYTES_PER_SECOND * MIGRATE_INTERVAL, self.budget.available())
         weakest = upper.weakest_score(now)
-        for key, score, size in lower.hot_chunks(promotion_bar(self.cfg.promote_threshold), now):
+        bar = promotion_bar(self.cfg.promote_threshold, self.cfg.promote_move_cost)
+        for key, score, size in lower.hot_chunks(bar, now):
             if size > budget:
                 break
             if upper.bytes + size > upper.capacity and score <= weakest:
