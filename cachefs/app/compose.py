@@ -252,6 +252,7 @@ class Mount:
                 "access_log": str(self.access_log.path) if self.access_log else "off",
                 "access_log_records": counters.get("access_log_records", 0),
                 "access_log_dropped": counters.get("access_log_dropped", 0),
+                "access_log_rotations": counters.get("access_log_rotations", 0),
                 "fuse_reads": counters.get("fuse_reads", 0),
                 "fuse_read_bytes": counters.get("fuse_read_bytes", 0),
                 "fuse_read_bytes_served": counters.get("fuse_read_bytes_served", 0),
