@@ -9,11 +9,12 @@ from typing import Any, cast
 import pytest
 
 from cachefs.app import compose
-from cachefs.config import TierConfig, load_config
+from cachefs.config import TierConfig, default_config, load_config
 from cachefs.data.chunks import ChunkKey
 from cachefs.data.tiers.disk import DiskTier
 from cachefs.data.tiers.promotion import (
     DEFAULT_MOVE_COST,
+    DEFAULT_REWRITES_PER_DAY,
     HourlyBudget,
     promotion_bar,
     upper_tier_budget,
@@ -74,6 +75,9 @@ def migrator(
 
 def test_the_bar_counts_the_move() -> None:
     assert promotion_bar(THRESHOLD) == THRESHOLD * DEFAULT_MOVE_COST == 1.2
+    defaults = default_config().prediction  # the config's defaults are promotion.py's
+    assert defaults.promote_move_cost == DEFAULT_MOVE_COST
+    assert defaults.promote_rewrites_per_day == DEFAULT_REWRITES_PER_DAY
     assert 1 * MEDIA_WEIGHT < promotion_bar(THRESHOLD) <= 2 * MEDIA_WEIGHT
 
 
