@@ -635,7 +635,9 @@ def compare_stack(
     * each tier's ``reference``: one cache of that tier's size fed the requests
       that reached the tier in this replay, against the tier's hit ratios: how
       well the tier's own policy does in its place in the stack (the reference
-      sees no RAM hit, promotion or demotion, which the tier does).
+      sees no RAM hit, promotion or demotion, which the tier does, and stores
+      every request that reaches it, where a tier that is not the content
+      type's home stores only what moves there).
     """
     streams: dict[str, Trace] = {}
     result = simulate_stack(trace, cfg, streams)
