@@ -75,17 +75,22 @@ def test_records_are_written_in_batches_as_a_trace_simulate_reads(tmp_path: Path
 
 def test_rotation_keeps_each_file_under_the_size_and_one_previous_file(tmp_path: Path) -> None:
     path = tmp_path / "access.csv"
-    log = AccessLog(path, 4096, NAMESPACE, Stats())
+    stats = Stats()
+    log = AccessLog(path, 4096, NAMESPACE, stats)
     log.open()
+    files = [path.stat().st_ino]  # each PATH the log has written, in turn
 
     async def write_many() -> None:
         for batch in range(10):
-            for i in range(50):
+            for i in range(50):  # ~3 KiB: at most one rotation a batch
                 log.record(key(batch * 50 + i), CHUNK, "user_data", "origin")
             await log.flush()
+            if path.stat().st_ino != files[-1]:
+                files.append(path.stat().st_ino)
 
     trio.run(write_many)
     log.close()
+    assert stats.snapshot()["access_log_rotations"] == len(files) - 1 > 1
     rotated = tmp_path / "access.csv.1"
     assert path.stat().st_size <= 4096 and rotated.stat().st_size <= 4096
     assert rotated.stat().st_size > 4096 - 100  # filled to the brim, on a line boundary

@@ -503,6 +503,28 @@ def test_min_confidence_out_of_range(tmp_path: Path) -> None:
     assert f"{name}:2: prediction.min_confidence: must be between" in msg
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("promote_move_cost", "0", "must be greater than 0.0, got 0.0"),
+        ("promote_move_cost", "-2.5", "must be greater than 0.0, got -2.5"),
+        ("promote_rewrites_per_day", "-1", "must be at least 0.0, got -1.0"),
+        ("promote_rewrites_per_day", '"daily"', "expected a number, got string 'daily'"),
+    ],
+)
+def test_promotion_costs_out_of_range(tmp_path: Path, key: str, value: str, problem: str) -> None:
+    msg, name = load_error(tmp_path, f"[prediction]\nwindow_size = 5\n{key} = {value}\n")
+    assert f"{name}:3: prediction.{key}: {problem}" in msg
+
+
+def test_promotion_costs_load(tmp_path: Path) -> None:
+    path = write(tmp_path, "[prediction]\npromote_move_cost = 1.5\npromote_rewrites_per_day = 0\n")
+    prediction = load_config(path).prediction
+    assert (prediction.promote_move_cost, prediction.promote_rewrites_per_day) == (1.5, 0.0)
+    assert default_config().prediction.promote_move_cost == 2.0
+    assert default_config().prediction.promote_rewrites_per_day == 1.0
+
+
 def test_wrong_type_string_for_int(tmp_path: Path) -> None:
     msg, name = load_error(tmp_path, '[prediction]\nwindow_size = "100"\n')
     assert f"{name}:2: prediction.window_size: expected an integer, got string '100'" in msg

@@ -144,6 +144,9 @@ def test_a_report_converts_to_conventional_names_and_labels() -> None:
         "background_failures": 2,
         "prefetch_bytes": 10,
         "prefetch_used_bytes": 7,
+        "access_log_records": 1200,
+        "access_log_dropped": 3,
+        "access_log_rotations": 2,
         "tier_hits": {"ram:media": 3, "ssd:thumbnail": 1},
         "tier_misses": {"hdd:media": 5},
         "tier_bytes": {"ram:media": 3 << 20},
@@ -164,6 +167,9 @@ def test_a_report_converts_to_conventional_names_and_labels() -> None:
     assert got[("cachefs_background_failures_total", labels())] == 2
     assert got[("cachefs_prefetch_bytes_total", labels())] == 10
     assert got[("cachefs_prefetch_used_bytes_total", labels())] == 7
+    assert got[("cachefs_access_log_records_total", labels())] == 1200
+    assert got[("cachefs_access_log_dropped_records_total", labels())] == 3
+    assert got[("cachefs_access_log_rotations_total", labels())] == 2
     assert got[("cachefs_tier_used_bytes", labels(tier="ssd"))] == 8192
     assert got[("cachefs_tier_max_bytes", labels(tier="ram"))] == 1000
     assert got[("cachefs_tier_evictions_total", labels(tier="ram"))] == 4
@@ -218,6 +224,9 @@ def expected_from(stats: dict[str, Any]) -> dict[tuple[str, frozenset[tuple[str,
         ("cachefs_prefetch_used_bytes_total", "prefetch_used_bytes"),
         ("cachefs_fuse_read_bytes_total", "fuse_read_bytes_served"),
         ("cachefs_read_seconds_count", "fuse_reads"),  # every read is timed
+        ("cachefs_access_log_records_total", "access_log_records"),
+        ("cachefs_access_log_dropped_records_total", "access_log_dropped"),
+        ("cachefs_access_log_rotations_total", "access_log_rotations"),
     ):
         want[(metric, labels())] = stats[key]
     want[("cachefs_origin_up", labels())] = 1 if stats["origin_state"] == "online" else 0
@@ -225,6 +234,24 @@ def expected_from(stats: dict[str, Any]) -> dict[tuple[str, frozenset[tuple[str,
         le = "+Inf" if bound == "+Inf" else repr(float(bound))
         want[("cachefs_read_seconds_bucket", labels(le=le))] = count
     return want
+
+
+def scrape_settled(m: Any, port: int) -> tuple[dict[str, Any], dict[Any, float]]:
+    """The stats xattr and a scrape that shows exactly it (the endpoint serves the
+    report of up to a second ago, and background writers count meanwhile: retry)."""
+    deadline = time.monotonic() + 30
+    while True:
+        before = m.stats()
+        scraped = scrape(port)
+        after = m.stats()
+        want = expected_from(after)
+        shown = {k: scraped.get(k) for k in want}
+        if expected_from(before) == want and shown == want:
+            return after, scraped
+        assert time.monotonic() < deadline, {
+            k: (v, want[k]) for k, v in shown.items() if v != want[k]
+        }
+        time.sleep(0.2)
 
 
 def test_metrics_scraped_over_http_equal_the_stats_xattr(
@@ -250,20 +277,7 @@ def test_metrics_scraped_over_http_equal_the_stats_xattr(
     for rel in files:
         wait_until_on_disk(m, rel)
     total = sum(files.values())
-
-    deadline = time.monotonic() + 30
-    while True:  # the endpoint serves the report of up to a second ago: wait for it
-        before = m.stats()
-        scraped = scrape(port)
-        after = m.stats()
-        want = expected_from(after)
-        shown = {k: scraped.get(k) for k in want}
-        if expected_from(before) == want and shown == want:
-            break
-        assert time.monotonic() < deadline, {
-            k: (v, want[k]) for k, v in shown.items() if v != want[k]
-        }
-        time.sleep(0.2)
+    _, scraped = scrape_settled(m, port)
 
     # and those are the workload's numbers
     assert scraped[("cachefs_fuse_read_bytes_total", labels())] == 2 * total
@@ -274,6 +288,44 @@ def test_metrics_scraped_over_http_equal_the_stats_xattr(
     assert scraped[("cachefs_origin_up", labels())] == 1
     assert scraped[("cachefs_read_seconds_count", labels())] > 0
     assert ("process_resident_memory_bytes", labels()) in scraped
+
+
+def test_access_log_metrics_scraped_equal_the_stats_xattr(
+    tmp_path: Path, origin: Path, mount_factory: MountFactory
+) -> None:
+    """With stats.access_log set (and a 4 KiB max, so it rotates): records written
+    and rotations are scraped as the xattr counts them, and are what the log holds."""
+    rng = random.Random(13)
+    names = [f"small{i}.bin" for i in range(40)]
+    for i, name in enumerate(names):
+        (origin / name).write_bytes(rng.randbytes(1000 + i))
+    log_path = tmp_path / "access.csv"
+    port = free_port()
+    m = mount_factory(
+        origin,
+        [
+            *DEFAULT_TEST_OPTIONS,
+            f"metrics.listen=127.0.0.1:{port}",
+            "prediction.max_prefetch_size=0",
+            f"stats.access_log={log_path}",
+            "stats.access_log_max_size=4KiB",
+        ],
+    )
+    passes = 5  # 200 lines of ~60 bytes: three 4 KiB files at least, so two rotations
+    for _ in range(passes):
+        for name in names:
+            read_direct(m.mnt / name)
+    deadline = time.monotonic() + 30
+    while m.stats()["access_log_records"] < passes * len(names):  # written about once a second
+        assert time.monotonic() < deadline, m.stats()
+        time.sleep(0.2)
+    stats, scraped = scrape_settled(m, port)
+    assert scraped[("cachefs_access_log_records_total", labels())] == passes * len(names)
+    assert scraped[("cachefs_access_log_dropped_records_total", labels())] == 0
+    rotations = scraped[("cachefs_access_log_rotations_total", labels())]
+    assert rotations == stats["access_log_rotations"] >= 2
+    kept = sum(len(p.read_text().splitlines()) - 1 for p in (log_path, tmp_path / "access.csv.1"))
+    assert kept < passes * len(names)  # the file rotated out of PATH.1 is gone
 
 
 def test_a_taken_port_refuses_the_mount_naming_metrics_listen(tmp_path: Path, origin: Path) -> None:

@@ -8,19 +8,20 @@ from typing import Any, cast
 
 import pytest
 
-from cachefs.config import TierConfig
+from cachefs.app import compose
+from cachefs.config import TierConfig, default_config, load_config
 from cachefs.data.chunks import ChunkKey
 from cachefs.data.tiers.disk import DiskTier
 from cachefs.data.tiers.promotion import (
-    BUDGET_SHARE_PER_HOUR,
-    MOVE_COST,
+    DEFAULT_MOVE_COST,
+    DEFAULT_REWRITES_PER_DAY,
     HourlyBudget,
     promotion_bar,
     upper_tier_budget,
 )
 from cachefs.engine.tasks import Migrator
-from cachefs.origin.access import FileVersion
-from cachefs.stats.counters import Stats
+from cachefs.origin.access import FileVersion, Origin
+from cachefs.stats.counters import EmbeddedBackend, Stats
 
 MiB = 1 << 20
 NAMESPACE = b"n" * 32
@@ -58,14 +59,25 @@ def watch(hdd: DiskTier, keys: list[ChunkKey], clock: Clock) -> None:
             hdd.put(key, bytes([key.number % 256]) * CHUNK, None, MEDIA_WEIGHT)
 
 
-def migrator(hdd: DiskTier, ssd: DiskTier, clock: Clock) -> Migrator:
-    m = Migrator(cast(Any, None), hdd, ssd, THRESHOLD, Stats(), cast(Any, None))
-    m.budget = upper_tier_budget(ssd.cfg.max_size, clock)
+def migrator(
+    hdd: DiskTier,
+    ssd: DiskTier,
+    clock: Clock,
+    move_cost: float = DEFAULT_MOVE_COST,
+    rewrites_per_day: float = 1.0,
+) -> Migrator:
+    m = Migrator(
+        cast(Any, None), hdd, ssd, THRESHOLD, Stats(), cast(Any, None), move_cost=move_cost
+    )
+    m.budget = upper_tier_budget(ssd.cfg.max_size, rewrites_per_day, clock)
     return m
 
 
 def test_the_bar_counts_the_move() -> None:
-    assert promotion_bar(THRESHOLD) == THRESHOLD * MOVE_COST == 1.2
+    assert promotion_bar(THRESHOLD) == THRESHOLD * DEFAULT_MOVE_COST == 1.2
+    defaults = default_config().prediction  # the config's defaults are promotion.py's
+    assert defaults.promote_move_cost == DEFAULT_MOVE_COST
+    assert defaults.promote_rewrites_per_day == DEFAULT_REWRITES_PER_DAY
     assert 1 * MEDIA_WEIGHT < promotion_bar(THRESHOLD) <= 2 * MEDIA_WEIGHT
 
 
@@ -84,6 +96,67 @@ def test_a_movie_watched_once_more_stays_on_the_hdd(tmp_path: Path) -> None:
     watch(hdd, film, clock)  # and again, the same day: it is a favourite
     assert m.promote_once() == len(film)
     assert all(ssd.contains(k) and not hdd.contains(k) for k in film)
+
+
+def test_a_cheaper_move_promotes_a_movie_watched_once_more(tmp_path: Path) -> None:
+    """prediction.promote_move_cost = 1 (a move as dear as one read): one re-read
+    (0.7) passes the bar 1 x 0.6, where the default 2 x 0.6 keeps it on the HDD."""
+    clock = Clock()
+    hdd = tier(tmp_path / "hdd", "hdd", 64 * MiB, clock)
+    ssd = tier(tmp_path / "ssd", "ssd", 64 * MiB, clock)
+    m = migrator(hdd, ssd, clock, move_cost=1.0)
+    film = movie(8)
+    watch(hdd, film, clock)
+    assert m.promote_once() == 0  # read once: nothing to go by
+    watch(hdd, film, clock)
+    assert m.promote_once() == len(film)
+    assert all(ssd.contains(k) and not hdd.contains(k) for k in film)
+
+
+def test_a_budget_of_no_rewrites_promotes_nothing(tmp_path: Path) -> None:
+    """prediction.promote_rewrites_per_day = 0: a favourite stays on the HDD."""
+    clock = Clock()
+    hdd = tier(tmp_path / "hdd", "hdd", 64 * MiB, clock)
+    ssd = tier(tmp_path / "ssd", "ssd", 64 * MiB, clock)
+    m = migrator(hdd, ssd, clock, rewrites_per_day=0.0)
+    film = movie(8)
+    for _ in range(4):
+        watch(hdd, film, clock)
+    assert m.promote_once() == 0
+    clock.now += 3600  # an hour on, the bucket still holds nothing
+    watch(hdd, film, clock)
+    assert m.promote_once() == 0
+    assert all(hdd.contains(k) and not ssd.contains(k) for k in film)
+
+
+def test_the_mount_takes_the_promotion_costs_from_its_config(tmp_path: Path) -> None:
+    (tmp_path / "origin").mkdir()
+    cfg = load_config(
+        None,
+        {
+            "tiers.ssd.path": str(tmp_path / "ssd"),
+            "tiers.ssd.max_size": "48MiB",
+            "tiers.hdd.path": str(tmp_path / "hdd"),
+            "stats.backend": "embedded",
+            "prediction.promote_threshold": "0.5",
+            "prediction.promote_move_cost": "3",
+            "prediction.promote_rewrites_per_day": "2",
+        },
+    )
+    state = compose.state_directory(cfg)
+    parts = compose.build(
+        Origin(str(tmp_path / "origin")), cfg, lambda: EmbeddedBackend(state / "stats.json", 3600)
+    )
+    parts.open()
+    try:
+        parts.connect()
+        (m,) = [t.run.__self__ for t in parts.tasks() if t.name == "migrator"]  # type: ignore[attr-defined]
+        assert isinstance(m, Migrator)
+        assert m.bar == 0.5 * 3
+        assert m.budget.per_hour == 48 * MiB * 2 / 24
+    finally:
+        parts.close()
+        parts.origin.close()
 
 
 def test_two_rereads_a_month_apart_do_not_promote(tmp_path: Path) -> None:
@@ -106,7 +179,7 @@ def test_promotion_spends_at_most_the_hourly_budget(tmp_path: Path) -> None:
     hdd = tier(tmp_path / "hdd", "hdd", 64 * MiB, clock)
     ssd = tier(tmp_path / "ssd", "ssd", ssd_size, clock)
     m = migrator(hdd, ssd, clock)
-    assert m.budget.per_hour == ssd_size * BUDGET_SHARE_PER_HOUR
+    assert m.budget.per_hour == ssd_size / 24  # the default: the SSD rewritten once a day
     film = movie(100)
     for _ in range(3):
         watch(hdd, film, clock)

@@ -3,9 +3,11 @@ the whole stack, and the command's interface."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -147,6 +149,55 @@ def test_a_rewatch_does_not_promote() -> None:
     assert sim.simulate_stack(trace, cfg)["promotions"] == 0
 
 
+def four_watches() -> sim.Trace:
+    """A small "movie" (20 chunks of 1 MiB) watched four times, an hour apart."""
+    trace = sim.Trace()
+    t = 0.0
+    for _ in range(4):
+        for chunk in range(20):
+            trace.append(t, chunk, 1 << 20)
+            t += 1.0
+        t += 3600
+    return trace
+
+
+def test_the_stack_takes_the_promotion_costs() -> None:
+    base = sim.StackConfig(ssd=1 << 30, hdd=4 << 30, home="hdd", weight=0.7)
+    no_budget = dataclasses.replace(base, promote_rewrites_per_day=0.0)
+    assert sim.simulate_stack(four_watches(), no_budget)["promotions"] == 0
+    # a move as dear as one read: the second watch (one re-read, 0.7 >= 0.6) earns it
+    cheap = dataclasses.replace(base, promote_move_cost=1.0)
+    result = sim.simulate_stack(four_watches(), cheap)
+    assert result["promotions"] == 20
+    assert result["tiers"]["ssd"]["hits"] == 40 and result["tiers"]["hdd"]["hits"] == 20
+
+
+def test_each_tier_stream_is_what_reached_that_tier() -> None:
+    """RAM sees every request; the SSD exactly those the RAM tier missed (the stack's
+    RAM behaves as a RAM tier alone: nothing below changes what it holds); the HDD
+    what the SSD missed of those."""
+    trace = small_trace()
+    streams: dict[str, sim.Trace] = {}
+    cfg = sim.StackConfig(ram=10_000, ssd=30_000, hdd=100_000)
+    result = sim.simulate_stack(trace, cfg, streams)
+    assert set(streams) == {"ram", "ssd", "hdd"}
+    assert streams["ram"].objects == trace.objects and streams["ram"].sizes == trace.sizes
+    ram = sim.RamModel(10_000)
+    missed = [
+        (when, obj)
+        for when, obj, size in zip(trace.times, trace.objects, trace.sizes, strict=True)
+        if not ram.access(obj, size, when)
+    ]
+    assert list(zip(streams["ssd"].times, streams["ssd"].objects, strict=True)) == missed
+    for name, stream in streams.items():
+        assert len(stream) == result["tiers"][name]["requests"]
+    assert len(streams["hdd"]) == len(streams["ssd"]) - result["tiers"]["ssd"]["hits"]
+    plain = sim.simulate_stack(trace, cfg)  # keeping the streams changes nothing
+    for r in (plain, result):
+        r.pop("cpu_us_per_request")
+    assert plain == result
+
+
 # --------------------------------------------------------------------------- the command
 
 
@@ -210,15 +261,16 @@ def test_the_command_refuses_mixed_or_missing_sizes(tmp_path: Path) -> None:
     assert code == 2
 
 
+@pytest.mark.parametrize("sizes", [("--size", "1000"), ("--ram", "1000", "--ssd", "2000")])
 def test_compare_says_clearly_when_libcachesim_is_missing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sizes: tuple[str, ...]
 ) -> None:
     def missing() -> None:
         raise sim.ReferencesUnavailable("the reference policies need libCacheSim's bindings")
 
     monkeypatch.setattr(sim, "libcachesim", missing)
     path = write_trace(tmp_path / "t.csv", small_trace(100))
-    code, out, err = run(str(path), "--size", "1000", "--compare")
+    code, out, err = run(str(path), *sizes, "--compare")
     assert code == 1
     assert "--compare: the reference policies need libCacheSim" in err
     assert out == ""
@@ -235,11 +287,89 @@ def test_compare_runs_the_references_beside_it(tmp_path: Path) -> None:
     assert 0 < lru["miss_ratio"] < 1
 
 
+def test_stack_compare_feeds_each_reference_its_trace_and_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which requests and capacity each reference gets, without libCacheSim (a
+    stand-in that reports them back as its ratios): the whole trace at the stack's
+    total size, and each tier's own requests at the tier's size."""
+    trace = small_trace()
+    monkeypatch.setattr(sim, "libcachesim", lambda: None)
+
+    def reference(t: sim.Trace, capacity: int, policy: str, objects: bool) -> dict[str, Any]:
+        assert objects is False
+        share = sum(t.sizes) / sum(trace.sizes)
+        return {"miss_ratio": capacity / 1e6, "byte_miss_ratio": share, "policy": policy}
+
+    monkeypatch.setattr(sim, "simulate_reference", reference)
+    path = write_trace(tmp_path / "t.csv", trace)
+    code, out, _ = run(str(path), "--ram", "10000", "--ssd", "30000", "--compare", "--json")
+    assert code == 0, out
+    (result,) = json.loads(out)["results"]
+    streams: dict[str, sim.Trace] = {}
+    sim.simulate_stack(trace, sim.StackConfig(ram=10_000, ssd=30_000), streams)
+    assert result["reference_size"] == 40_000
+    assert result["reference"] == {
+        name: {"miss_ratio": 0.04, "byte_miss_ratio": 1.0} for name in sim.REFERENCES
+    }
+    for tier, size in (("ram", 10_000), ("ssd", 30_000)):
+        share = sum(streams[tier].sizes) / sum(trace.sizes)
+        assert result["tiers"][tier]["reference"] == {
+            name: {"hit_ratio": pytest.approx(1 - size / 1e6), "byte_hit_ratio": 1 - share}
+            for name in sim.REFERENCES
+        }
+    assert 0 < sum(streams["ssd"].sizes) < sum(trace.sizes)  # the SSD saw RAM's misses only
+    code, text, _ = run(str(path), "--ram", "10000", "--ssd", "30000", "--compare")
+    assert code == 0
+    assert "  one cache of 39.1KiB: miss ratio LRU 0.0400" in text
+    assert "  ssd 29.3KiB, its requests: hits " in text
+
+
+def test_stack_compare_runs_the_references_beside_it(tmp_path: Path) -> None:
+    pytest.importorskip("libcachesim")
+    trace = small_trace()
+    path = write_trace(tmp_path / "t.csv", trace)
+    code, out, _ = run(str(path), "--ram", "20000", "--ssd", "60000", "--compare", "--json")
+    assert code == 0
+    (result,) = json.loads(out)["results"]
+    assert set(result["reference"]) == set(sim.REFERENCES)
+    one_cache = sim.simulate_reference(trace, 80_000, "LRU")
+    assert result["reference"]["LRU"]["miss_ratio"] == one_cache["miss_ratio"]
+    in_ram = sim.simulate_reference(trace, 20_000, "ARC")  # RAM's stream: the whole trace
+    assert result["tiers"]["ram"]["reference"]["ARC"]["hit_ratio"] == 1 - in_ram["miss_ratio"]
+    assert 0 < result["tiers"]["ssd"]["reference"]["LRU"]["hit_ratio"] < 1
+
+
+def test_the_command_takes_the_promotion_costs(tmp_path: Path) -> None:
+    path = write_trace(tmp_path / "t.csv", four_watches())
+    stack = ("--ssd", "1GiB", "--hdd", "4GiB", "--type", "media", "--json")
+
+    def promotions(*options: str) -> int:
+        code, out, _ = run(str(path), *stack, *options)
+        assert code == 0, out
+        return int(json.loads(out)["results"][0]["promotions"])
+
+    assert promotions() == 20
+    assert promotions("-o", "prediction.promote_rewrites_per_day=0") == 0
+    assert promotions("-o", "prediction.promote_move_cost=10") == 0
+
+
 def test_plot_writes_a_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     path = write_trace(tmp_path / "t.csv", small_trace())
     png = tmp_path / "curve.png"
     code, _, _ = run(str(path), "--size", "5%", "--size", "20%", "--plot", str(png))
+    assert code == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_of_a_stack_compare_writes_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("libcachesim")
+    path = write_trace(tmp_path / "t.csv", small_trace())
+    png = tmp_path / "curve.png"
+    sizes = ("--ram", "10000", "--ssd", "30000", "--ssd", "60000")
+    code, _, _ = run(str(path), *sizes, "--compare", "--plot", str(png))
     assert code == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

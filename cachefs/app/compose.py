@@ -180,6 +180,8 @@ class Mount:
             cfg.prediction.promote_threshold,
             self.stats,
             self.disk_limiter,
+            move_cost=cfg.prediction.promote_move_cost,
+            rewrites_per_day=cfg.prediction.promote_rewrites_per_day,
         )
         saver = MetadataSaver(self.meta, self.meta_store, self.disk_limiter)
         access_log = self.access_log
@@ -252,6 +254,7 @@ class Mount:
                 "access_log": str(self.access_log.path) if self.access_log else "off",
                 "access_log_records": counters.get("access_log_records", 0),
                 "access_log_dropped": counters.get("access_log_dropped", 0),
+                "access_log_rotations": counters.get("access_log_rotations", 0),
                 "fuse_reads": counters.get("fuse_reads", 0),
                 "fuse_read_bytes": counters.get("fuse_read_bytes", 0),
                 "fuse_read_bytes_served": counters.get("fuse_read_bytes_served", 0),

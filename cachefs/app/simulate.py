@@ -17,6 +17,13 @@ several times: every combination is run); new objects go to the home tier of
 their content type, as the read path stores them: ``--type``'s, or, for the
 mount's own access log (``stats.access_log``), each chunk's own.
 
+``--compare`` runs libCacheSim's reference policies beside the replay. With
+``--size``: each policy as one cache of that size. With the stack, twice: one
+cache of the stack's total size (RAM + SSD + HDD) fed the whole trace, beside
+the stack's miss ratios (what the same bytes would do as a single cache), and,
+per tier, one cache of the tier's size fed the requests that reached that tier
+in the replay, beside the tier's hit ratios (how its policy does in its place).
+
 TRACE is a CSV file, or several read as one (``access.csv.1 access.csv``, an
 access log and the part rotated before it). An access log also says where the
 mount found each chunk: that is printed beside the replay (``recorded``).
@@ -93,7 +100,16 @@ def _shown(n: int, objects: bool) -> str:
         "default: an access log's content_type column, else user_data."
     ),
 )
-@click.option("--compare", is_flag=True, help="Also run libCacheSim's reference policies.")
+@click.option(
+    "--compare",
+    is_flag=True,
+    help=(
+        "Also run libCacheSim's reference policies: with --size, one cache of each size; "
+        "with the stack, one cache of its total size (RAM+SSD+HDD) on the whole trace, "
+        "and one of each tier's size on the requests that reached that tier: the bars "
+        "for the stack's misses and for each tier's policy in its place."
+    ),
+)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Miss-ratio curve PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--config", "config_path", type=click.Path(), help="TOML config file.")
@@ -121,8 +137,6 @@ def simulate_command(
     stack = bool(ram or ssd or hdd)
     if stack == bool(sizes):
         _fail("give --size (one tier) or --ram/--ssd/--hdd (the whole stack), not both")
-    if stack and compare:
-        _fail("--compare compares one tier with reference policies: use it with --size")
     try:
         opts = parse_mount_options(list(options), config_path)
         cfg = load_config(opts.config_path, opts.overrides)
@@ -147,7 +161,7 @@ def simulate_command(
         _fail(f"{trace_path}: no requests", 1)
 
     if stack:
-        results = _run_stack(trace, cfg, ram, ssd, hdd, content_type, objects)
+        results = _run_stack(trace, cfg, ram, ssd, hdd, content_type, objects, compare)
     else:
         results = _run_tier(trace, cfg, tier, _sizes(sizes, trace, objects, "--size"), objects)
         if compare:
@@ -225,6 +239,7 @@ def _run_stack(
     hdd: tuple[str, ...],
     content_type: str | None,
     objects: bool,
+    compare: bool = False,
 ) -> list[dict[str, Any]]:
     def home_of(name: str) -> str:  # ChunkCache.home_tier: a "ram" type lives on the SSD
         tier = cfg.content_types[name].default_tier
@@ -255,10 +270,13 @@ def _run_stack(
             home=home,
             weight=policy.keep_weight,
             promote_threshold=cfg.prediction.promote_threshold,
+            promote_move_cost=cfg.prediction.promote_move_cost,
+            promote_rewrites_per_day=cfg.prediction.promote_rewrites_per_day,
             objects=objects,
             types=types,
         )
-        results.append(sim.simulate_stack(trace, stack_cfg))
+        run = sim.compare_stack if compare else sim.simulate_stack
+        results.append(run(trace, stack_cfg))
     return results
 
 
@@ -274,6 +292,8 @@ def _print_table(results: list[dict[str, Any]], objects: bool, stack: bool) -> N
                 f"byte miss ratio {r['byte_miss_ratio']:.4f}  ({tiers}; "
                 f"{r['promotions']} promotions, {r['demotions']} demotions)"
             )
+            if "reference" in r:
+                _print_stack_references(r, objects)
             continue
         line = (
             f"{_shown(r['size'], objects):>14}: {r['requests']} requests, "
@@ -284,6 +304,16 @@ def _print_table(results: list[dict[str, Any]], objects: bool, stack: bool) -> N
             shown = (f"{name} {ref['miss_ratio']:.4f}" for name, ref in refs.items())
             line += "  | " + " ".join(shown)
         click.echo(line)
+
+
+def _print_stack_references(r: dict[str, Any], objects: bool) -> None:
+    """Under a stack's line: the one-cache references, then each tier's."""
+    shown = " ".join(f"{name} {ref['miss_ratio']:.4f}" for name, ref in r["reference"].items())
+    click.echo(f"  one cache of {_shown(r['reference_size'], objects)}: miss ratio {shown}")
+    for name, t in r["tiers"].items():
+        refs = " ".join(f"{p} {ref['hit_ratio']:.1%}" for p, ref in t["reference"].items())
+        size = _shown(r[name], objects)
+        click.echo(f"  {name} {size}, its requests: hits {t['hit_ratio']:.1%} | {refs or '-'}")
 
 
 def _plot(path: str, results: list[dict[str, Any]], objects: bool, stack: bool, title: str) -> None:
@@ -298,6 +328,9 @@ def _plot(path: str, results: list[dict[str, Any]], objects: bool, stack: bool, 
         axis = varying[0]
         xs = [r[axis] for r in results]
         ax.plot(xs, [r["miss_ratio"] for r in results], marker="o", label="cachefs (stack)")
+        for name in results[0].get("reference", {}):  # one cache of the stack's total
+            ys = [r["reference"][name]["miss_ratio"] for r in results]
+            ax.plot(xs, ys, marker=".", lw=1, label=f"{name} (one cache, stack's total)")
         ax.set_xlabel(f"{axis} tier size ({'objects' if objects else 'bytes'})")
     else:
         xs = [r["size"] for r in results]

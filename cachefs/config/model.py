@@ -92,6 +92,12 @@ class PredictionConfig:
     max_prefetch_size: int  # bytes a prediction may fetch ahead, in all; 0 = no prefetch
     # 0..1: how likely a predicted file must be to be prefetched
     prefetch_confidence: float = 0.5
+    # > 0: what moving a chunk up costs, in reads of it from the lower tier (a read
+    # there and a write above); promotion needs a score of promote_threshold x this
+    promote_move_cost: float = 2.0
+    # >= 0: times a day promotions may rewrite the SSD tier (its max_size), spread
+    # over the hours; 0 = no promotion
+    promote_rewrites_per_day: float = 1.0
 
     @property
     def min_confidence(self) -> float:

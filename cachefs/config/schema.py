@@ -109,6 +109,20 @@ def _between(low: float, high: float) -> Check:
     return check
 
 
+def _number_above(low: float) -> Check:
+    def check(v: float) -> str | None:
+        return None if v > low else f"must be greater than {low}, got {v}"
+
+    return check
+
+
+def _number_at_least(low: float) -> Check:
+    def check(v: float) -> str | None:
+        return None if v >= low else f"must be at least {low}, got {v}"
+
+    return check
+
+
 def _int_at_least(low: int) -> Check:
     def check(v: int) -> str | None:
         return None if v >= low else f"must be at least {low}, got {v}"
@@ -212,6 +226,10 @@ _PREDICTION_FIELDS: dict[str, Node] = {
     "window_size": Field("int", _between(1, 1_000_000)),
     # the keep score an HDD chunk needs for the SSD; SSD evictions at half of it go down
     "promote_threshold": Field("float", _between(0.0, 1.0)),
+    # a move up, in reads of the chunk from the lower tier: the bar is threshold x this
+    "promote_move_cost": Field("float", _number_above(0.0)),
+    # times a day promotions may rewrite the SSD (its max_size); 0 = no promotion
+    "promote_rewrites_per_day": Field("float", _number_at_least(0.0)),
     "max_prefetch_size": Field("size"),
     "prefetch_confidence": Field("float", _between(0.0, 1.0)),
 }

@@ -26,10 +26,10 @@ them. Bounded: at most MAX_PENDING records wait; beyond that a record is dropped
 and counted (``access_log_dropped``), a reader never waits. Rotated by size:
 once ``PATH`` would pass ``stats.access_log_max_size``, it becomes ``PATH.1``
 (replacing the previous one) and a new ``PATH`` starts, so the log never takes
-more than twice that. The file is ``0600`` and must be ours (``open_private``:
-no symlink, no other owner). A file removed or renamed by someone else is
-created again at the next batch. The records still waiting at unmount are
-written by a shutdown step.
+more than twice that (counted: ``access_log_rotations``). The file is
+``0600`` and must be ours (``open_private``: no symlink, no other owner). A
+file removed or renamed by someone else is created again at the next batch.
+The records still waiting at unmount are written by a shutdown step.
 """
 
 from __future__ import annotations
@@ -137,6 +137,7 @@ class AccessLog:
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.path, self.rotated)
         self._reopen(os.O_CREAT | os.O_EXCL)
+        self.stats.add("access_log_rotations")
 
     def _still_ours(self) -> bool:
         """False when PATH was removed or replaced since we opened it."""

@@ -52,7 +52,13 @@ from cachefs.data.accesslog import HEADER as ACCESS_LOG_HEADER
 from cachefs.data.chunks import ChunkKey
 from cachefs.data.tiers.disk import pick_victims
 from cachefs.data.tiers.policies import EvictionPolicy, make_policy, promotion_score
-from cachefs.data.tiers.promotion import HourlyBudget, promotion_bar, upper_tier_budget
+from cachefs.data.tiers.promotion import (
+    DEFAULT_MOVE_COST,
+    DEFAULT_REWRITES_PER_DAY,
+    HourlyBudget,
+    promotion_bar,
+    upper_tier_budget,
+)
 from cachefs.data.tiers.ram import RamTier
 from cachefs.origin.access import FileVersion
 
@@ -413,6 +419,8 @@ class StackConfig:
     # (home tier, keep_weight); a type not in it gets home and weight above.
     types: Mapping[str, tuple[str, float]] = field(default_factory=dict)
     promote_threshold: float = 0.6
+    promote_move_cost: float = DEFAULT_MOVE_COST
+    promote_rewrites_per_day: float = DEFAULT_REWRITES_PER_DAY
     objects: bool = False
 
 
@@ -435,7 +443,7 @@ class StackModel:
         self.budget: HourlyBudget | None = None
         ssd, hdd = self.disks.get("ssd"), self.disks.get("hdd")
         if ssd is not None and hdd is not None:
-            self.budget = upper_tier_budget(cfg.ssd, self._clock)
+            self.budget = upper_tier_budget(cfg.ssd, cfg.promote_rewrites_per_day, self._clock)
             ssd.on_evict = self._demote
 
     def home(self, name: str | None = None) -> DiskModel | None:
@@ -489,7 +497,8 @@ class StackModel:
         lower, upper = self.disks["hdd"], self.disks["ssd"]
         budget = min(MIGRATE_BYTES_PER_SECOND * MIGRATE_INTERVAL, self.budget.available())
         weakest = upper.weakest_score(now)
-        for key, score, size in lower.hot_chunks(promotion_bar(self.cfg.promote_threshold), now):
+        bar = promotion_bar(self.cfg.promote_threshold, self.cfg.promote_move_cost)
+        for key, score, size in lower.hot_chunks(bar, now):
             if size > budget:
                 break
             if upper.bytes + size > upper.capacity and score <= weakest:
@@ -512,8 +521,16 @@ class StackModel:
             self.demotions += 1
 
 
-def simulate_stack(trace: Trace, cfg: StackConfig) -> dict[str, Any]:
+def simulate_stack(
+    trace: Trace, cfg: StackConfig, streams: dict[str, Trace] | None = None
+) -> dict[str, Any]:
+    """The whole stack over *trace*; *streams*, when given, gets each tier's own
+    request stream: the requests that reached it (all reach RAM; a RAM miss reaches
+    the SSD; ...), as ``compare_stack`` feeds a reference in that tier's place."""
     stack = StackModel(cfg)
+    present = [n for n in stack.tier_counts if n in stack.disks or (n == "ram" and stack.ram)]
+    if streams is not None:
+        streams.update({name: Trace() for name in present})
     total = Counts()
     per_tier = stack.tier_counts
     now = -math.inf
@@ -526,6 +543,8 @@ def simulate_stack(trace: Trace, cfg: StackConfig) -> dict[str, Any]:
         total.record(size, where != "origin")
         for name, counts in per_tier.items():  # each tier sees what reached it
             counts.record(size, where == name)
+            if streams is not None and name in streams:
+                streams[name].append(when, obj, size)
             if where == name:
                 break
     cpu = time.process_time() - started
@@ -537,7 +556,7 @@ def simulate_stack(trace: Trace, cfg: StackConfig) -> dict[str, Any]:
             "byte_hit_ratio": 1 - c.byte_miss_ratio if c.bytes_requested else 0.0,
         }
         for name, c in per_tier.items()
-        if (name == "ram" and stack.ram is not None) or name in stack.disks
+        if name in present
     }
     return {
         "ram": cfg.ram,
@@ -602,6 +621,47 @@ def simulate_reference(
         "byte_miss_ratio": counts.byte_miss_ratio,
         "cpu_us_per_request": cpu / max(1, counts.requests) * 1e6,
     }
+
+
+def compare_stack(
+    trace: Trace, cfg: StackConfig, references: Iterable[str] = REFERENCES
+) -> dict[str, Any]:
+    """simulate_stack, with each reference policy beside it twice over.
+
+    * ``reference``: one cache of the stack's total size (RAM + SSD + HDD) fed the
+      whole trace, against the stack's miss ratios: what the same bytes would do
+      as a single cache with that policy (it keeps no copy twice, where a chunk
+      in RAM also has its disk copy, and moves nothing between tiers);
+    * each tier's ``reference``: one cache of that tier's size fed the requests
+      that reached the tier in this replay, against the tier's hit ratios: how
+      well the tier's own policy does in its place in the stack (the reference
+      sees no RAM hit, promotion or demotion, which the tier does, and stores
+      every request that reaches it, where a tier that is not the content
+      type's home stores only what moves there).
+    """
+    streams: dict[str, Trace] = {}
+    result = simulate_stack(trace, cfg, streams)
+    names = tuple(references)
+    total = cfg.ram + cfg.ssd + cfg.hdd
+    result["reference_size"] = total
+    result["reference"] = {
+        name: _miss_ratios(simulate_reference(trace, total, name, cfg.objects)) for name in names
+    }
+    for tier, stream in streams.items():
+        capacity = getattr(cfg, tier)
+        result["tiers"][tier]["reference"] = {
+            name: _hit_ratios(simulate_reference(stream, capacity, name, cfg.objects))
+            for name in (names if len(stream) else ())  # a tier nothing reached
+        }
+    return result
+
+
+def _miss_ratios(result: Mapping[str, Any]) -> dict[str, float]:
+    return {"miss_ratio": result["miss_ratio"], "byte_miss_ratio": result["byte_miss_ratio"]}
+
+
+def _hit_ratios(result: Mapping[str, Any]) -> dict[str, float]:
+    return {"hit_ratio": 1 - result["miss_ratio"], "byte_hit_ratio": 1 - result["byte_miss_ratio"]}
 
 
 def size_in_units(text: str, trace: Trace, objects: bool, parse: Callable[[str], int]) -> int:

@@ -12,7 +12,12 @@ import trio
 
 from cachefs.data.chunkcache import ChunkCache
 from cachefs.data.tiers.disk import DiskTier
-from cachefs.data.tiers.promotion import promotion_bar, upper_tier_budget
+from cachefs.data.tiers.promotion import (
+    DEFAULT_MOVE_COST,
+    DEFAULT_REWRITES_PER_DAY,
+    promotion_bar,
+    upper_tier_budget,
+)
 from cachefs.data.tiers.ram import RamTier
 from cachefs.meta.cache import MetadataCache
 from cachefs.meta.store import MetadataStore
@@ -158,10 +163,14 @@ class Migrator:
         threshold: float,
         stats: Stats,
         disk_limiter: trio.CapacityLimiter,
+        move_cost: float = DEFAULT_MOVE_COST,
+        rewrites_per_day: float = DEFAULT_REWRITES_PER_DAY,
     ) -> None:
         self.cache, self.lower, self.upper = cache, lower, upper
         self.threshold, self.stats, self.disk_limiter = threshold, stats, disk_limiter
-        self.budget = upper_tier_budget(upper.cfg.max_size)  # bytes an hour it may move up
+        self.bar = promotion_bar(threshold, move_cost)  # the score a chunk needs to move up
+        # bytes an hour it may move up
+        self.budget = upper_tier_budget(upper.cfg.max_size, rewrites_per_day)
 
     async def run(self) -> None:
         while True:
@@ -178,7 +187,7 @@ class Migrator:
         budget = min(MIGRATE_BYTES_PER_SECOND * MIGRATE_INTERVAL, self.budget.available())
         weakest = upper.weakest_score()
         moved = 0
-        for digest, score, size in lower.hot_chunks(promotion_bar(self.threshold)):
+        for digest, score, size in lower.hot_chunks(self.bar):
             if size > budget:
                 break
             # room in the SSD, or this chunk outranks what the SSD would evict

@@ -39,6 +39,17 @@ COUNTERS = (
     ("cachefs_store_skipped", "store_skipped", "Chunks not stored in a disk tier (busy)."),
     ("cachefs_compressed_bytes_saved", "compressed_bytes_saved", "Bytes compression saved."),
     ("cachefs_metadata_hits", "metadata_hits", "Attribute lookups the metadata cache answered."),
+    ("cachefs_access_log_records", "access_log_records", "Accesses written to stats.access_log."),
+    (
+        "cachefs_access_log_dropped_records",
+        "access_log_dropped",
+        "Access log records dropped: the writer fell behind or could not write.",
+    ),
+    (
+        "cachefs_access_log_rotations",
+        "access_log_rotations",
+        "Times the access log reached access_log_max_size and became PATH.1.",
+    ),
 )
 # (metric, report key, help): one unlabelled gauge each.
 GAUGES = (

@@ -1,20 +1,23 @@
 """When moving a chunk up a tier (HDD -> SSD) pays, and how much may move an hour.
 
 A move reads the chunk from the lower tier and writes it to the upper one:
-about the I/O of two reads of it from the lower tier (``MOVE_COST``), plus
-wear on the SSD. What it buys is the reads that will then be served by the
-upper tier. The best guess at those is the chunk's recent past: its reads
-from the lower tier after the one that brought it in, faded by the time since
-the last (``policies.promotion_score``: reads x 1/(1 + hours idle) x the
-type's ``keep_weight``). So a chunk is promoted only when that score reaches
-``MOVE_COST x prediction.promote_threshold``: with the defaults (0.6, media's
+about the I/O of two reads of it from the lower tier
+(``prediction.promote_move_cost``, 2 by default), plus wear on the SSD. What
+it buys is the reads that will then be served by the upper tier. The best
+guess at those is the chunk's recent past: its reads from the lower tier after
+the one that brought it in, faded by the time since the last
+(``policies.promotion_score``: reads x 1/(1 + hours idle) x the type's
+``keep_weight``). So a chunk is promoted only when that score reaches
+``promote_move_cost x promote_threshold``: with the defaults (2 x 0.6, media's
 weight 0.7) it takes two re-reads in quick succession, and a movie watched one
 more time (one re-read: 0.7 < 1.2) stays on the HDD. The cost is counted in
 reads of the same chunk, so the rule is the same for any chunk size.
 
-On top of that the migrator spends at most ``BUDGET_SHARE_PER_HOUR`` of the
-upper tier's size an hour (a token bucket holding at most one hour's worth,
-full at the start): the SSD is rewritten by promotions at most once a day.
+On top of that the migrator writes at most ``prediction.promote_rewrites_per_day``
+times the upper tier's size a day, spread over the hours (a token bucket of
+1/24 of it an hour, holding at most one hour's worth, full at the start): with
+the default 1 the SSD is rewritten by promotions at most once a day; 0 stops
+promotion.
 """
 
 from __future__ import annotations
@@ -22,14 +25,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-MOVE_COST = 2.0  # a read from the lower tier + a write to the upper: ~2 reads
-BUDGET_SHARE_PER_HOUR = 1 / 24  # of the upper tier's max_size
+# The defaults of prediction.promote_move_cost and promote_rewrites_per_day.
+DEFAULT_MOVE_COST = 2.0  # a read from the lower tier + a write to the upper: ~2 reads
+DEFAULT_REWRITES_PER_DAY = 1.0  # of the upper tier's max_size
 HOUR = 3600.0
+HOURS_PER_DAY = 24
 
 
-def promotion_bar(threshold: float) -> float:
+def promotion_bar(threshold: float, move_cost: float = DEFAULT_MOVE_COST) -> float:
     """The promotion score a chunk needs to be worth moving up (see the module)."""
-    return threshold * MOVE_COST
+    return threshold * move_cost
 
 
 class HourlyBudget:
@@ -53,6 +58,11 @@ class HourlyBudget:
         self._tokens = max(0.0, self._tokens - nbytes)
 
 
-def upper_tier_budget(max_size: int, clock: Callable[[], float] = time.monotonic) -> HourlyBudget:
-    """The hourly promotion budget of an upper tier of *max_size* bytes."""
-    return HourlyBudget(max_size * BUDGET_SHARE_PER_HOUR, clock)
+def upper_tier_budget(
+    max_size: int,
+    rewrites_per_day: float = DEFAULT_REWRITES_PER_DAY,
+    clock: Callable[[], float] = time.monotonic,
+) -> HourlyBudget:
+    """The hourly promotion budget of an upper tier of *max_size* bytes that
+    promotions may rewrite *rewrites_per_day* times a day."""
+    return HourlyBudget(max_size * rewrites_per_day / HOURS_PER_DAY, clock)
