@@ -147,6 +147,9 @@ def test_a_report_converts_to_conventional_names_and_labels() -> None:
         "access_log_records": 1200,
         "access_log_dropped": 3,
         "access_log_rotations": 2,
+        "metadata_listings": 9,
+        "walk_ahead_listings": 5,
+        "walk_ahead_used": 4,
         "tier_hits": {"ram:media": 3, "ssd:thumbnail": 1},
         "tier_misses": {"hdd:media": 5},
         "tier_bytes": {"ram:media": 3 << 20},
@@ -170,6 +173,9 @@ def test_a_report_converts_to_conventional_names_and_labels() -> None:
     assert got[("cachefs_access_log_records_total", labels())] == 1200
     assert got[("cachefs_access_log_dropped_records_total", labels())] == 3
     assert got[("cachefs_access_log_rotations_total", labels())] == 2
+    assert got[("cachefs_metadata_listings_total", labels())] == 9
+    assert got[("cachefs_walk_ahead_listings_total", labels())] == 5
+    assert got[("cachefs_walk_ahead_used_total", labels())] == 4
     assert got[("cachefs_tier_used_bytes", labels(tier="ssd"))] == 8192
     assert got[("cachefs_tier_max_bytes", labels(tier="ram"))] == 1000
     assert got[("cachefs_tier_evictions_total", labels(tier="ram"))] == 4
@@ -227,6 +233,9 @@ def expected_from(stats: dict[str, Any]) -> dict[tuple[str, frozenset[tuple[str,
         ("cachefs_access_log_records_total", "access_log_records"),
         ("cachefs_access_log_dropped_records_total", "access_log_dropped"),
         ("cachefs_access_log_rotations_total", "access_log_rotations"),
+        ("cachefs_metadata_listings_total", "metadata_listings"),
+        ("cachefs_walk_ahead_listings_total", "walk_ahead_listings"),
+        ("cachefs_walk_ahead_used_total", "walk_ahead_used"),
     ):
         want[(metric, labels())] = stats[key]
     want[("cachefs_origin_up", labels())] = 1 if stats["origin_state"] == "online" else 0

@@ -39,6 +39,17 @@ COUNTERS = (
     ("cachefs_store_skipped", "store_skipped", "Chunks not stored in a disk tier (busy)."),
     ("cachefs_compressed_bytes_saved", "compressed_bytes_saved", "Bytes compression saved."),
     ("cachefs_metadata_hits", "metadata_hits", "Attribute lookups the metadata cache answered."),
+    ("cachefs_metadata_listings", "metadata_listings", "Directories listed at the origin."),
+    (
+        "cachefs_walk_ahead_listings",
+        "walk_ahead_listings",
+        "Directories listed ahead of a client walking a tree.",
+    ),
+    (
+        "cachefs_walk_ahead_used",
+        "walk_ahead_used",
+        "Walk-ahead listings a client then asked for.",
+    ),
     ("cachefs_access_log_records", "access_log_records", "Accesses written to stats.access_log."),
     (
         "cachefs_access_log_dropped_records",
