@@ -14,6 +14,7 @@ mount sees exactly the origin's tree.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,13 @@ from tests.test_operations import (  # noqa: F401 - the fixtures among them
 )
 
 
-def library(origin: Path, shows: int, seasons: int) -> list[str]:
-    """lib/<show>/<season>/ with a file in each season; the directories under lib/
-    in the order a top-down walk (os.walk's) reaches them."""
+def library(origin: Path, shows: int, seasons: int, alone: bool = True) -> list[str]:
+    """lib/<show>/<season>/ with a file in each season (*alone*: nothing else in the
+    origin); the directories under lib/ in the order a top-down walk (os.walk's)
+    reaches them."""
+    if alone:
+        shutil.rmtree(origin / "Movies")
+        (origin / "notes.txt").unlink()
     for show in range(shows):
         for season in range(seasons):
             d = origin / "lib" / f"show{show:03d}" / f"season{season}"
@@ -47,6 +52,19 @@ def library(origin: Path, shows: int, seasons: int) -> list[str]:
     for top, _dirs, _ in os.walk(origin / "lib"):  # scandir order, as the mount lists
         if top != str(origin / "lib"):
             order.append(os.path.relpath(top, origin))
+    return order
+
+
+def stack_walk_order(root: Path) -> list[str]:
+    """The directories below *root* in the order a walker that pushes each listing's
+    subdirectories on a stack and pops them lists them (bench/workloads.py's scan)."""
+    order, pending = [], [str(root)]
+    while pending:
+        top = pending.pop()
+        if top != str(root):
+            order.append(os.path.relpath(top, root.parent))
+        with os.scandir(top) as entries:
+            pending.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
     return order
 
 
@@ -159,7 +177,7 @@ def test_a_walk_the_client_left_is_forgotten(build: Build, origin: Path, kernel:
 def test_no_walk_ahead_listing_starts_while_a_reader_waits_for_the_origin(
     build: Build, origin: Path, kernel: Kernel
 ) -> None:
-    order = library(origin, shows=3, seasons=2)
+    order = library(origin, shows=3, seasons=2, alone=False)  # Movies/film.mkv is read
     parts = build()
     cache, release = parts.cache, trio.Event()
     from_origin = cache._from_origin
@@ -188,7 +206,30 @@ def test_no_walk_ahead_listing_starts_while_a_reader_waits_for_the_origin(
             assert seen == []
             release.set()
             await walk_settled(parts)
-            assert [p.decode() for p in seen] == order
+            # Each once (and Movies/ too when the walk, from where it went, goes there).
+            assert len(seen) == len(set(seen)) and set(order) <= {p.decode() for p in seen}
+
+    trio.run(main)
+
+
+def test_a_client_that_takes_the_last_subdirectory_first_is_followed_that_way(
+    build: Build, origin: Path, kernel: Kernel
+) -> None:
+    library(origin, shows=AHEAD_LIMIT + 20, seasons=1)
+    client_order = stack_walk_order(origin / "lib")
+    parts = build()
+    walker, seen = parts.fs.walker, recorded(parts)
+    busy = walker.busy
+    walker.busy = lambda: True  # nothing listed ahead until the client showed its way
+
+    async def main() -> None:
+        async with serving(parts):
+            await list_dir(parts, "")
+            await list_dir(parts, "lib")
+            await list_dir(parts, client_order[0])  # lib's last subdirectory
+            walker.busy = busy
+            await walk_settled(parts)
+            assert [p.decode() for p in seen] == client_order[1 : AHEAD_LIMIT + 1]
 
     trio.run(main)
 
@@ -215,7 +256,7 @@ def test_a_walk_through_the_mount_sees_the_origin_tree(
 ) -> None:
     origin = tmp_path / "origin"
     origin.mkdir()
-    library(origin, shows=12, seasons=4)
+    library(origin, shows=12, seasons=4, alone=False)
     mounted = mount_factory(origin)
 
     def tree(root: Path) -> list[tuple[str, list[str], list[tuple[str, int]]]]:

@@ -10,10 +10,12 @@ than the origin with the same origin requests.
 
 When the client lists a directory whose parent it listed moments before, it
 is walking. The walker then lists, one listing at a time, the directories the
-walk will reach next, in the order a top-down walk reaches them (depth
-first, in listing order: os.walk's, find's and a media scanner's order), so
-when the client gets there its listing (and the lstat of every entry, which
-the listing brings) is answered from memory. It stays at most
+walk will reach next, in the order a top-down walk reaches them: depth
+first, subdirectories in listing order (os.walk's, find's, a media
+scanner's), or in reverse when the client went into its parent's last
+subdirectory first (a walker that pushes each listing's subdirectories on a
+stack and pops them). When the client gets there, its listing (and the
+lstat of every entry, which the listing brings) is answered from memory. It stays at most
 ``AHEAD_LIMIT`` directories ahead of the client, issues a listing only while
 no reader's fill or client listing is in flight, and forgets the walk when
 the client has listed nothing for ``WALK_IDLE_S``: a lone `ls` of two
@@ -30,6 +32,7 @@ import stat
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import trio
 
@@ -47,6 +50,20 @@ STACK_LIMIT = 4096  # directories waiting to be listed (the furthest are dropped
 Listing = Sequence[tuple[bytes, StatInfo]]
 
 
+@dataclass
+class _Seen:
+    """A client listing: when, its subdirectories in listing order, and whether the
+    client has gone into one of them yet."""
+
+    when: float
+    subdirs: list[bytes]
+    entered: bool = False
+
+
+def subdirectories(dirpath: bytes, entries: Listing) -> list[bytes]:
+    return [join(dirpath, name) for name, st in entries if stat.S_ISDIR(st.st_mode)]
+
+
 class WalkAhead:
     def __init__(
         self,
@@ -62,7 +79,10 @@ class WalkAhead:
         self.clock = clock
         # Set by the composition root: lists a directory through the mount's cache.
         self.list_dir: Callable[[bytes], Awaitable[Listing]] | None = None
-        self._recent: OrderedDict[bytes, float] = OrderedDict()  # client listings
+        # Client listings: when, and their subdirectories in listing order.
+        self._recent: OrderedDict[bytes, _Seen] = OrderedDict()
+        self._reverse = False  # the client takes a directory's last subdirectory first
+        self._walk = 0  # bumped when the walk is forgotten: listings then in flight drop
         self._stack: list[bytes] = []  # directories to list, the next on top
         # Listed here and not yet by the client, in the order listed (the walk's order).
         self._ahead: OrderedDict[bytes, None] = OrderedDict()
@@ -85,14 +105,41 @@ class WalkAhead:
             self._passed(dirpath)
             self.stats.add("walk_ahead_used")
         walking = bool(dirpath) and self._listed_lately(split(dirpath)[0], now)
-        self._recent[dirpath] = now
+        subdirs = subdirectories(dirpath, entries)
+        self._remember(dirpath, now, subdirs)
+        if walking and self._direction_changed(dirpath):
+            self._restart_from(dirpath)  # what was stacked is in the other order
+            listed_here = False
+        if walking and not listed_here:
+            self._push(subdirs)
+        if walking:
+            self._wake.set()
+
+    def _remember(self, dirpath: bytes, now: float, subdirs: list[bytes]) -> None:
+        self._recent[dirpath] = _Seen(now, subdirs)
         self._recent.move_to_end(dirpath)
         while len(self._recent) > RECENT_LIMIT:
             self._recent.popitem(last=False)
-        if walking and not listed_here:
-            self._push_subdirectories(dirpath, entries)
-        if walking:
-            self._wake.set()
+
+    def _direction_changed(self, dirpath: bytes) -> bool:
+        """Which way the client goes, from where it first went into its parent: the
+        first subdirectory or the last (a parent with one subdirectory tells nothing)."""
+        parent = self._recent[split(dirpath)[0]]
+        entered, parent.entered = parent.entered, True
+        siblings = parent.subdirs
+        if entered or len(siblings) < 2 or dirpath not in (siblings[0], siblings[-1]):
+            return False
+        reverse = dirpath == siblings[-1]
+        changed, self._reverse = reverse != self._reverse, reverse
+        return changed
+
+    def _restart_from(self, dirpath: bytes) -> None:
+        """The walk goes the other way: start again from *dirpath*'s siblings still to
+        come in the new order (what lay further up is left to the client)."""
+        self._forget_walk()
+        siblings = self._recent[split(dirpath)[0]].subdirs
+        at = siblings.index(dirpath)
+        self._push(siblings[:at] if self._reverse else siblings[at + 1 :])
 
     def _passed(self, dirpath: bytes) -> None:
         """The client is at *dirpath*: what came before it in the walk it has listed
@@ -104,19 +151,20 @@ class WalkAhead:
                 return
 
     def _listed_lately(self, dirpath: bytes, now: float) -> bool:
-        when = self._recent.get(dirpath)
-        return when is not None and now - when <= WALK_IDLE_S
+        seen = self._recent.get(dirpath)
+        return seen is not None and now - seen.when <= WALK_IDLE_S
 
-    def _push_subdirectories(self, dirpath: bytes, entries: Listing) -> None:
-        """Next in a top-down walk: this directory's subdirectories, first one on top."""
-        subdirs = [join(dirpath, name) for name, st in entries if stat.S_ISDIR(st.st_mode)]
-        self._stack.extend(reversed(subdirs))
+    def _push(self, subdirs: list[bytes]) -> None:
+        """Next in a top-down walk: a directory's subdirectories, the one the client
+        will take first on top."""
+        self._stack.extend(subdirs if self._reverse else reversed(subdirs))
         if len(self._stack) > STACK_LIMIT:
             del self._stack[: len(self._stack) - STACK_LIMIT]
 
     def _forget_walk(self) -> None:
         self._stack.clear()
         self._ahead.clear()
+        self._walk += 1
 
     def describe(self, counters: Mapping[str, int]) -> dict[str, int | bool]:
         return {
@@ -147,6 +195,7 @@ class WalkAhead:
         if dirpath in self._recent or self.fresh(dirpath):
             return  # the client has been there, or the cache answers without the origin
         assert self.list_dir is not None
+        walk = self._walk
         self.in_flight += 1
         try:
             entries = await self.list_dir(dirpath)
@@ -155,5 +204,6 @@ class WalkAhead:
         finally:
             self.in_flight -= 1
         self.stats.add("walk_ahead_listings")
-        self._ahead[dirpath] = None
-        self._push_subdirectories(dirpath, entries)
+        if walk == self._walk:  # else the walk was forgotten (or turned) meanwhile
+            self._ahead[dirpath] = None
+            self._push(subdirectories(dirpath, entries))
