@@ -23,6 +23,7 @@ from typing import Any
 import pyfuse3
 import pytest
 import trio
+import trio.testing
 from pyfuse3 import FUSEError
 
 from cachefs.app import compose
@@ -446,6 +447,42 @@ def test_a_prefetch_never_runs_beside_a_readers_fill(
     # a prefetch starts only when no reader's fill is in flight (the fill being
     # recorded is counted when it is a reader's: so at most itself)
     assert all(fg <= 1 or pf == 0 for pf, fg in seen)
+
+
+def test_a_cold_first_read_does_not_queue_behind_a_prefetch_sent_after_its_open(
+    build: Build, season: list[bytes], kernel: Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between an open and its first READ no reader's fill is in flight yet; a prefetch
+    chunk sent then would be ahead of that read at the origin. The clock stands still
+    over that gap (a MockClock at rate 0), however long the other tasks take."""
+    parts = build()
+    cache = parts.cache
+    reader_fills: list[int] = []  # prefetch fills in flight when each reader's fill began
+    real_fill = cache._fill
+
+    async def watched_fill(source: Any, key: Any) -> Any:
+        if not isinstance(source, prefetch._PrefetchSource):
+            reader_fills.append(cache._prefetch_fills)
+        return await real_fill(source, key)
+
+    monkeypatch.setattr(cache, "_fill", watched_fill)
+    clock = trio.testing.MockClock(rate=1.0)
+
+    async def main() -> None:
+        async with serving(parts):
+            await list_dir(parts, "TV/Show")
+            inode = await lookup_path(parts, os.fsdecode(season[0]))
+            clock.rate = 0.0
+            fh = (await parts.fs.open(inode, os.O_RDONLY, CTX)).fh  # predicts season[1]
+            await trio.testing.wait_all_tasks_blocked()  # the prefetcher had every chance
+            await parts.fs.read(fh, 0, 256 * 1024)
+            clock.rate = 1.0
+            await parts.fs.release(fh)
+            await prefetch_settled(parts)
+
+    trio.run(main, clock=clock)
+    assert stats_of(parts)["prefetch_bytes"] > 0  # season[1]'s head, after the read
+    assert reader_fills[0] == 0
 
 
 def test_a_shuffled_library_is_not_prefetched(

@@ -13,6 +13,9 @@ Foreground first. The origin is often one disk head: a prefetch must never
 make a reader's miss wait. So the prefetcher fetches one chunk at a time, and
 only while no reader's fill is in flight (their read-ahead included); a miss
 that arrives meanwhile waits for at most the one chunk already being read.
+Nor in the moment after an open (``FIRST_READ_GRACE``): the reader's first
+read is on its way, and its fill has not started yet; a prefetch chunk sent
+then would be ahead of it at the origin.
 What stops being likely is dropped: the queue keeps the newest predictions,
 and a job for a file that changed is abandoned. ``prediction.
 max_prefetch_size`` bounds the bytes fetched ahead and not yet seen read.
@@ -49,6 +52,11 @@ log = logging.getLogger(__name__)
 PREFETCH_HEAD = 8 * 1024 * 1024  # what a prediction fetches of a file
 MAX_QUEUED = 16  # predicted files waiting; the oldest are dropped first
 IDLE_WAIT = 0.02  # seconds between looks for a moment without foreground fills
+# Seconds after a file is opened for reading in which no prefetch chunk is sent: the
+# kernel sends the first READ right after the open's reply, and once its fill is in
+# flight the rule above holds it back. A head already cached has no fill to wait for,
+# and its prefetch of what follows starts this much later.
+FIRST_READ_GRACE = 0.05
 SAVE_INTERVAL = 60.0  # seconds between saves of the model
 SIBLINGS_TTL = 2.0  # seconds a directory's sorted file names are reused
 SIBLINGS_CACHED = 64  # directories whose sorted names are kept
@@ -106,6 +114,7 @@ class Prefetcher:
         self._queue: OrderedDict[bytes, _Job] = OrderedDict()
         self._wake = trio.Event()
         self._current: bytes | None = None
+        self._last_open = -FIRST_READ_GRACE  # trio time of the last open for reading
         self._backend: Callable[[], StatsBackend] | None = None
         self._orders: OrderedDict[bytes, tuple[float, SiblingOrder | None]] = OrderedDict()
 
@@ -115,6 +124,7 @@ class Prefetcher:
         """A regular file was opened for reading."""
         if not self.enabled:
             return
+        self._last_open = trio.current_time()
         predictions = self.predictor.opened(path, self._siblings)
         self._queue.pop(path, None)  # read now: nothing left to guess about it
         wanted = [p for p in predictions if p.confidence >= self.cfg.prefetch_confidence]
@@ -227,8 +237,11 @@ class Prefetcher:
         return self.cache.prefetched_unread_bytes() >= self.cfg.max_prefetch_size
 
     async def _until_foreground_idle(self) -> None:
-        while self.cache.foreground_fills():
+        while self.cache.foreground_fills() or self._first_read_due():
             await trio.sleep(IDLE_WAIT)
+
+    def _first_read_due(self) -> bool:
+        return trio.current_time() - self._last_open < FIRST_READ_GRACE
 
     # -- the model in the stats backend ----------------------------------------------------
 
