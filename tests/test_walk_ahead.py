@@ -22,7 +22,7 @@ import trio
 import trio.testing
 
 from cachefs.app import compose
-from cachefs.engine.walkahead import AHEAD_LIMIT, WALK_IDLE_S
+from cachefs.engine.walkahead import AHEAD_LIMIT, FILES_AHEAD_LIMIT, WALK_IDLE_S
 from tests.conftest import MountFactory
 from tests.test_operations import (  # noqa: F401 - the fixtures among them
     Build,
@@ -230,6 +230,118 @@ def test_a_client_that_takes_the_last_subdirectory_first_is_followed_that_way(
             walker.busy = busy
             await walk_settled(parts)
             assert [p.decode() for p in seen] == client_order[1 : AHEAD_LIMIT + 1]
+
+    trio.run(main)
+
+
+async def read_path(parts: compose.Mount, path: str) -> bytes:
+    from tests.test_operations import lookup_path, read_all
+
+    return await read_all(parts, await lookup_path(parts, path), 1 << 20)
+
+
+async def settled(parts: compose.Mount) -> None:
+    walker, cache = parts.fs.walker, parts.cache
+    with trio.fail_after(20):
+        while (
+            walker._next_file is not None
+            or (walker._files and len(walker._unread) < FILES_AHEAD_LIMIT)
+            or (walker._stack and len(walker._ahead) < AHEAD_LIMIT)
+            or cache.fills_in_flight()
+            or walker.in_flight
+        ):
+            await trio.sleep(0.01)
+
+
+def test_a_walking_client_finds_the_next_small_file_of_the_directory_fetched(
+    build: Build, origin: Path, kernel: Kernel
+) -> None:
+    """Where the client listed a directory before the walker could, each open fetches
+    the directory's next file of one chunk."""
+    library(origin, shows=1, seasons=1)
+    season = origin / "lib" / "show000" / "season0"
+    for name in ("e02.nfo", "e03.nfo", "poster.jpg"):
+        (season / name).write_bytes(name.encode() * 100)
+    (season / "big.nfo").write_bytes(os.urandom(200 * 1024))  # more than one 64 KiB chunk
+    parts = build()
+    walker = parts.fs.walker
+    busy = walker.busy
+    walker.busy = lambda: True  # the client lists everything itself
+
+    async def main() -> None:
+        async with serving(parts):
+            for path in ("", "lib", "lib/show000", "lib/show000/season0"):
+                await list_dir(parts, path)  # a walk
+            walker.busy = busy
+            listing = parts.meta.listing(b"lib/show000/season0")
+            assert listing is not None
+            names = [n.decode() for n, _ in listing]
+            expected_files = 0
+            for name in (n for n in names if n != "big.nfo"):
+                at = names.index(name)
+                reads = stats_of(parts)["origin_reads"]
+                data = await read_path(parts, f"lib/show000/season0/{name}")
+                assert data == (season / name).read_bytes()
+                await settled(parts)
+                # Its own chunk was fetched ahead if it follows a small file; the next
+                # file is fetched now if it is small (not big.nfo, not past the end).
+                own = at == 0 or names[at - 1] == "big.nfo"
+                ahead = at + 1 < len(names) and names[at + 1] != "big.nfo"
+                expected_files += ahead
+                assert stats_of(parts)["origin_reads"] - reads == own + ahead
+            assert stats_of(parts)["walk_ahead_files"] == expected_files > 0
+
+    trio.run(main)
+
+
+def test_the_small_files_of_directories_listed_ahead_are_fetched_within_a_limit(
+    build: Build, origin: Path, kernel: Kernel
+) -> None:
+    library(origin, shows=1, seasons=1)
+    season = origin / "lib" / "show000" / "season0"
+    for n in range(FILES_AHEAD_LIMIT + 10):
+        (season / f"still{n:03d}.jpg").write_bytes(b"%d" % n * 50)
+    (season / "big.nfo").write_bytes(os.urandom(200 * 1024))  # more than one chunk
+    parts = build()
+
+    async def main() -> None:
+        async with serving(parts):
+            await list_dir(parts, "")
+            await list_dir(parts, "lib")  # a walk: the walker lists the rest, then files
+            await settled(parts)
+            assert stats_of(parts)["walk_ahead_files"] == FILES_AHEAD_LIMIT
+            for path in ("lib/show000", "lib/show000/season0"):
+                await list_dir(parts, path)
+            listing = parts.meta.listing(b"lib/show000/season0")
+            assert listing is not None
+            small = [n.decode() for n, _ in listing if n != b"big.nfo"]
+            for name in small:  # in listing order, as a scanner; each open makes room
+                data = await read_path(parts, f"lib/show000/season0/{name}")
+                assert data == (season / name).read_bytes()
+                await settled(parts)
+            # Every small file came once, fetched ahead; big.nfo never.
+            assert stats_of(parts)["walk_ahead_files"] == len(small)
+            assert stats_of(parts)["origin_reads"] == len(small)
+
+    trio.run(main)
+
+
+def test_a_client_that_does_not_walk_gets_no_file_fetched_ahead(
+    build: Build, origin: Path, kernel: Kernel
+) -> None:
+    library(origin, shows=1, seasons=1)
+    season = origin / "lib" / "show000" / "season0"
+    (season / "e02.nfo").write_bytes(b"two")
+    parts = build()
+
+    async def main() -> None:
+        async with serving(parts):
+            await list_dir(parts, "lib/show000/season0")  # one listing: no walk
+            await read_path(parts, "lib/show000/season0/e01.nfo")
+            await read_path(parts, "lib/show000/season0/e02.nfo")
+            await settled(parts)
+            assert stats_of(parts)["walk_ahead_files"] == 0
+            assert stats_of(parts)["origin_reads"] == 2
 
     trio.run(main)
 

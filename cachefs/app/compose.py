@@ -376,6 +376,8 @@ def build(origin: Origin, cfg: Config, open_stats: Callable[[], StatsBackend]) -
         report=report,
     )
     walker.list_dir = fs.list_directory
+    walker.cached_listing = meta.listing
+    walker.one_chunk, walker.fetch_file = prefetcher.one_chunk, prefetcher.fetch_one_chunk_file
     detector.listener = fs
     monitor.on_online.append(fs.back_online)
     mount = Mount(

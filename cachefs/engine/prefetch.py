@@ -232,6 +232,32 @@ class Prefetcher:
             if fd is not None:
                 await self.monitor.close_fd(fd)
 
+    def one_chunk(self, path: bytes, st: StatInfo) -> bool:
+        """A regular file of one chunk of its content type (a walk's next file)."""
+        size = st.st_size
+        return (
+            stat.S_ISREG(st.st_mode)
+            and 0 < size <= self.resolver.policy(os.fsdecode(path)).chunk_size
+        )
+
+    async def fetch_one_chunk_file(self, path: bytes, st: StatInfo) -> int:
+        """Fetch a file of one chunk now (walk-ahead picked the moment: the file a
+        walking client reads next); the bytes fetched (0: cached, or fetched already)."""
+        policy = self.resolver.policy(os.fsdecode(path))
+        version = FileVersion.of(st)
+        key = ChunkKey(version, policy.chunk_size, 0)
+        if self.cache.cached_anywhere(key) or not self.monitor.online:
+            return 0
+        pin = self.pins.tier_for(os.fsdecode(path))
+        flags = open_flags_for_origin(os.O_RDONLY)
+        file = OriginFile(None, lambda: self.origin.open(path, flags))
+        try:
+            return await self.cache.prefetch_chunk(_PrefetchSource(file, version, policy, pin), key)
+        finally:
+            fd = file.release()
+            if fd is not None:
+                await self.monitor.close_fd(fd)
+
     def _over_budget(self) -> bool:
         """Fetched ahead (and not read yet) as much as prediction.max_prefetch_size allows."""
         return self.cache.prefetched_unread_bytes() >= self.cfg.max_prefetch_size

@@ -21,6 +21,14 @@ no reader's fill or client listing is in flight, and forgets the walk when
 the client has listed nothing for ``WALK_IDLE_S``: a lone `ls` of two
 levels costs at most that many listings.
 
+Files too: while a walk is on, the client's open of a file makes the next
+file of that directory in listing order (a scanner reads them in that
+order), when it is one chunk of its content type, be fetched as soon as the
+client's own read is done: the origin's head goes on to it without waiting
+for the client's turn around, and the client's open finds it in flight or
+cached. One file ahead, one request of the walker at a time, so a client
+that reads something else waits for at most that one file.
+
 Trio-thread state only (docs/concurrency.md): the stack, the sets and the
 timestamps are touched between awaits by the readdir handler and this task.
 """
@@ -30,7 +38,7 @@ from __future__ import annotations
 import logging
 import stat
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -44,8 +52,13 @@ log = logging.getLogger(__name__)
 AHEAD_LIMIT = 32  # directories listed ahead of the client and not yet listed by it
 WALK_IDLE_S = 2.0  # a walk ends when the client has listed nothing for this long
 IDLE_WAIT_S = 0.002  # between looks for a moment without foreground origin work
+# The same for a walk's next file: the client's turn around after its read is
+# ~1.5 ms, the window to start the next file in.
+FILE_WAIT_S = 0.0005
 RECENT_LIMIT = 1024  # client listings remembered to recognise a walk
 STACK_LIMIT = 4096  # directories waiting to be listed (the furthest are dropped)
+FILES_AHEAD_LIMIT = 64  # files of one chunk fetched ahead and not opened by the client yet
+FILES_QUEUED_LIMIT = 4096  # files of directories listed ahead, waiting to be fetched
 
 Listing = Sequence[tuple[bytes, StatInfo]]
 
@@ -89,6 +102,16 @@ class WalkAhead:
         self._last_client = float("-inf")
         self._wake = trio.Event()
         self.in_flight = 0  # listings of this walker at the origin (0 or 1)
+        # Set by the composition root: a directory's cached listing, whether a file is
+        # one chunk, and the fetch of such a file (the prefetcher's).
+        self.cached_listing: Callable[[bytes], Listing | None] = lambda dirpath: None
+        self.one_chunk: Callable[[bytes, StatInfo], bool] = lambda path, st: False
+        self.fetch_file: Callable[[bytes, StatInfo], Awaitable[int]] | None = None
+        self._last_walk = float("-inf")  # when the client was last seen walking
+        self._next_file: tuple[bytes, StatInfo] | None = None
+        self._files: deque[tuple[bytes, StatInfo]] = deque()  # of directories listed ahead
+        self._unread: set[bytes] = set()  # files fetched ahead, not opened by the client yet
+        self._positions: tuple[Listing | None, dict[bytes, int]] = (None, {})
 
     # -- fed by the readdir handler --------------------------------------------------
 
@@ -113,7 +136,33 @@ class WalkAhead:
         if walking and not listed_here:
             self._push(subdirs)
         if walking:
+            self._last_walk = now
             self._wake.set()
+
+    def client_opened(self, path: bytes) -> None:
+        """The client opened *path* for reading: while it walks, the next file of the
+        directory is fetched (see the module's docstring)."""
+        if not self.enabled or self.clock() - self._last_walk > WALK_IDLE_S:
+            return
+        if path in self._unread:
+            self._unread.discard(path)
+            self._wake.set()  # room for one more ahead
+        dirpath, name = split(path)
+        listing = self.cached_listing(dirpath)
+        if listing is None:
+            return
+        if self._positions[0] is not listing:  # a dict per directory, not a search per open
+            self._positions = (listing, {n: i for i, (n, _) in enumerate(listing)})
+        at = self._positions[1].get(name)
+        if at is None:
+            return
+        for next_name, st in listing[at + 1 :]:
+            if stat.S_ISREG(st.st_mode):
+                nxt = join(dirpath, next_name)
+                if self.one_chunk(nxt, st):
+                    self._next_file = (nxt, st)
+                    self._wake.set()
+                return  # only the very next file: a scanner reads in listing order
 
     def _remember(self, dirpath: bytes, now: float, subdirs: list[bytes]) -> None:
         self._recent[dirpath] = _Seen(now, subdirs)
@@ -164,6 +213,8 @@ class WalkAhead:
     def _forget_walk(self) -> None:
         self._stack.clear()
         self._ahead.clear()
+        self._files.clear()
+        self._unread.clear()
         self._walk += 1
 
     def describe(self, counters: Mapping[str, int]) -> dict[str, int | bool]:
@@ -171,6 +222,7 @@ class WalkAhead:
             "walk_ahead": self.enabled,
             "walk_ahead_listings": counters.get("walk_ahead_listings", 0),
             "walk_ahead_used": counters.get("walk_ahead_used", 0),
+            "walk_ahead_files": counters.get("walk_ahead_files", 0),
         }
 
     # -- the task ---------------------------------------------------------------------
@@ -179,16 +231,51 @@ class WalkAhead:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            while self._stack:
-                if self.clock() - self._last_client > WALK_IDLE_S:
-                    self._forget_walk()
-                    break
-                if len(self._ahead) >= AHEAD_LIMIT:
-                    break  # the client's next listing wakes us
-                if self.busy() or not self.online():
-                    await trio.sleep(IDLE_WAIT_S)
-                    continue
-                await self._list_next()
+            while await self._step():
+                pass
+
+    async def _step(self) -> bool:
+        """Do the piece of work the client needs soonest; False when there is none."""
+        if self._next_file is not None:
+            await self._fetch_next_file()
+            return True
+        if self.clock() - self._last_client > WALK_IDLE_S:
+            self._forget_walk()
+            return False
+        files_due = bool(self._files) and len(self._unread) < FILES_AHEAD_LIMIT
+        listing_due = bool(self._stack) and len(self._ahead) < AHEAD_LIMIT
+        if not (files_due or listing_due):
+            return False  # the client's next listing or open wakes us
+        if self.busy() or not self.online():
+            await trio.sleep(IDLE_WAIT_S)
+        elif files_due:  # a listed directory's files come before the next listing
+            await self._fetch(*self._files.popleft())
+        else:
+            await self._list_next()
+        return True
+
+    async def _fetch_next_file(self) -> None:
+        while self._next_file is not None and self.busy():
+            await trio.sleep(FILE_WAIT_S)  # the client's read first, then this one
+        if self._next_file is None or not self.online():
+            return
+        (path, st), self._next_file = self._next_file, None
+        await self._fetch(path, st)
+
+    async def _fetch(self, path: bytes, st: StatInfo) -> None:
+        assert self.fetch_file is not None
+        walk = self._walk
+        self.in_flight += 1
+        try:
+            fetched = await self.fetch_file(path, st)
+        except OSError:
+            return  # gone or unreadable: the client meets it itself
+        finally:
+            self.in_flight -= 1
+        if fetched:
+            self.stats.add("walk_ahead_files")
+            if walk == self._walk:
+                self._unread.add(path)
 
     async def _list_next(self) -> None:
         dirpath = self._stack.pop()
@@ -207,3 +294,12 @@ class WalkAhead:
         if walk == self._walk:  # else the walk was forgotten (or turned) meanwhile
             self._ahead[dirpath] = None
             self._push(subdirectories(dirpath, entries))
+            self._queue_files(dirpath, entries)
+
+    def _queue_files(self, dirpath: bytes, entries: Listing) -> None:
+        """The files of one chunk in a directory listed ahead: the client reads them
+        after its listing, before the next directory's."""
+        for name, st in entries:
+            path = join(dirpath, name)
+            if len(self._files) < FILES_QUEUED_LIMIT and self.one_chunk(path, st):
+                self._files.append((path, st))

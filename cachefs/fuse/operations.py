@@ -763,6 +763,7 @@ class CacheFS(pyfuse3.Operations):
             if not unchanged:  # the kernel holds no page of it: a read will come here
                 self.cache.first_read_soon(self._files[fh])
             self.prefetcher.opened(path)  # what comes next is fetched while this is read
+            self.walker.client_opened(path)  # a walking client's next file, likewise
         # keep_cache lets the kernel keep its page cache across opens; only safe
         # while the origin file is the version those pages came from.
         return pyfuse3.FileInfo(fh=fh, keep_cache=unchanged)
