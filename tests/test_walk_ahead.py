@@ -68,13 +68,6 @@ def stack_walk_order(root: Path) -> list[str]:
     return order
 
 
-async def walk_settled(parts: compose.Mount) -> None:
-    walker = parts.fs.walker
-    with trio.fail_after(20):
-        while (walker._stack and len(walker._ahead) < AHEAD_LIMIT) or walker.in_flight:
-            await trio.sleep(0.01)
-
-
 def counts(parts: compose.Mount) -> tuple[int, int, int]:
     report = stats_of(parts)
     return report["walk_ahead_listings"], report["walk_ahead_used"], report["metadata_listings"]
@@ -105,7 +98,7 @@ def test_a_walk_is_listed_ahead_in_its_order_and_the_client_finds_it_cached(
         async with serving(parts):
             await list_dir(parts, "")
             await list_dir(parts, "lib")  # the parent was listed just before: a walk
-            await walk_settled(parts)
+            await settled(parts)
             assert [p.decode() for p in seen] == order
             ahead, used, listings = counts(parts)
             assert (ahead, used) == (len(order), 0)
@@ -141,12 +134,12 @@ def test_the_walk_stays_within_its_limit_of_the_client(
         async with serving(parts):
             await list_dir(parts, "")
             await list_dir(parts, "lib")
-            await walk_settled(parts)
+            await settled(parts)
             assert len(seen) == AHEAD_LIMIT
             # The client reaches the third directory listed ahead: the first three no
             # longer count (passed or skipped), so the walker goes three further.
             await list_dir(parts, order[2])
-            await walk_settled(parts)
+            await settled(parts)
             assert [p.decode() for p in seen] == order[: AHEAD_LIMIT + 3]
 
     trio.run(main)
@@ -164,7 +157,7 @@ def test_a_walk_the_client_left_is_forgotten(build: Build, origin: Path, kernel:
         async with serving(parts):
             await list_dir(parts, "")
             await list_dir(parts, "lib")
-            await walk_settled(parts)
+            await settled(parts)
             assert len(seen) == AHEAD_LIMIT
             now[0] += WALK_IDLE_S + 1  # the client went quiet, then lists elsewhere
             await list_dir(parts, order[-1])
@@ -205,7 +198,7 @@ def test_no_walk_ahead_listing_starts_while_a_reader_waits_for_the_origin(
             await trio.sleep(0.2)  # the walker looks for a quiet moment meanwhile
             assert seen == []
             release.set()
-            await walk_settled(parts)
+            await settled(parts)
             # Each once (and Movies/ too when the walk, from where it went, goes there).
             assert len(seen) == len(set(seen)) and set(order) <= {p.decode() for p in seen}
 
@@ -228,7 +221,7 @@ def test_a_client_that_takes_the_last_subdirectory_first_is_followed_that_way(
             await list_dir(parts, "lib")
             await list_dir(parts, client_order[0])  # lib's last subdirectory
             walker.busy = busy
-            await walk_settled(parts)
+            await settled(parts)
             assert [p.decode() for p in seen] == client_order[1 : AHEAD_LIMIT + 1]
 
     trio.run(main)
