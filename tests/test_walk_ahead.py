@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +286,50 @@ def test_a_walking_client_finds_the_next_small_file_of_the_directory_fetched(
             assert stats_of(parts)["walk_ahead_files"] == expected_files > 0
 
     trio.run(main)
+
+
+def test_a_next_file_due_while_the_origin_is_offline_never_stalls_the_mount(
+    build: Build, origin: Path, kernel: Kernel
+) -> None:
+    """The next file falls due while the origin is offline: the walker drops it and the
+    mount goes on answering (it once spun on it without yielding and froze the mount).
+    Run in a thread, so that a frozen trio loop fails the test instead of hanging it."""
+    library(origin, shows=1, seasons=1)
+    season = origin / "lib" / "show000" / "season0"
+    for name in ("e02.nfo", "e03.nfo"):
+        (season / name).write_bytes(name.encode() * 100)
+    parts = build()
+    walker = parts.fs.walker
+    busy = walker.busy
+    walker.busy = lambda: True  # the client lists everything itself
+
+    async def main() -> None:
+        async with serving(parts):
+            for path in ("", "lib", "lib/show000", "lib/show000/season0"):
+                await list_dir(parts, path)  # a walk
+            walker.busy, walker.online = busy, lambda: False
+            names = [n.decode() for n, _ in parts.meta.listing(b"lib/show000/season0") or []]
+            await read_path(parts, f"lib/show000/season0/{names[0]}")  # the next one falls due
+            for _ in range(5):
+                await trio.sleep(0.01)  # the walker's turn comes and goes
+            last = f"lib/show000/season0/{names[-1]}"
+            assert await read_path(parts, last) == (origin / last).read_bytes()
+            assert stats_of(parts)["walk_ahead_files"] == 0
+
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            trio.run(main)
+        except BaseException as e:  # handed to the test's thread
+            failures.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the mount stopped answering"
+    if failures:
+        raise failures[0]
 
 
 def test_the_small_files_of_directories_listed_ahead_are_fetched_within_a_limit(

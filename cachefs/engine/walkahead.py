@@ -232,7 +232,9 @@ class WalkAhead:
             await self._wake.wait()
             self._wake = trio.Event()
             while await self._step():
-                pass
+                # A step may end without waiting on anything (a directory the client
+                # has listed, an origin gone offline): yield, or the loop starves.
+                await trio.lowlevel.checkpoint()
 
     async def _step(self) -> bool:
         """Do the piece of work the client needs soonest; False when there is none."""
@@ -257,10 +259,9 @@ class WalkAhead:
     async def _fetch_next_file(self) -> None:
         while self._next_file is not None and self.busy():
             await trio.sleep(FILE_WAIT_S)  # the client's read first, then this one
-        if self._next_file is None or not self.online():
-            return
-        (path, st), self._next_file = self._next_file, None
-        await self._fetch(path, st)
+        due, self._next_file = self._next_file, None
+        if due is not None and self.online():  # offline: the client meets it itself
+            await self._fetch(*due)
 
     async def _fetch(self, path: bytes, st: StatInfo) -> None:
         assert self.fetch_file is not None
