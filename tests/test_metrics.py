@@ -150,6 +150,7 @@ def test_a_report_converts_to_conventional_names_and_labels() -> None:
         "metadata_listings": 9,
         "walk_ahead_listings": 5,
         "walk_ahead_used": 4,
+        "walk_ahead_files": 6,
         "tier_hits": {"ram:media": 3, "ssd:thumbnail": 1},
         "tier_misses": {"hdd:media": 5},
         "tier_bytes": {"ram:media": 3 << 20},
@@ -176,6 +177,7 @@ def test_a_report_converts_to_conventional_names_and_labels() -> None:
     assert got[("cachefs_metadata_listings_total", labels())] == 9
     assert got[("cachefs_walk_ahead_listings_total", labels())] == 5
     assert got[("cachefs_walk_ahead_used_total", labels())] == 4
+    assert got[("cachefs_walk_ahead_files_total", labels())] == 6
     assert got[("cachefs_tier_used_bytes", labels(tier="ssd"))] == 8192
     assert got[("cachefs_tier_max_bytes", labels(tier="ram"))] == 1000
     assert got[("cachefs_tier_evictions_total", labels(tier="ram"))] == 4
@@ -236,6 +238,7 @@ def expected_from(stats: dict[str, Any]) -> dict[tuple[str, frozenset[tuple[str,
         ("cachefs_metadata_listings_total", "metadata_listings"),
         ("cachefs_walk_ahead_listings_total", "walk_ahead_listings"),
         ("cachefs_walk_ahead_used_total", "walk_ahead_used"),
+        ("cachefs_walk_ahead_files_total", "walk_ahead_files"),
     ):
         want[(metric, labels())] = stats[key]
     want[("cachefs_origin_up", labels())] = 1 if stats["origin_state"] == "online" else 0

@@ -50,6 +50,11 @@ COUNTERS = (
         "walk_ahead_used",
         "Walk-ahead listings a client then asked for.",
     ),
+    (
+        "cachefs_walk_ahead_files",
+        "walk_ahead_files",
+        "Files of one chunk fetched ahead of a client walking a tree.",
+    ),
     ("cachefs_access_log_records", "access_log_records", "Accesses written to stats.access_log."),
     (
         "cachefs_access_log_dropped_records",
