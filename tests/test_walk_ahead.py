@@ -239,7 +239,7 @@ async def settled(parts: compose.Mount) -> None:
     with trio.fail_after(20):
         while (
             walker._next_file is not None
-            or (walker._files and len(walker._unread) < FILES_AHEAD_LIMIT)
+            or (walker._client_reads and walker._files and len(walker._unread) < FILES_AHEAD_LIMIT)
             or (walker._stack and len(walker._ahead) < AHEAD_LIMIT)
             or cache.fills_in_flight()
             or walker.in_flight
@@ -335,6 +335,8 @@ def test_a_next_file_due_while_the_origin_is_offline_never_stalls_the_mount(
 def test_the_small_files_of_directories_listed_ahead_are_fetched_within_a_limit(
     build: Build, origin: Path, kernel: Kernel
 ) -> None:
+    """Once the walking client opens a file (a scanner reading heads, not a `find`
+    that only lists), within FILES_AHEAD_LIMIT of its opens."""
     library(origin, shows=1, seasons=1)
     season = origin / "lib" / "show000" / "season0"
     for n in range(FILES_AHEAD_LIMIT + 10):
@@ -345,20 +347,24 @@ def test_the_small_files_of_directories_listed_ahead_are_fetched_within_a_limit(
     async def main() -> None:
         async with serving(parts):
             await list_dir(parts, "")
-            await list_dir(parts, "lib")  # a walk: the walker lists the rest, then files
+            await list_dir(parts, "lib")  # a walk: the walker lists the rest
             await settled(parts)
-            assert stats_of(parts)["walk_ahead_files"] == FILES_AHEAD_LIMIT
+            assert stats_of(parts)["walk_ahead_listings"] == 2
+            assert stats_of(parts)["walk_ahead_files"] == 0  # the client only lists, so far
             for path in ("lib/show000", "lib/show000/season0"):
                 await list_dir(parts, path)
             listing = parts.meta.listing(b"lib/show000/season0")
             assert listing is not None
             small = [n.decode() for n, _ in listing if n != b"big.nfo"]
-            for name in small:  # in listing order, as a scanner; each open makes room
+            for at, name in enumerate(small):  # in listing order, as a scanner
                 data = await read_path(parts, f"lib/show000/season0/{name}")
                 assert data == (season / name).read_bytes()
                 await settled(parts)
-            # Every small file came once, fetched ahead; big.nfo never.
-            assert stats_of(parts)["walk_ahead_files"] == len(small)
+                if at == 0:  # the first open starts the files; each open makes room
+                    assert stats_of(parts)["walk_ahead_files"] == FILES_AHEAD_LIMIT
+            # Every small file came once, the first the client's, the others fetched
+            # ahead; big.nfo never.
+            assert stats_of(parts)["walk_ahead_files"] == len(small) - 1
             assert stats_of(parts)["origin_reads"] == len(small)
 
     trio.run(main)

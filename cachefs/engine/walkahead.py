@@ -27,7 +27,11 @@ order), when it is one chunk of its content type, be fetched as soon as the
 client's own read is done: the origin's head goes on to it without waiting
 for the client's turn around, and the client's open finds it in flight or
 cached. One file ahead, one request of the walker at a time, so a client
-that reads something else waits for at most that one file.
+that reads something else waits for at most that one file. Once the client
+has opened a file in the walk (a scanner that reads heads, not a `find` or
+`du` that only lists), the files of one chunk of the directories listed
+ahead are fetched too, in walk order, at most ``FILES_AHEAD_LIMIT`` ahead of
+the client's opens.
 
 Trio-thread state only (docs/concurrency.md): the stack, the sets and the
 timestamps are touched between awaits by the readdir handler and this task.
@@ -111,6 +115,7 @@ class WalkAhead:
         self._next_file: tuple[bytes, StatInfo] | None = None
         self._files: deque[tuple[bytes, StatInfo]] = deque()  # of directories listed ahead
         self._unread: set[bytes] = set()  # files fetched ahead, not opened by the client yet
+        self._client_reads = False  # the client has opened a file in this walk
         self._positions: tuple[Listing | None, dict[bytes, int]] = (None, {})
 
     # -- fed by the readdir handler --------------------------------------------------
@@ -144,6 +149,9 @@ class WalkAhead:
         directory is fetched (see the module's docstring)."""
         if not self.enabled or self.clock() - self._last_walk > WALK_IDLE_S:
             return
+        if not self._client_reads:
+            self._client_reads = True
+            self._wake.set()  # the files of directories listed ahead are due now
         if path in self._unread:
             self._unread.discard(path)
             self._wake.set()  # room for one more ahead
@@ -215,6 +223,7 @@ class WalkAhead:
         self._ahead.clear()
         self._files.clear()
         self._unread.clear()
+        self._client_reads = False
         self._walk += 1
 
     def describe(self, counters: Mapping[str, int]) -> dict[str, int | bool]:
@@ -244,7 +253,9 @@ class WalkAhead:
         if self.clock() - self._last_client > WALK_IDLE_S:
             self._forget_walk()
             return False
-        files_due = bool(self._files) and len(self._unread) < FILES_AHEAD_LIMIT
+        files_due = (
+            self._client_reads and bool(self._files) and len(self._unread) < FILES_AHEAD_LIMIT
+        )
         listing_due = bool(self._stack) and len(self._ahead) < AHEAD_LIMIT
         if not (files_due or listing_due):
             return False  # the client's next listing or open wakes us
