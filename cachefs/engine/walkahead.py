@@ -18,8 +18,8 @@ stack and pops them). When the client gets there, its listing (and the
 lstat of every entry, which the listing brings) is answered from memory. It stays at most
 ``AHEAD_LIMIT`` directories ahead of the client, issues a listing only while
 no reader's fill or client listing is in flight, and forgets the walk when
-the client has listed nothing for ``WALK_IDLE_S``: a lone `ls` of two
-levels costs at most that many listings.
+the client has listed (or, while walking, opened) nothing for
+``WALK_IDLE_S``: a lone `ls` of two levels costs at most that many listings.
 
 Files too: while a walk is on, the client's open of a file makes the next
 file of that directory in listing order (a scanner reads them in that
@@ -147,8 +147,11 @@ class WalkAhead:
     def client_opened(self, path: bytes) -> None:
         """The client opened *path* for reading: while it walks, the next file of the
         directory is fetched (see the module's docstring)."""
-        if not self.enabled or self.clock() - self._last_walk > WALK_IDLE_S:
+        now = self.clock()
+        if not self.enabled or now - self._last_walk > WALK_IDLE_S:
             return
+        # Reading its way through a big directory, the client is still walking.
+        self._last_client = self._last_walk = now
         if not self._client_reads:
             self._client_reads = True
             self._wake.set()  # the files of directories listed ahead are due now
