@@ -144,6 +144,7 @@ def test_a_report_converts_to_conventional_names_and_labels() -> None:
         "background_failures": 2,
         "prefetch_bytes": 10,
         "prefetch_used_bytes": 7,
+        "prefetch_kernel_bytes": 5,
         "access_log_records": 1200,
         "access_log_dropped": 3,
         "access_log_rotations": 2,
@@ -171,6 +172,7 @@ def test_a_report_converts_to_conventional_names_and_labels() -> None:
     assert got[("cachefs_background_failures_total", labels())] == 2
     assert got[("cachefs_prefetch_bytes_total", labels())] == 10
     assert got[("cachefs_prefetch_used_bytes_total", labels())] == 7
+    assert got[("cachefs_prefetch_kernel_bytes_total", labels())] == 5
     assert got[("cachefs_access_log_records_total", labels())] == 1200
     assert got[("cachefs_access_log_dropped_records_total", labels())] == 3
     assert got[("cachefs_access_log_rotations_total", labels())] == 2
@@ -230,6 +232,7 @@ def expected_from(stats: dict[str, Any]) -> dict[tuple[str, frozenset[tuple[str,
         ("cachefs_background_failures_total", "background_failures"),
         ("cachefs_prefetch_bytes_total", "prefetch_bytes"),
         ("cachefs_prefetch_used_bytes_total", "prefetch_used_bytes"),
+        ("cachefs_prefetch_kernel_bytes_total", "prefetch_kernel_bytes"),
         ("cachefs_fuse_read_bytes_total", "fuse_read_bytes_served"),
         ("cachefs_read_seconds_count", "fuse_reads"),  # every read is timed
         ("cachefs_access_log_records_total", "access_log_records"),

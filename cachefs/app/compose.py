@@ -376,6 +376,7 @@ def build(origin: Origin, cfg: Config, open_stats: Callable[[], StatsBackend]) -
         report=report,
     )
     walker.list_dir = fs.list_directory
+    prefetcher.head_ready = fs.hand_to_kernel
     walker.cached_listing = meta.listing
     walker.one_chunk, walker.fetch_file = prefetcher.one_chunk, prefetcher.fetch_one_chunk_file
     detector.listener = fs

@@ -340,6 +340,15 @@ class ChunkCache:
             self._prefetched_bytes -= size
         return self._prefetched_bytes
 
+    def in_ram(self, key: ChunkKey) -> bytes | None:
+        """A chunk the RAM tier holds, to hand on (no access counted)."""
+        return self.ram.peek(key)
+
+    def prefetch_read_elsewhere(self, keys: list[ChunkKey]) -> None:
+        """Prefetched chunks a reader got from the kernel's page cache."""
+        for key in keys:
+            self._note_prefetch_used(key)
+
     def _note_prefetch_used(self, key: ChunkKey) -> None:
         found = self._prefetched.pop(key, None)
         if found is not None:

@@ -117,6 +117,10 @@ class Prefetcher:
         self._last_open = -FIRST_READ_GRACE  # trio time of the last open for reading
         self._backend: Callable[[], StatsBackend] | None = None
         self._orders: OrderedDict[bytes, tuple[float, SiblingOrder | None]] = OrderedDict()
+        # Where a head fetched ahead goes next (the kernel's page cache: CacheFS.
+        # hand_to_kernel); set by the composition root.
+        self.head_ready: Callable[[bytes, FileVersion, list[tuple[ChunkKey, bytes]]], None] | None
+        self.head_ready = None
 
     # -- what the handlers tell it (trio thread, never blocking) -------------------------
 
@@ -211,6 +215,8 @@ class Prefetcher:
         keys = [ChunkKey(version, policy.chunk_size, n) for n in range(count)]
         todo = [k for k in keys if not self.cache.cached_anywhere(k)]
         if not todo:
+            if not job.explicit:
+                self._hand_on(job.path, keys)
             return
         pin = self.pins.tier_for(os.fsdecode(job.path))
         flags = open_flags_for_origin(os.O_RDONLY)
@@ -231,6 +237,19 @@ class Prefetcher:
             fd = file.release()
             if fd is not None:
                 await self.monitor.close_fd(fd)
+        if not job.explicit:  # a whole file warmed may be far more than a head
+            self._hand_on(job.path, keys)
+
+    def _hand_on(self, path: bytes, keys: list[ChunkKey]) -> None:
+        """Hand the head's chunks that RAM holds, from the first on, to head_ready."""
+        chunks = []
+        for key in keys:
+            data = self.cache.in_ram(key)
+            if data is None:
+                break
+            chunks.append((key, data))
+        if chunks and self.head_ready is not None:
+            self.head_ready(path, keys[0].version, chunks)
 
     def one_chunk(self, path: bytes, st: StatInfo) -> bool:
         """A regular file of one chunk of its content type (a walk's next file)."""
@@ -252,11 +271,16 @@ class Prefetcher:
         flags = open_flags_for_origin(os.O_RDONLY)
         file = OriginFile(None, lambda: self.origin.open(path, flags))
         try:
-            return await self.cache.prefetch_chunk(_PrefetchSource(file, version, policy, pin), key)
+            fetched = await self.cache.prefetch_chunk(
+                _PrefetchSource(file, version, policy, pin), key
+            )
         finally:
             fd = file.release()
             if fd is not None:
                 await self.monitor.close_fd(fd)
+        if fetched:
+            self._hand_on(path, [key])
+        return fetched
 
     def _over_budget(self) -> bool:
         """Fetched ahead (and not read yet) as much as prediction.max_prefetch_size allows."""
@@ -314,6 +338,7 @@ class Prefetcher:
             "prefetch_covered": covered,
             "prefetch_coverage": round(covered / needed, 4) if needed > 0 else 0.0,
             "prefetch_wasted_bytes": max(0, fetched - used),
+            "prefetch_kernel_bytes": counters.get("prefetch_kernel_bytes", 0),
             "prefetch_queued": len(self._queue),
             "prediction_tracked_files": self.predictor.tracked_files(),
         }

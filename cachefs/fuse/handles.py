@@ -36,6 +36,9 @@ class FileState:
     # A version with no chunks in the disk tiers (made while *written*, or
     # dropped already): replacing it costs no pass over the file's chunk keys.
     no_chunks: FileVersion | None = None
+    # The chunks of a prefetched head stored in the kernel's page cache
+    # (cachefs.fuse.kernelcache), until an open keeps or drops them.
+    handed: list[ChunkKey] | None = None
     # The kernel asks for security.capability before every write() (to clear
     # it); answered from here while the origin was seen without one, for this
     # version, within attr_timeout (the age cached attributes may have).

@@ -32,6 +32,7 @@ from pyfuse3 import FUSEError
 
 from cachefs.config import Config, ContentTypeConfig
 from cachefs.data.chunkcache import ChunkCache
+from cachefs.data.chunks import ChunkKey
 from cachefs.data.pins import PinTable
 from cachefs.data.rules import ContentTypeResolver
 from cachefs.data.tiers.ram import RamTier
@@ -50,6 +51,7 @@ from cachefs.fuse.handles import (
     sync_file,
 )
 from cachefs.fuse.inodes import ROOT_INODE, InodeTable
+from cachefs.fuse.kernelcache import KernelStore
 from cachefs.fuse.writes import WriteBehind
 from cachefs.meta.cache import MetadataCache, StatInfo, join, split
 from cachefs.meta.changes import ChangeDetector
@@ -140,7 +142,8 @@ class CacheFS(pyfuse3.Operations):
         # With the kernel's writeback cache the kernel queues writes itself.
         write_buffer = 0 if cfg.mount.writeback_cache else cfg.mount.write_buffer
         self.writes = WriteBehind(write_buffer, monitor, engine.spawn, self._write_landed)
-        self._notify_limiter = trio.CapacityLimiter(2)  # kernel cache invalidations
+        self._notify_limiter = trio.CapacityLimiter(2)  # kernel cache invalidations and stores
+        self.kernel_store = KernelStore(self._notify_limiter, engine.spawn, stats)
         self._own_changes: dict[bytes, float] = {}  # path -> when we changed it
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, DirHandle] = {}
@@ -176,6 +179,36 @@ class CacheFS(pyfuse3.Operations):
     def open_version(self, inode: int) -> FileVersion | None:
         state = self._states.get(inode)
         return state.version if state is not None and state.handles else None
+
+    def hand_to_kernel(
+        self, path: bytes, version: FileVersion, chunks: Sequence[tuple[ChunkKey, bytes]]
+    ) -> None:
+        """A prefetched head of *path* (its first chunks, of *version*) goes into the
+        kernel's page cache, where the open the prediction expects keeps it
+        (cachefs.fuse.kernelcache). Only where the kernel can hold no page of
+        another version, and no reader or writer is using the file."""
+        inode = self.inodes.find(path)
+        entry = self.meta.get(path)
+        if (
+            inode is None  # the kernel does not know the file: its reads come here
+            or inode != self.inodes.fuse_ino(version.ino)  # another file under the name now
+            or entry is None
+            or entry.st is None
+            or FileVersion.of(entry.st) != version  # changed since the prefetch read it
+            or self.enable_writeback_cache  # the kernel would trust the size it stores
+            or self.kernel_store.busy(inode)
+        ):
+            return
+        state = self._states.get(inode)
+        if state is not None and (
+            state.handles or state.writers or state.written or state.version not in (None, version)
+        ):
+            return
+        state = self._state(inode)
+        # The kernel will hold pages of this version: an open of another one drops them.
+        state.version, state.chunk_size = version, chunks[0][0].chunk_size
+        if self.kernel_store.store(inode, [(key.offset, data) for key, data in chunks]):
+            state.handed = [key for key, _ in chunks]
 
     def _in_background(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         self.engine.spawn(fn.__name__, fn, *args)
@@ -414,7 +447,7 @@ class CacheFS(pyfuse3.Operations):
             return True
         if state.version is not None:
             self._drop_version(state.version, state.chunk_size)
-        state.version = version
+        state.version, state.handed = version, None
         state.write_generation += 1
         return False
 
@@ -557,6 +590,7 @@ class CacheFS(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         self._require_online()
         await self.writes.drain(inode)  # a truncate or utime lands after the queued writes
+        await self.kernel_store.wait(inode)  # a truncation after the pages stored, not before
         handle = self._files.get(fh) if fh is not None else None
         file = handle.file if handle is not None and handle.file.opened else None
         path = b"" if file is not None else self._path(inode)  # the path is used without an fd
@@ -749,7 +783,10 @@ class CacheFS(pyfuse3.Operations):
             if not stat.S_ISREG(st.st_mode):  # a FIFO or device: open it for real, untimed
                 fd, raw = await self._untimed(self._open_origin, path, flags)
                 st = StatInfo.of(raw)
+        # A head being stored lands before this reply: one without keep_cache drops it.
+        await self.kernel_store.wait(inode)
         unchanged = self._note_version(inode, st)
+        self._count_handed(inode, unchanged and not flags & os.O_DIRECT)
         if self._kernel_view.get(inode) != FileVersion.of(st):
             # Close-to-open: the kernel may hold attributes (size!) of an older
             # version for up to attr_timeout; make it ask again before reading.
@@ -767,6 +804,14 @@ class CacheFS(pyfuse3.Operations):
         # keep_cache lets the kernel keep its page cache across opens; only safe
         # while the origin file is the version those pages came from.
         return pyfuse3.FileInfo(fh=fh, keep_cache=unchanged)
+
+    def _count_handed(self, inode: int, kept: bool) -> None:
+        """A head handed to the kernel is the prefetch's use once an open keeps it
+        (its reads never come here to be counted)."""
+        state = self._states[inode]
+        if kept and state.handed:
+            self.cache.prefetch_read_elsewhere(state.handed)
+        state.handed = None
 
     def _open_origin(self, path: bytes, flags: int) -> tuple[int, os.stat_result]:
         fd = self.origin.open(path, self._origin_open_flags(flags))

@@ -33,6 +33,11 @@ COUNTERS = (
     ("cachefs_background_failures", "background_failures", "Background task failures."),
     ("cachefs_prefetch_bytes", "prefetch_bytes", "Bytes the prefetcher fetched ahead."),
     ("cachefs_prefetch_used_bytes", "prefetch_used_bytes", "Prefetched bytes later read."),
+    (
+        "cachefs_prefetch_kernel_bytes",
+        "prefetch_kernel_bytes",
+        "Prefetched bytes stored in the kernel's page cache.",
+    ),
     ("cachefs_promotions", "promotions", "Chunks promoted from the HDD to the SSD tier."),
     ("cachefs_demotions", "demotions", "Chunks demoted from the SSD to the HDD tier."),
     ("cachefs_corrupt_chunks", "corrupt_chunks", "Tier chunks found corrupt and dropped."),

@@ -104,6 +104,10 @@ class RamTier:
         policy = self.policy
         return policy.protected_bytes if isinstance(policy, TinyLFUPolicy) else 0
 
+    def peek(self, key: ChunkKey) -> bytes | None:
+        """The chunk, or None, with no access counted (nobody read it)."""
+        return self._data.get(key)
+
     def get(self, key: ChunkKey, reader: object = None) -> bytes | None:
         """The chunk, or None; *reader* (the open handle) tells a new access from
         the next request of the same read."""
