@@ -32,6 +32,8 @@ def make_library(origin: Path) -> None:
         "show/gone.jpg": b"x" * 100,
         "show/renamed.txt": b"old name",
         "show/sub/deep.txt": b"deep",
+        "show/held.txt": b"held open",
+        "other/x.txt": b"x",
         "top.cfg": b"x=1\n",
     }.items():
         (origin / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -56,6 +58,15 @@ def warm(m: Mounted) -> list[Path]:
     return paths
 
 
+def settle(m: Mounted) -> list[Path]:
+    """Warm, and again once the short timeouts of the first round have passed: the
+    scan right after mounting may beat the watch reader's start (its replies are
+    short then); the second round's replies are what the kernel holds."""
+    warm(m)
+    time.sleep(PAST_SHORT)
+    return warm(m)
+
+
 def asks(m: Mounted) -> int:
     """How often the daemon was asked for attributes or listings so far."""
     stats = m.stats()
@@ -67,7 +78,7 @@ def test_a_watch_lets_the_kernel_answer_a_warm_stat(
 ) -> None:
     make_library(origin)
     m = mount_factory(origin, [*DEFAULT_TEST_OPTIONS, "metadata.watch=inotify"])
-    paths = warm(m)
+    paths = settle(m)
     time.sleep(PAST_SHORT)
     before = asks(m)
     for path in paths:
@@ -96,13 +107,17 @@ def test_changes_at_the_origin_show_at_once_despite_long_timeouts(
 ) -> None:
     make_library(origin)
     m = mount_factory(origin, [*DEFAULT_TEST_OPTIONS, "metadata.watch=inotify"])
-    warm(m)
+    settle(m)
     time.sleep(PAST_SHORT)  # what the kernel holds now, it holds for watched_timeout
     show, mshow = origin / "show", m.mnt / "show"
-    sub_before = (mshow / "sub").lstat()
+    other_before = (m.mnt / "other").lstat()
     held = open(mshow / "b.nfo", "rb")  # noqa: SIM115
+    # Open and read, so the daemon holds its origin file: a getattr of its inode
+    # would still answer from it once the name is gone at the origin.
+    deleted = open(mshow / "held.txt", "rb")  # noqa: SIM115
     try:
         assert held.read() == b"bbb"
+        assert deleted.read() == b"held open"
         st = (show / "a.nfo").stat()
         (show / "a.nfo").write_bytes(b"Z" * 3000)  # same size, new bytes
         os.utime(show / "a.nfo", ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000))
@@ -110,10 +125,11 @@ def test_changes_at_the_origin_show_at_once_despite_long_timeouts(
             f.write(b"+more")
         os.chmod(origin / "top.cfg", 0o600)
         (show / "gone.jpg").unlink()
+        (show / "held.txt").unlink()
         os.rename(show / "renamed.txt", show / "new_name.txt")
         (show / "fresh.nfo").write_bytes(b"<new/>")
         os.chmod(show / "sub", 0o700)  # a directory's own attributes
-        (show / "sub" / "inner").mkdir()  # its link count and mtime
+        (origin / "other" / "inner").mkdir()  # a directory's link count and mtime
         time.sleep(EVENT_TRIP)
 
         assert (mshow / "a.nfo").read_bytes() == b"Z" * 3000
@@ -122,17 +138,19 @@ def test_changes_at_the_origin_show_at_once_despite_long_timeouts(
         assert held.read() == b"+more"  # through the handle opened before the change
         assert stat.S_IMODE((m.mnt / "top.cfg").lstat().st_mode) == 0o600
         assert not (mshow / "gone.jpg").exists()
+        assert not (mshow / "held.txt").exists()  # its name went, whatever is open
         assert not (mshow / "renamed.txt").exists()
         assert (mshow / "new_name.txt").read_bytes() == b"old name"
         assert (mshow / "fresh.nfo").read_bytes() == b"<new/>"
-        sub = (mshow / "sub").lstat()
-        assert stat.S_IMODE(sub.st_mode) == 0o700
-        assert sub.st_nlink == sub_before.st_nlink + 1
-        assert sub.st_mtime_ns == (show / "sub").stat().st_mtime_ns
+        assert stat.S_IMODE((mshow / "sub").lstat().st_mode) == 0o700
+        other = (m.mnt / "other").lstat()
+        assert other.st_nlink == other_before.st_nlink + 1
+        assert other.st_mtime_ns == (origin / "other").stat().st_mtime_ns
         assert (mshow / "sub" / "deep.txt").read_bytes() == b"deep"  # its subtree stands
         assert sorted(os.listdir(mshow)) == sorted(os.listdir(show))
     finally:
         held.close()
+        deleted.close()
 
 
 def test_a_moved_directory_no_longer_vouches_for_what_the_kernel_holds(
@@ -142,16 +160,21 @@ def test_a_moved_directory_no_longer_vouches_for_what_the_kernel_holds(
     kernel's long copies below it must go, and the revalidate_after promise holds."""
     make_library(origin)
     m = mount_factory(origin, [*DEFAULT_TEST_OPTIONS, "metadata.watch=inotify"])
-    warm(m)
+    settle(m)
     time.sleep(PAST_SHORT)
-    os.rename(origin / "show", origin / "moved")
-    time.sleep(EVENT_TRIP)  # the move is seen; the directory has no watch now
-    os.chmod(origin / "moved" / "a.nfo", 0o600)
-    (origin / "moved" / "b.nfo").write_bytes(b"changed")
-    time.sleep(PROMISE + SLACK)
-    assert not (m.mnt / "show").exists()
-    assert stat.S_IMODE((m.mnt / "moved" / "a.nfo").lstat().st_mode) == 0o600
-    assert (m.mnt / "moved" / "b.nfo").read_bytes() == b"changed"
+    # Held open: the kernel keeps its entry when the directory's is dropped, and
+    # finds it again under the new name (the same directory inode).
+    with open(m.mnt / "show" / "b.nfo", "rb") as held:
+        os.rename(origin / "show", origin / "moved")
+        time.sleep(EVENT_TRIP)  # the move is seen; the directory has no watch now
+        os.chmod(origin / "moved" / "b.nfo", 0o600)
+        (origin / "moved" / "b.nfo").write_bytes(b"changed")
+        time.sleep(PROMISE + SLACK)
+        assert not (m.mnt / "show").exists()
+        st = (m.mnt / "moved" / "b.nfo").lstat()
+        assert (stat.S_IMODE(st.st_mode), st.st_size) == (0o600, len(b"changed"))
+        assert (m.mnt / "moved" / "b.nfo").read_bytes() == b"changed"
+        assert held.read() == b"changed"
     assert (m.mnt / "moved" / "sub" / "deep.txt").read_bytes() == b"deep"
 
 
@@ -162,10 +185,12 @@ def test_a_forget_drops_the_kernels_long_copies_below_it(
     (the next stat of a file deep in it reaches the daemon)."""
     make_library(origin)
     m = mount_factory(origin, [*DEFAULT_TEST_OPTIONS, "metadata.watch=inotify"])
-    warm(m)
+    settle(m)
     time.sleep(PAST_SHORT)
-    before = asks(m)
-    os.setxattr(m.mnt / "show", "user.cachefs.forget", b"1")
-    time.sleep(EVENT_TRIP)
-    (m.mnt / "show" / "sub" / "deep.txt").lstat()
-    assert asks(m) > before  # the kernel asked again: its copy was dropped
+    # Held open, so the kernel keeps its entry when the directory's is dropped.
+    with open(m.mnt / "show" / "sub" / "deep.txt", "rb") as held:
+        os.setxattr(m.mnt / "show", "user.cachefs.forget", b"1")
+        time.sleep(EVENT_TRIP)
+        before = asks(m)
+        os.fstat(held.fileno())  # its inode's attributes, no name looked up
+        assert asks(m) > before  # the kernel asked again: its copy was dropped
