@@ -339,7 +339,7 @@ class CacheFS(pyfuse3.Operations):
             # all; with long ones the event may also be someone else's change in the
             # same moment, which the kernel would keep for watched_timeout: only the
             # pages stay (ours, just written), names and attributes go.
-            if not self._long_timeouts:
+            if not self._long_timeouts or self.detector.mode != "inotify":
                 return
             content = False
         parent = self.inodes.find(dirpath)
@@ -584,6 +584,8 @@ class CacheFS(pyfuse3.Operations):
             path: bytes | None = self.inodes.path(inode)
         except KeyError:
             path = None  # unlinked: from its open handle
+        if self.inodes.fuse_ino(st.st_ino) != inode:
+            path = None  # its name holds another file now: nothing vouches for this inode
         return self.attributes(st, path)
 
     def _revalidate_open_file(self, inode: int, st: StatInfo) -> None:
