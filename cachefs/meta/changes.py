@@ -323,6 +323,8 @@ class ChangeDetector:
                 continue
             if not event.name:  # the watched directory's own attributes
                 meta.stale(event.key)
+                if event.key:  # the parent's watch reports it too, if there is one
+                    self._listener.tell_kernel(*split(event.key), False, False)
                 continue
             content = bool(event.mask & (IN_MODIFY | IN_CLOSE_WRITE))
             names = bool(event.mask & NAME_EVENTS)
