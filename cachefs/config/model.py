@@ -137,6 +137,10 @@ class MountConfig:
     # bytes of writes queued for the origin, all files, before writers wait;
     # 0 = write-through: write() returns once the origin has the bytes
     write_buffer: int = 64 * MiB
+    # seconds the kernel may keep entries and attributes confirmed under a working
+    # inotify watch (cachefs invalidates them when the watch reports a change);
+    # 0 = the attr_timeout / entry_timeout of everything else
+    watched_timeout: float = HOUR
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,7 @@ def default_config() -> Config:
         prediction=PredictionConfig(100, 0.6, 100 * MiB),
         monitoring=MonitoringConfig(5 * MINUTE, HOUR, DAY),
         stats=StatsConfig("auto", "redis://localhost:6379/11"),
-        mount=MountConfig(1.0, 1.0, 16, MiB, 50e-6, False, 64 * MiB),
+        mount=MountConfig(1.0, 1.0, 16, MiB, 50e-6, False, 64 * MiB, HOUR),
         metadata=MetadataConfig(1.0, "auto", 10 * MINUTE, 5.0, 20, 500_000, True),
         origin=OriginConfig(5.0, 2.0),
         metrics=MetricsConfig(""),

@@ -263,6 +263,7 @@ SCHEMA: dict[str, Node] = {
         "busy_poll": Field("duration", _duration_at_most(0.01)),
         "writeback_cache": Field("bool"),
         "write_buffer": Field("size"),
+        "watched_timeout": Field("duration"),  # 0 allowed: no longer timeouts
     },
     "metadata": {
         "revalidate_after": Field("duration"),  # 0 allowed: always ask the origin

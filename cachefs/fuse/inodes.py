@@ -9,6 +9,7 @@ not every path below it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyfuse3
@@ -102,6 +103,31 @@ class InodeTable:
             if inode is None:
                 return None
         return inode
+
+    def names_in(self, paths: Iterable[bytes]) -> tuple[list[Link], set[int]]:
+        """What the kernel may hold at and below the directories *paths* (b"": all):
+        the names below them, as (parent, name), and the inodes (theirs included).
+
+        One pass over every name known, however many *paths*: for the rare moments
+        a watch stops vouching for a subtree, not for the request path.
+        """
+        roots = {inode for inode in map(self.find, paths) if inode is not None}
+        if ROOT_INODE in roots:
+            return list(self._dentries), set(self._entries)
+        below: dict[int, list[Link]] = {}
+        for link in self._dentries:
+            below.setdefault(link[0], []).append(link)
+        links: list[Link] = []
+        inodes = set(roots)
+        pending = list(roots)
+        while pending:
+            for link in below.get(pending.pop(), ()):
+                links.append(link)
+                child = self._dentries[link]
+                if child not in inodes:
+                    inodes.add(child)
+                    pending.append(child)
+        return links, inodes
 
     def parent_of(self, inode: int) -> int:
         entry = self._entries.get(inode)

@@ -74,6 +74,8 @@ CAPABILITY_XATTR = b"security.capability"
 # Our own changes make the origin's watch report them too; the kernel needs no
 # notice of those (it saw the change itself).
 OWN_CHANGE_SECONDS = 2.0
+# Kernel invalidations sent in one worker thread when a watch is lost.
+DROP_BATCH = 256
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -137,6 +139,13 @@ class CacheFS(pyfuse3.Operations):
         # The kernel may keep attributes and names no longer than we would trust them.
         self.attr_timeout = min(cfg.mount.attr_timeout, cfg.metadata.revalidate_after)
         self.entry_timeout = min(cfg.mount.entry_timeout, cfg.metadata.revalidate_after)
+        # Except what a working watch vouches for: the kernel is told when it changes
+        # (tell_kernel), or when the watch stops vouching (watch_lost).
+        watched = cfg.mount.watched_timeout
+        self.watched_timeouts = (max(watched, self.entry_timeout), max(watched, self.attr_timeout))
+        self._long_timeouts = watched > 0
+        self._lost: set[bytes] = set()  # subtrees whose kernel copies are to be dropped
+        self._dropping = False  # a task drops them
         # pyfuse3 asks for FUSE_CAP_WRITEBACK_CACHE at INIT when this is set.
         self.enable_writeback_cache = cfg.mount.writeback_cache
         # With the kernel's writeback cache the kernel queues writes itself.
@@ -175,6 +184,7 @@ class CacheFS(pyfuse3.Operations):
         self.xattr_cache.forget(path)
         dirpath, name = split(path)
         self.tell_kernel(dirpath, name, True)
+        self.watch_lost(path)  # what the kernel holds below it, too
 
     def open_version(self, inode: int) -> FileVersion | None:
         state = self._states.get(inode)
@@ -351,21 +361,74 @@ class CacheFS(pyfuse3.Operations):
 
     # -- changes seen at the origin (watch events, the poller) --------------------------
 
-    def tell_kernel(self, dirpath: bytes, name: bytes, content: bool) -> None:
-        """*name* in *dirpath* changed at the origin: drop what the kernel caches of it."""
+    def tell_kernel(self, dirpath: bytes, name: bytes, content: bool, names: bool = True) -> None:
+        """*name* in *dirpath* changed at the origin: drop what the kernel caches of it
+        (*names*: the name may have come, gone or moved, so the directory's entry and
+        attributes go too; otherwise only what the name holds changed)."""
         path = join(dirpath, name)
         changed_at = self._own_changes.get(path)
         if changed_at is not None and time.monotonic() - changed_at < OWN_CHANGE_SECONDS:
-            return  # our own change: the kernel saw it happen
+            # Our own change: the kernel saw it happen. With short timeouts that is
+            # all; with long ones the event may also be someone else's change in the
+            # same moment, which the kernel would keep for watched_timeout: only the
+            # pages stay (ours, just written), names and attributes go.
+            if not self._long_timeouts or self.detector.mode != "inotify":
+                return
+            content = False
         parent = self.inodes.find(dirpath)
         child = self.inodes.find(path)
         state = self._states.get(child) if child is not None and content else None
         if state is not None:
             state.recheck = True
-        if parent is not None and name:
+        if parent is not None and name and names:
             self._in_background(self._notify_kernel, pyfuse3.invalidate_entry, parent, name)
+            if self._long_timeouts:  # its mtime and link count, kept long too
+                self._in_background(self._notify_kernel, pyfuse3.invalidate_inode, parent, True)
         if child is not None:
             self._in_background(self._notify_kernel, pyfuse3.invalidate_inode, child, not content)
+
+    def watch_lost(self, dirpath: bytes) -> None:
+        """No watch vouches any more for what the kernel holds at and below *dirpath*
+        (b"": anywhere): it drops every name and attribute of it, so the next use asks
+        here, where the entries are stale (revalidated) and replies short again."""
+        self._lost.add(dirpath)
+        if not self._dropping:
+            self._dropping = self.engine.spawn("watch lost", self._drop_lost)
+
+    async def _drop_lost(self) -> None:
+        try:
+            while self._lost:
+                lost, self._lost = self._lost, set()
+                links, inodes = self.inodes.names_in(lost)
+                for inode in inodes:  # an open file's next read asks the origin
+                    state = self._states.get(inode)
+                    if state is not None:
+                        state.recheck = True
+                calls: list[tuple[Callable[..., None], Any, Any]] = [
+                    (pyfuse3.invalidate_entry, parent, name) for parent, name in links
+                ]
+                calls += [(pyfuse3.invalidate_inode, inode, True) for inode in inodes]
+                for start in range(0, len(calls), DROP_BATCH):
+                    batch = calls[start : start + DROP_BATCH]
+                    await trio.to_thread.run_sync(_notify_all, batch, limiter=self._notify_limiter)
+        finally:
+            self._dropping = False
+
+    def _kernel_timeouts(
+        self, path: bytes | None, st: StatInfo | os.stat_result
+    ) -> tuple[float, float]:
+        """(entry, attr) timeouts for a reply giving *st* for *path*: long while a watch
+        that is read as it reports vouches for exactly that entry (a listing a readdir
+        goes on with may be older than the cache), short otherwise (None: unknown)."""
+        if (
+            path is not None
+            and self._long_timeouts
+            and self.detector.reporting
+            and self.monitor.online
+            and self.meta.watched(path, st)
+        ):
+            return self.watched_timeouts
+        return self.entry_timeout, self.attr_timeout
 
     async def _notify_kernel(self, fn: Callable[..., None], *args: Any) -> None:
         # From a worker thread: the kernel may wait on a request this loop must answer.
@@ -394,12 +457,14 @@ class CacheFS(pyfuse3.Operations):
         except KeyError:
             raise FUSEError(errno.ENOENT) from None
 
-    def attributes(self, st: StatInfo | os.stat_result) -> pyfuse3.EntryAttributes:
+    def attributes(
+        self, st: StatInfo | os.stat_result, path: bytes | None = None
+    ) -> pyfuse3.EntryAttributes:
+        """The reply for *st*; with the *path* it came from, timeouts that may be long."""
         attrs = pyfuse3.EntryAttributes()
         attrs.st_ino = self.inodes.fuse_ino(st.st_ino)
         attrs.generation = self.inodes.generation(attrs.st_ino)
-        attrs.entry_timeout = self.entry_timeout
-        attrs.attr_timeout = self.attr_timeout
+        attrs.entry_timeout, attrs.attr_timeout = self._kernel_timeouts(path, st)
         attrs.st_mode = st.st_mode
         attrs.st_nlink = st.st_nlink
         attrs.st_uid = st.st_uid
@@ -417,11 +482,11 @@ class CacheFS(pyfuse3.Operations):
         return attrs
 
     def _entry(
-        self, parent: int, name: bytes, st: StatInfo | os.stat_result
+        self, parent: int, name: bytes, st: StatInfo | os.stat_result, path: bytes | None = None
     ) -> pyfuse3.EntryAttributes:
         """Attributes for a reply that makes the kernel count one more lookup."""
         self._remember(parent, name, st)
-        return self.attributes(st)
+        return self.attributes(st, path)
 
     def _remember(self, parent: int, name: bytes, st: StatInfo | os.stat_result) -> None:
         inode = self.inodes.fuse_ino(st.st_ino)
@@ -527,7 +592,7 @@ class CacheFS(pyfuse3.Operations):
             return self._entry_for_known(grand, await self._stat_inode(grand))
         path = self._child_path(parent_inode, name)
         st = await self._attr(path)
-        return self._entry(parent_inode, name, st)
+        return self._entry(parent_inode, name, st, path)
 
     def _entry_for_known(self, inode: int, st: StatInfo) -> pyfuse3.EntryAttributes:
         if inode != ROOT_INODE:
@@ -548,7 +613,13 @@ class CacheFS(pyfuse3.Operations):
         st = await self._stat_inode(inode)
         if stat.S_ISREG(st.st_mode) and inode in self._states:
             self._revalidate_open_file(inode, st)
-        return self.attributes(st)
+        try:
+            path: bytes | None = self.inodes.path(inode)
+        except KeyError:
+            path = None  # unlinked: from its open handle
+        if self.inodes.fuse_ino(st.st_ino) != inode:
+            path = None  # its name holds another file now: nothing vouches for this inode
+        return self.attributes(st, path)
 
     def _revalidate_open_file(self, inode: int, st: StatInfo) -> None:
         """A file changed at the origin while open: switch to the new version.
@@ -1048,11 +1119,16 @@ class CacheFS(pyfuse3.Operations):
             handle.entries = await self._listing(self._path(handle.inode))
         if start_id == 0:
             self.walker.client_listed(self._path(handle.inode), handle.entries)
+        try:
+            dirpath: bytes | None = self.inodes.path(handle.inode)
+        except KeyError:
+            dirpath = None  # gone meanwhile: these replies keep the short timeouts
         for index in range(start_id, len(handle.entries)):
             name, st = handle.entries[index]
             # Remember first (it may bump the generation), undo if the reply is full.
             self._remember(handle.inode, name, st)
-            if not pyfuse3.readdir_reply(token, name, self.attributes(st), index + 1):
+            attrs = self.attributes(st, None if dirpath is None else join(dirpath, name))
+            if not pyfuse3.readdir_reply(token, name, attrs, index + 1):
                 self.inodes.forget(self.inodes.fuse_ino(st.st_ino), 1)
                 break
 
@@ -1172,6 +1248,13 @@ class CacheFS(pyfuse3.Operations):
         await self._change(self.origin.removexattr, path, name)
         self._xattrs_changed(inode, path)
         self._changed_here(path)
+
+
+def _notify_all(calls: list[tuple[Callable[..., None], Any, Any]]) -> None:
+    """Blocking: tell the kernel each of *calls* (ENOENT: it had forgotten it already)."""
+    for fn, *args in calls:
+        with contextlib.suppress(OSError):
+            fn(*args)
 
 
 def _existing(st: StatInfo | None) -> StatInfo:

@@ -180,6 +180,19 @@ class MetadataCache:
             return Entry(None, node.listed, node.listed_watched)
         return entry
 
+    def watched(self, path: bytes, st: StatInfo | os.stat_result | None = None) -> bool:
+        """*path* is known (as *st*, if given), confirmed under a watch of its directory
+        that has reported no change since: the kernel may keep it long (it is told of
+        any change)."""
+        if not path:
+            return False  # the root is in no watched directory
+        dirpath, name = split(path)
+        node = self.dirs.get(dirpath)
+        entry = node.entries.get(name) if node is not None else None
+        if entry is None or not entry.watched or node is None or not node.watch_active:
+            return False
+        return st is None or entry.st == StatInfo.of(st)
+
     def listing(self, dirpath: bytes) -> list[tuple[bytes, StatInfo]] | None:
         """A complete listing of *dirpath* (fresh or not), or None if never read whole."""
         node = self.dirs.get(dirpath)

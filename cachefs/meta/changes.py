@@ -32,7 +32,16 @@ import trio
 from cachefs.common.supervise import Task
 from cachefs.config import MetadataConfig
 from cachefs.meta.cache import MetadataCache, StatInfo, join, split
-from cachefs.meta.inotify import IN_CLOSE_WRITE, IN_MODIFY, Inotify, WatchEvent
+from cachefs.meta.inotify import (
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_MODIFY,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    Inotify,
+    WatchEvent,
+)
 from cachefs.origin.access import FileVersion, Origin
 from cachefs.origin.fstypes import filesystem_type_name
 from cachefs.origin.fstypes import supports_inotify as local_filesystem
@@ -47,6 +56,8 @@ T = TypeVar("T")
 # looks for due listings every quarter: entries it keeps are never stale.
 POLL_AHEAD = 0.5
 IDLE_SLEEP_MAX = 0.5
+# Events that add, remove or move a name (the others change what a name holds).
+NAME_EVENTS = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO
 _INSTANCE_LIMIT = "/proc/sys/fs/inotify/max_user_instances"
 
 
@@ -61,8 +72,15 @@ class ChangeListener(Protocol):
         """Read *dirpath* at the origin and bring the metadata cache in line."""
         ...
 
-    def tell_kernel(self, dirpath: bytes, name: bytes, content: bool) -> None:
-        """*name* in *dirpath* changed at the origin (*content*: its bytes may have)."""
+    def tell_kernel(self, dirpath: bytes, name: bytes, content: bool, names: bool = True) -> None:
+        """*name* in *dirpath* changed at the origin (*content*: its bytes may have;
+        *names*: the name itself may have come, gone or moved, not only its attributes)."""
+        ...
+
+    def watch_lost(self, dirpath: bytes) -> None:
+        """What the kernel holds of *dirpath* and below (b"": everything) may have changed
+        unreported: the watch that vouched for it stopped (a queue overflow, the
+        directory moved or unmounted, a failed reader, the origin back online)."""
         ...
 
 
@@ -88,6 +106,7 @@ class ChangeDetector:
         self._covered: set[bytes] = set()  # directories watched
         self._adding: dict[bytes, trio.Event] = {}
         self._limit_reached = False
+        self._reading = False  # the change watch task is reading events
 
     @property
     def _listener(self) -> ChangeListener:
@@ -96,6 +115,12 @@ class ChangeDetector:
 
     def watched_count(self) -> int:
         return len(self._covered)
+
+    @property
+    def reporting(self) -> bool:
+        """Watches are read as they report: what they cover may be kept long by the
+        kernel, which is told of every change (False while the reader is down)."""
+        return self._inotify is not None and self._reading
 
     def settle(self, filesystem: tuple[bool, str] | None) -> None:
         """Blocking, before mounting: decide the mode and get the inotify instance.
@@ -160,6 +185,7 @@ class ChangeDetector:
                 self._inotify.remove(key)
         self._covered.clear()
         self._limit_reached = False
+        self._listener.watch_lost(b"")
 
     # -- inotify -------------------------------------------------------------------
 
@@ -173,7 +199,7 @@ class ChangeDetector:
         if self._inotify is not None:
             events = self._inotify.pending_events()
             if events:
-                self._apply(events)
+                self._apply_or_lose(events)
 
     async def cover(self, dirpath: bytes) -> None:
         """Watch *dirpath* before its entries are confirmed at the origin (once)."""
@@ -248,38 +274,70 @@ class ChangeDetector:
 
     async def _watch_events(self) -> None:
         assert self._inotify is not None
-        while True:
-            self._apply(await self._inotify.read_events())
+        self._reading = True
+        try:
+            while True:
+                self._apply(await self._inotify.read_events())
+        except Exception:
+            # Restarted by the engine after a pause; until then no reply is given the
+            # long timeouts of watched entries (`reporting`), and what the kernel holds
+            # already goes: the events of the pause would reach it only at the restart.
+            self._events_lost("the inotify reader failed")
+            raise
+        finally:
+            self._reading = False
+
+    def _apply_or_lose(self, events: list[WatchEvent]) -> None:
+        """_apply; if it fails part-way, the rest of *events* is lost: as an overflow."""
+        try:
+            self._apply(events)
+        except Exception:
+            self._events_lost("applying inotify events failed")
+            raise
+
+    def _events_lost(self, why: str) -> None:
+        """Events were lost but the watches stand: everything is revalidated, and the
+        kernel drops what it holds (it may keep it long while watched)."""
+        log.warning("%s: revalidating every cached entry", why)
+        self.meta.stale_all()
+        for dirpath in self._covered:
+            self.meta.mark_watched(dirpath)
+        self._listener.watch_lost(b"")
 
     def _apply(self, events: list[WatchEvent]) -> None:
         meta = self.meta
-        seen: dict[tuple[bytes, bytes], bool] = {}
+        seen: dict[tuple[bytes, bytes], tuple[bool, bool]] = {}  # -> (content, names)
         for event in events:
             if event.overflow:
-                log.warning("inotify queue overflowed: revalidating every cached entry")
-                meta.stale_all()
-                for dirpath in self._covered:
-                    meta.mark_watched(dirpath)
+                self._events_lost("inotify queue overflowed")
                 continue
             if event.key is None:
                 continue
             if event.directory_gone and not event.name:
-                # Moved or deleted: the watch no longer stands for this path.
+                # Moved, deleted or unmounted: the watch no longer stands for this path,
+                # nor for what the kernel holds below it.
                 self._covered.discard(event.key)
                 self._inotify_remove(event.key)
                 meta.stale_tree(event.key)
+                self._listener.watch_lost(event.key)
                 continue
             if not event.name:  # the watched directory's own attributes
                 meta.stale(event.key)
+                if event.key:  # the parent's watch reports it too, if there is one
+                    self._listener.tell_kernel(*split(event.key), False, False)
                 continue
             content = bool(event.mask & (IN_MODIFY | IN_CLOSE_WRITE))
+            names = bool(event.mask & NAME_EVENTS)
             key = (event.key, event.name)
-            seen[key] = seen.get(key, False) or content
-            if event.is_dir:
+            was_content, was_names = seen.get(key, (False, False))
+            seen[key] = (was_content or content, was_names or names)
+            if event.is_dir and names:
+                # A directory came, went or moved: nothing known below the name holds.
+                # (A chmod of it changes its own attributes only: its subtree stays.)
                 meta.stale_tree(join(event.key, event.name))
-        for (dirpath, name), content in seen.items():
+        for (dirpath, name), (content, names) in seen.items():
             meta.changed(dirpath, name)
-            self._listener.tell_kernel(dirpath, name, content)
+            self._listener.tell_kernel(dirpath, name, content, names)
 
     # -- polling ---------------------------------------------------------------------
 
