@@ -29,6 +29,7 @@ after the scan. And CPU µs per request of each policy (the references through
 their Python bindings: a C policy plus a Python loop).
 
     PYTHONPATH=. .venv/bin/python bench/policies.py [--quick] [--objects] [--json FILE]
+        [--traces loop,files] [--no-scan]
 
 About 7 minutes on 2 cores (``--quick``: 50k requests a trace, about three
 minutes).
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import functools
 import itertools
 import json
 import math
@@ -169,12 +171,19 @@ def files_trace(requests: int, seed: int = 4) -> sim.Trace:
     return trace
 
 
-def traces(requests: int) -> dict[str, sim.Trace]:
-    out = {f"zipf-{a}": zipf_trace(a, requests) for a in (0.6, 0.8, 1.0, 1.2)}
-    out["zipf+scan"] = zipf_scan_trace(requests)
-    out["loop"] = loop_trace(requests)
-    out["files"] = files_trace(requests)
-    return out
+def traces(requests: int, only: set[str] | None = None) -> dict[str, sim.Trace]:
+    """Every trace (or those named in *only*), by name."""
+    makers: dict[str, Callable[[], sim.Trace]] = {
+        f"zipf-{a}": functools.partial(zipf_trace, a, requests) for a in (0.6, 0.8, 1.0, 1.2)
+    }
+    makers["zipf+scan"] = lambda: zipf_scan_trace(requests)
+    makers["loop"] = lambda: loop_trace(requests)
+    makers["files"] = lambda: files_trace(requests)
+    if only is not None:
+        unknown = only - set(makers)
+        if unknown:
+            raise SystemExit(f"unknown traces: {', '.join(sorted(unknown))}")
+    return {name: make() for name, make in makers.items() if only is None or name in only}
 
 
 # --------------------------------------------------------------------------- the runs
@@ -342,6 +351,10 @@ def main() -> None:
     parser.add_argument(
         "--objects", action="store_true", help="capacity in objects (sizes ignored); no scan test"
     )
+    parser.add_argument(
+        "--traces", help="only these traces, comma-separated (zipf-0.6,...,zipf+scan,loop,files)"
+    )
+    parser.add_argument("--no-scan", action="store_true", help="skip the scan test")
     args = parser.parse_args()
     refs = not args.no_refs
     if refs:
@@ -353,9 +366,10 @@ def main() -> None:
     requests = args.requests or (50_000 if args.quick else 200_000)
     started = time.time()
     rows: list[dict[str, Any]] = []
-    for name, trace in traces(requests).items():
+    chosen = set(args.traces.split(",")) if args.traces else None
+    for name, trace in traces(requests, chosen).items():
         rows += run_trace(name, trace, refs, args.objects)
-    scan = [] if args.objects else scan_test(refs)
+    scan = [] if args.objects or args.no_scan else scan_test(refs)
     elapsed = time.time() - started
     mode = "capacity in objects" if args.objects else "capacity in bytes"
     print(f"# bench/policies.py: {requests} requests a trace, {mode}, {elapsed:.0f} s")

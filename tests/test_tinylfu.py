@@ -17,6 +17,7 @@ from cachefs.data.tiers.policies import (
     CANDIDATES,
     PROBATION,
     PROTECTED,
+    SAMPLE_FACTOR,
     WINDOW,
     FrequencySketch,
     LRUPolicy,
@@ -62,8 +63,47 @@ def test_the_sketch_grows_with_the_tier_and_starts_afresh() -> None:
     width = sketch.width
     sketch.ensure_capacity(10 * sketch.capacity)
     assert sketch.width > width
-    assert sketch.sample_size == 10 * sketch.held
+    assert sketch.sample_size == SAMPLE_FACTOR * sketch.held
     assert sketch.frequency(stable_hash("anything")) == 0
+
+
+def test_a_grown_sketch_keeps_the_held_keys_counts_halved() -> None:
+    """Growing starts the counters afresh except for the keys the tier holds: those
+    go on at half their count, so a filling tier's hot chunks do not look new."""
+    sketch = FrequencySketch()
+    held, gone = stable_hash("held"), stable_hash("gone")
+    for _ in range(8):
+        sketch.add(held)
+        sketch.add(gone)
+    sketch.ensure_capacity(10 * sketch.capacity, lambda: [held])
+    assert sketch.frequency(held) == 4
+    assert sketch.frequency(gone) == 0
+
+
+def test_a_filling_tier_keeps_its_chunks_counts_when_the_sketch_grows() -> None:
+    p: TinyLFUPolicy[int] = TinyLFUPolicy()
+    p.add(0, 1, 0.0)
+    for _ in range(9):
+        p.touch(0, 1.0)
+    width = p.sketch.width
+    for i in range(1, 4 * FrequencySketch.MIN_CAPACITY):
+        p.add(i, 1, 2.0)
+    assert p.sketch.width > width
+    assert p.frequency(0) >= 5 // 2  # 10, halved at each growth: not forgotten
+
+
+def test_the_sketch_ages_after_many_more_additions_than_keys_held() -> None:
+    """Ageing every 10 x the keys held forgot a hot set's counts during a scan of a
+    few times the tier; every SAMPLE_FACTOR x (40) keeps them."""
+    sketch = FrequencySketch()
+    sketch.ensure_capacity(1000)
+    assert sketch.sample_size == 40_000
+    hot = stable_hash("hot")
+    for _ in range(8):
+        sketch.add(hot)
+    for i in range(30_000):  # a scan of 30 x the keys held
+        sketch.add(stable_hash(f"scan-{i}"))
+    assert sketch.frequency(hot) == 8
 
 
 def test_stable_hash_is_not_salted_per_process() -> None:
@@ -160,6 +200,24 @@ def test_a_big_candidate_must_beat_victims_of_its_own_size() -> None:
     # protected), 300 bytes' worth, and joins probation.
     assert order == ["small-9", "small-0", "small-1", "small-3"]
     assert "big" in p._queues[PROBATION]
+
+
+def test_protection_comes_at_the_third_access() -> None:
+    """A chunk in probation read once more (its second access) stays in probation,
+    at its newest end; the third access protects it. A scan reading each file
+    twice so never reaches protected. (Before the tier has been full, the second
+    access protects: test_ram_tier's test_requests_of_one_read_are_one_access.)"""
+    p: TinyLFUPolicy[str] = TinyLFUPolicy(capacity=100, adaptive=False)
+    for key in "abc":
+        p.add(key, 10, 0.0)
+    p.add("d", 10, 0.0)  # the window holds one: a, b and c are in probation
+    list(p.victims(0.5))  # as if it were full (the pass takes nothing)
+    assert list(p._queues[PROBATION]) == ["a", "b", "c"]
+    p.touch("a", 1.0)
+    assert list(p._queues[PROBATION]) == ["b", "c", "a"]
+    assert p.segment_bytes()["protected"] == 0
+    p.touch("a", 2.0)
+    assert list(p._queues[PROTECTED]) == ["a"]
 
 
 def test_re_read_in_the_window_goes_to_protected_only_if_it_has_room() -> None:

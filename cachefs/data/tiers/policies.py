@@ -10,7 +10,8 @@ content-type weight) in one of these policies and, when it needs room, walks
   only if a frequency sketch (count-min, ageing by halving; the history of
   evicted chunks too) says it is read more often than the chunks main would
   give up for it. Size-aware: a big chunk must beat every victim it would
-  displace. The window's share adapts on ghost hits, as ARC's target does.
+  displace. A chunk in main is protected at its third access. The window's
+  share adapts on ghost hits, as ARC's target does.
 * ``lru``    least recently used first;
 * ``lfu``    least frequently used first, with counts that fade by half every
              ``half_life`` seconds so yesterday's hits cannot squat forever;
@@ -526,20 +527,22 @@ _HALVE = bytes(i >> 1 for i in range(256))
 # Counters per row for each key the sketch is sized for: with fewer, the keys
 # in circulation (many more than those held) collide and inflate the estimates.
 SKETCH_WIDTH = 8
-SAMPLE_FACTOR = 10  # additions between two halvings, per key held (TinyLFU's W/C)
+SAMPLE_FACTOR = 40  # additions between two halvings, per key held (TinyLFU's W/C)
 
 
 class FrequencySketch:
     """How often keys were seen lately, in about 16 bytes per key held: a count-min
     sketch (4 rows of counters saturating at 15, conservative update) that
-    *ages*: after ``10 x`` as many additions as the most keys ever held, every
-    counter is halved, so what was popular an era ago fades (TinyLFU's reset).
+    *ages*: after ``SAMPLE_FACTOR x`` (40) as many additions as the most keys
+    ever held, every counter is halved, so what was popular an era ago fades
+    (TinyLFU's reset).
 
     It counts keys whether or not the tier holds them, so it is the history of
     evicted chunks too (what a ghost queue gives S3-FIFO and ARC). It is sized
     for twice the keys held; when a tier outgrows that, the sketch starts anew
     at four times the size (copying the old counters would copy their
-    collisions with them), which happens only while a tier fills up.
+    collisions with them), which happens only while a tier fills up; the keys
+    held then go on at half their count (``ensure_capacity``'s *keep*).
     """
 
     MAX_COUNT = 15
@@ -557,14 +560,22 @@ class FrequencySketch:
         self.resets = 0
         self._grow(max(capacity, 1))
 
-    def ensure_capacity(self, held: int) -> None:
-        """The tier holds *held* keys now: age by it, and grow if it outgrew the sketch."""
+    def ensure_capacity(self, held: int, keep: Callable[[], Iterable[int]] | None = None) -> None:
+        """The tier holds *held* keys now: age by it, and grow if it outgrew the sketch.
+
+        *keep*: the hashes of the keys held, asked for only when the sketch grows:
+        their counts go on into the new sketch, halved (a grown sketch must not
+        make the chunks a filling tier holds look new against the next arrivals).
+        """
         if held <= self.held:
             return
         self.held = held
         self.sample_size = max(self.MIN_SAMPLE, SAMPLE_FACTOR * held)
         if held > self.capacity:
+            kept = [] if keep is None else [(h, self.frequency(h)) for h in keep()]
             self._grow(2 * held)
+            for h, count in kept:
+                self.seed(h, count >> 1)
 
     def _grow(self, capacity: int) -> None:
         width = 1 << max(6, (SKETCH_WIDTH * capacity - 1).bit_length())  # a power of 2
@@ -629,6 +640,11 @@ PROTECTED_SHARE = 0.8  # of main
 # first sighting never does (so a loop longer than the sketch's memory, whose
 # keys all look new, cannot churn main).
 ADMIT_MIN = 2
+# Once the tier has been full, a chunk in main moves to protected at its
+# PROTECT_MIN-th access since it was added (the add counts): a chunk read twice
+# and then never again (a scan that reads each file twice) stays in probation,
+# first to go. While the tier fills up, nothing competes: the second access does.
+PROTECT_MIN = 3
 
 
 class TinyLFUPolicy(_IndexedPolicy[K]):
@@ -644,7 +660,10 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
     * *candidates*: chunks pushed out of a full tier's window, waiting for
       their duel;
     * *probation* and *protected* (80 % of main): a hit in probation moves a
-      chunk to protected; protected's overflow goes back to probation.
+      chunk to protected if it is the chunk's third access since it was added
+      (``PROTECT_MIN``; before that, to probation's newest end; the second
+      access while the tier has never been full); protected's overflow goes
+      back to probation.
 
     Eviction (``victims()``) makes the oldest candidate (or, when there is
     none because the window is under its share, the window's oldest) duel
@@ -804,7 +823,10 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
         self._queues[entry.seg][key] = None
         self._seg_bytes[entry.seg] += entry.size
         if len(self._entries) > self.sketch.held:
-            self.sketch.ensure_capacity(len(self._entries))
+            self.sketch.ensure_capacity(len(self._entries), self._held_hashes)
+
+    def _held_hashes(self) -> list[int]:
+        return [e.h for e in self._entries.values()]
 
     def _unplaced(self, key: K, entry: _Entry) -> None:
         if not entry.borrowed:
@@ -829,8 +851,11 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
         super()._on_access(key, entry, now)
         seg = entry.seg
         if seg in (PROBATION, CANDIDATES):
-            self._move(key, entry, PROTECTED)
-            self._balance()
+            if entry.count >= (PROTECT_MIN if self._full else 2):
+                self._move(key, entry, PROTECTED)
+                self._balance()
+            else:  # read again, not yet often enough to be protected
+                self._move(key, entry, PROBATION)
         elif entry.borrowed:
             self._move(key, entry, seg)
         else:
