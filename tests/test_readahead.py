@@ -140,6 +140,7 @@ def test_a_foreground_fill_never_waits_for_a_turn() -> None:
     other = HeadFile(3, head, chunks=4)
     engine = Engine(Stats())
     cache = new_cache(engine)
+    cache.turns.gap_budget = 60.0  # a waiting reader goes when its stream stops, not later
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
