@@ -39,7 +39,7 @@ import trio
 # The longest a reader should wait for its stream's next turn: the turns of
 # all the other streams, then its own first chunk (the benchmarks' target for
 # the longest gap between two reads of a stream is 0.5 s).
-GAP_BUDGET = 0.4
+GAP_BUDGET = 0.35
 # A turn is long enough that the seek costs at most this part of it.
 SEEK_SHARE = 0.05
 SAMPLES = 32  # turns whose measurements are kept (the newest)
