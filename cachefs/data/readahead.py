@@ -43,8 +43,9 @@ GAP_BUDGET = 0.35
 # A turn is long enough that the seek costs at most this part of it.
 SEEK_SHARE = 0.05
 SAMPLES = 32  # turns whose measurements are kept (the newest)
-# Chunks in a turn before anything is measured, and at least ever after: two,
-# so that every turn measures (the second fetch is the sequential one).
+# The fewest chunks in a turn: two, so that every turn is a measurement (a turn
+# of one chunk is not recorded); before anything is measured, turns alternate
+# between this and twice as many, so the fit sees turns of different lengths.
 FIRST_SPAN = 2
 
 
