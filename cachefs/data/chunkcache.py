@@ -28,6 +28,7 @@ from cachefs.common.supervise import Task
 from cachefs.config import ContentTypeConfig
 from cachefs.data.accesslog import AccessLog
 from cachefs.data.chunks import ChunkKey, chunk_count, chunk_range, file_chunk_keys
+from cachefs.data.readahead import FIRST_SPAN, Turn, Turns, TurnTimer
 from cachefs.data.tiers.disk import DiskTier
 from cachefs.data.tiers.ram import RamTier
 from cachefs.origin.access import FileVersion
@@ -52,6 +53,9 @@ READ_AHEAD_BYTES = 4 * 1024 * 1024
 READ_AHEAD_MAX_BYTES = 32 * 1024 * 1024
 READ_AHEAD_MIN_CHUNKS = 2
 READ_AHEAD_MAX_CHUNKS = 32
+# A read-ahead turn's origin fetches in flight at once, in file order. Two were
+# measured worse: the origin may serve the second before the first (a seek).
+TURN_DEPTH = 1
 ORIGIN = "origin"  # where a chunk that no tier held came from
 PREFETCHED_REMEMBERED = 65_536  # prefetched chunks watched for a later read (oldest go first)
 # A prefetched chunk nobody read within this long counts as wasted, no longer as
@@ -119,6 +123,7 @@ class _ReadAhead:
     next: int
     until: int
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    turn: Turn = field(default_factory=Turn)  # its place among the streams' origin turns
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,8 @@ class ChunkCache:
         self._streams: dict[ChunkSource, _ReadAhead] = {}
         # Each reader's read-ahead window in chunks (kept between its bursts).
         self._windows: weakref.WeakKeyDictionary[ChunkSource, int] = weakref.WeakKeyDictionary()
+        # The streams' read-ahead takes turns at the origin (readahead.py).
+        self.turns = Turns()
         # Chunks the prefetcher brought from the origin, not read since: a later
         # read of one is a miss the prefetch covered (precision and coverage).
         self._prefetched: OrderedDict[ChunkKey, tuple[float, int]] = OrderedDict()
@@ -374,7 +381,7 @@ class ChunkCache:
             return b""
         chunks = chunk_range(offset, end - offset, chunk_size)
         if sequential:
-            self._read_ahead(source, chunks[-1] + 1)
+            self._read_ahead(source, chunks[0], chunks[-1] + 1)
         elif self._streams:
             self._seeked(source, chunks[0])
         pieces: list[bytes] = []
@@ -410,8 +417,11 @@ class ChunkCache:
         if key not in self.ram and key not in self._inflight:
             self._spawn("first-read", self._fill_quietly, source, key)
 
-    def _read_ahead(self, source: ChunkSource, first: int) -> None:
-        """Extend this reader's read-ahead window; start its filler if it is idle."""
+    def _read_ahead(self, source: ChunkSource, reader: int, first: int) -> None:
+        """Extend this reader's read-ahead window past *first*; start its filler if it
+        is idle. A running filler also covers the reader's own chunks from *reader*
+        on (the reader waits for its queued turn rather than seek away from another
+        stream's, see _turn_coming); a new one starts at *first*."""
         stream = self._streams.get(source)
         window = self._window(source)
         last = min(first + window, chunk_count(source.version.size, source.chunk_size))
@@ -422,7 +432,7 @@ class ChunkCache:
             if self._spawn("read-ahead", self._run_read_ahead, source, stream):
                 self._streams[source] = stream
         else:
-            stream.next = max(stream.next, first)  # the reader may have overtaken it
+            stream.next = max(stream.next, reader)  # the reader may have overtaken it
             stream.until = max(stream.until, last)
 
     def _caught_up(self, source: ChunkSource, first: int) -> None:
@@ -434,7 +444,7 @@ class ChunkCache:
         grown = min(self._max_window(source), window * 2)
         if grown > window:
             self._windows[source] = grown
-            self._read_ahead(source, first)
+            self._read_ahead(source, first, first)
 
     def _window(self, source: ChunkSource) -> int:
         found = self._windows.get(source)
@@ -446,9 +456,12 @@ class ChunkCache:
         return found
 
     def _max_window(self, source: ChunkSource) -> int:
+        # All read-ahead together stays within half the RAM tier: a window read
+        # ahead must not evict what the streams have not read yet.
+        share = self.ram.max_size // 2 // max(1, len(self._streams))
         return max(
             READ_AHEAD_MIN_CHUNKS,
-            min(READ_AHEAD_MAX_CHUNKS, READ_AHEAD_MAX_BYTES // source.chunk_size),
+            min(READ_AHEAD_MAX_CHUNKS, min(READ_AHEAD_MAX_BYTES, share) // source.chunk_size),
         )
 
     def _seeked(self, source: ChunkSource, chunk: int) -> None:
@@ -469,26 +482,119 @@ class ChunkCache:
         """Fill a reader's window in order.
 
         Chunks a disk tier holds are filled in parallel (a local disk serves
-        them fast); chunks that need the origin are fetched one after the
-        other, in file order, because interleaved requests make a disk or NAS
-        origin seek between them.
+        them fast); chunks that need the origin are fetched in file order, in
+        turns: the streams' fillers queue for the origin (FIFO), and a turn
+        fetches a span of chunks back to back, so a disk or NAS origin seeks
+        once per turn, not once per chunk of interleaved streams (readahead.py).
         """
         try:
             with stream.scope:
                 while stream.next < stream.until:
-                    key = ChunkKey(source.version, source.chunk_size, stream.next)
-                    stream.next += 1
-                    if key in self.ram:
+                    if await self._skip_or_spawn(source, stream):
                         continue
-                    flight = self._inflight.get(key)
-                    if flight is not None:
-                        await flight.done.wait()
-                    elif any(tier.known_to_hold(key) for tier in self.disks.values()):
-                        self._spawn("read-ahead", self._fill_quietly, source, key)
-                    elif not await self._fill_quietly(source, key):
+                    if not await self._origin_turn(source, stream):
                         break
         finally:
+            stream.turn.queued = stream.turn.in_turn = False
+            stream.turn.move()  # its readers waiting for the filler fill for themselves
+            self.turns.leave(stream.turn)
             del self._streams[source]
+
+    async def _skip_or_spawn(self, source: ChunkSource, stream: _ReadAhead) -> bool:
+        """Deal with the stream's next chunk unless it needs the origin (False then)."""
+        key = ChunkKey(source.version, source.chunk_size, stream.next)
+        if key in self.ram:
+            stream.next += 1
+            return True
+        flight = self._inflight.get(key)
+        if flight is not None:
+            stream.next += 1
+            await flight.done.wait()
+            return True
+        if any(tier.known_to_hold(key) for tier in self.disks.values()):
+            stream.next += 1
+            self._spawn("read-ahead", self._fill_quietly, source, key)
+            return True
+        return False
+
+    async def _origin_turn(self, source: ChunkSource, stream: _ReadAhead) -> bool:
+        """One turn: wait for it, then fetch chunks in file order, TURN_DEPTH fetches in
+        flight, until the window's end or the turn's time is up; False on an error."""
+        failed = False
+        async with self.turns.turn(stream.turn):
+            chunk_size = source.chunk_size
+            seconds = self.turns.turn_seconds(chunk_size)
+            chunk_seconds = self.turns.chunk_seconds(chunk_size)
+            turn = stream.turn
+            turn.started = stream.next
+            if seconds is None:  # nothing measured yet: a short turn that measures
+                turn.claimed = stream.next + self.turns.measuring_span()
+            timer = TurnTimer()
+            room = trio.Semaphore(TURN_DEPTH)
+            self.stats.add("read_ahead_turns")
+
+            async def fetch(key: ChunkKey) -> None:
+                nonlocal failed
+                try:
+                    turn.started = max(turn.started, key.number + 1)
+                    turn.move()  # its readers wait on the fill, starting now
+                    if key in self.ram or key in self._inflight:
+                        return
+                    timer.start()
+                    _, tier = await self._fill(source, key)
+                    if tier == ORIGIN:
+                        timer.done()
+                        self.stats.add("read_ahead_turn_chunks")
+                except OSError as exc:  # the reader will meet the error itself, if it comes
+                    log.debug("read-ahead of %s failed: %s", key, exc)
+                    failed = True
+                finally:
+                    room.release()
+
+            async with trio.open_nursery() as fetches:
+                while not failed and stream.next < stream.until:
+                    if turn.claimed is not None and stream.next >= turn.claimed:
+                        break
+                    if (
+                        seconds is not None
+                        and timer.began is not None
+                        and timer.chunks >= FIRST_SPAN
+                        and timer.now() - timer.began + chunk_seconds > seconds
+                    ):
+                        break  # the turn's time is up: the next stream's turn
+                    if await self._skip_or_spawn(source, stream):
+                        continue
+                    await room.acquire()
+                    if failed or stream.next >= stream.until:
+                        room.release()
+                        break
+                    key = ChunkKey(source.version, chunk_size, stream.next)
+                    stream.next += 1
+                    fetches.start_soon(fetch, key)
+            self.turns.record(timer, chunk_size)
+        return not failed
+
+    async def _turn_coming(self, source: ChunkSource, key: ChunkKey) -> bool:
+        """The reader needs *key*, which its stream's filler will fetch in its queued
+        turn or in the span of its turn under way: the reader waits until the filler
+        has started that fill (at most the gap budget in all), rather than make the
+        origin seek away from another stream's turn or fetch beside its own filler.
+        True if it waited."""
+        deadline = trio.current_time() + self.turns.gap_budget
+        waited = False
+        while key not in self._inflight and key not in self.ram:
+            stream = self._streams.get(source)
+            if stream is None:
+                break
+            turn = stream.turn
+            if not turn.covers(key.number, stream.next, stream.until):
+                break
+            waited = True
+            with trio.move_on_at(deadline) as waiting:
+                await turn.moved.wait()
+            if waiting.cancelled_caught:
+                break
+        return waited
 
     def stop_read_ahead(self, source: ChunkSource) -> None:
         """The handle is released: its read-ahead stops (a fetch already in a worker
@@ -525,9 +631,16 @@ class ChunkCache:
 
     async def _below_ram(self, source: ChunkSource, key: ChunkKey) -> tuple[bytes, str]:
         """A chunk RAM did not have: from a fill in flight, or a fill of our own."""
+        waited_for_turn = False
         while True:
             flight = self._inflight.get(key)
             if flight is None:
+                if not waited_for_turn and await self._turn_coming(source, key):
+                    waited_for_turn = True  # the filler reached it, or the wait ran out
+                    data = self.ram.get(key, source)  # filled already: waited on the origin
+                    if data is not None:
+                        return data, ORIGIN
+                    continue
                 return await self._fill(source, key)
             await flight.done.wait()
             if flight.data is not None:
