@@ -96,6 +96,21 @@ def test_a_stored_head_gives_way_to_a_change_without_a_watch(
     assert read_all(second) == new
 
 
+def test_a_stored_head_gives_way_to_another_file_renamed_over_it(
+    origin: Path, mount_factory: MountFactory
+) -> None:
+    """The name now holds another file (another inode): its bytes, not the stored ones."""
+    paths = season(origin)
+    mounted = mount_factory(origin, [*DEFAULT_TEST_OPTIONS, "metadata.watch=off"])
+    second = play_first(mounted, origin, paths)
+    replacement = origin / "replacement.tmp"
+    new = os.urandom(SIZE)
+    replacement.write_bytes(new)
+    os.rename(replacement, paths[1])
+    time.sleep(1.2)  # revalidate_after (1 s): the mount asks the origin again
+    assert read_all(second) == new
+
+
 def test_a_truncation_through_the_mount_after_a_store_is_read_as_truncated(
     origin: Path, mount_factory: MountFactory
 ) -> None:
