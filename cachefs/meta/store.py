@@ -14,12 +14,14 @@ main file.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
 import sqlite3
 import struct
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,18 @@ def pack(st: StatInfo) -> bytes:
 
 def unpack(raw: bytes) -> StatInfo:
     return shared_stat(_STAT.unpack(raw))
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside (unless it was off already)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _subtree(column: str, dirpath: bytes) -> tuple[str, tuple[bytes, ...]]:
@@ -152,12 +166,15 @@ class MetadataStore:
         assert self._db is not None
         root_raw = self.meta().get("root")
         root = StatInfo(*root_raw) if root_raw else None
-        rows = [
-            (d, n, unpack(st)) for d, n, st in self._db.execute("SELECT dir, name, st FROM entry")
-        ]
         listed = [d for (d,) in self._db.execute("SELECT dir FROM listed")]
-        cache.restore(root, rows, listed)
-        return len(rows)
+        before = cache.count()
+        # Streamed, in the primary key's order (a directory's entries together).
+        rows = self._db.execute("SELECT dir, name, st FROM entry ORDER BY dir, name")
+        # Millions of new objects and no garbage: the cyclic collector's passes over
+        # the growing heap were most of the load's time (4.5 s for a million rows).
+        with collector_paused():
+            cache.restore(root, ((d, n, unpack(st)) for d, n, st in rows), listed)
+        return cache.count() - before
 
     def write(self, journal: Journal) -> None:
         """Blocking: apply *journal* in one transaction."""

@@ -1,0 +1,104 @@
+"""Load of a metadata store of N entries into a fresh metadata cache (what a restart
+with a scanned library's store pays before the mount answers).
+
+    .venv/bin/python bench/store_load.py [--entries 1000000] [--reps 3] [--tree DIR]
+
+The store is generated once under --dir (15 files per directory, plain stat
+fields) and reused; --tree runs another checkout's cachefs on the same store,
+for a before/after in the same run. Prints the seconds of each repetition and
+their median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cachefs.meta.cache import StatInfo
+
+PER_DIR = 15
+
+
+def stat_of(i: int) -> StatInfo:
+    """The i-th file's stat: a regular file of a few KiB."""
+    size, ns = 4000 + i % 5000, 10**18 + i
+    return StatInfo(0o100644, 1000 + i, 2049, 1, 0, 0, 0, size, 4096, 8, 10**18, ns, ns)
+
+
+def build(directory: Path, entries: int) -> None:
+    from cachefs.meta.store import MetadataStore, pack
+
+    store = MetadataStore(directory, "/srv/bench")
+    store.open()
+    db = store._db
+    assert db is not None
+    if db.execute("SELECT count(*) FROM entry").fetchone()[0] == entries:
+        return
+    with db:
+        db.execute("DELETE FROM entry")
+        db.execute("DELETE FROM listed")
+        db.executemany(
+            "INSERT INTO entry VALUES (?, ?, ?)",
+            (
+                (
+                    b"lib/%06d" % (i // PER_DIR),
+                    b"file%07d.nfo" % i,
+                    pack(stat_of(i)),
+                )
+                for i in range(entries)
+            ),
+        )
+        dirs = (entries + PER_DIR - 1) // PER_DIR
+        db.executemany("INSERT INTO listed VALUES (?)", ((b"lib/%06d" % d,) for d in range(dirs)))
+    store.close()
+
+
+def measure(directory: Path, reps: int) -> list[float]:
+    from cachefs.meta.cache import MetadataCache
+    from cachefs.meta.store import MetadataStore
+
+    store = MetadataStore(directory, "/srv/bench")
+    store.open()
+    times = []
+    for _ in range(reps):
+        cache = MetadataCache(1.0, max_entries=1 << 30)
+        start = time.perf_counter()
+        store.load_into(cache)
+        times.append(round(time.perf_counter() - start, 3))
+    store.close()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/cachefs-store-bench"))
+    parser.add_argument("--tree", type=Path, help="another checkout of cachefs to measure")
+    parser.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure_only:
+        print(json.dumps(measure(args.dir, args.reps)))
+        return
+    args.dir.mkdir(parents=True, exist_ok=True)
+    build(args.dir, args.entries)
+    trees = {"cachefs": Path(__file__).resolve().parent.parent}
+    if args.tree:
+        trees["cachefs-base"] = args.tree.resolve()
+    for name, tree in trees.items():  # each in its own interpreter: no shared state
+        out = subprocess.run(
+            [sys.executable, __file__, "--measure-only", "--dir", str(args.dir),
+             "--reps", str(args.reps)],
+            env={"PYTHONPATH": str(tree)}, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        times = json.loads(out.stdout)
+        print(f"{name:13} {args.entries} entries: {times} s, median {statistics.median(times)} s")
+
+
+if __name__ == "__main__":
+    main()
