@@ -247,6 +247,16 @@ async def settled(parts: compose.Mount) -> None:
             await trio.sleep(0.01)
 
 
+async def walk_to_the_season(parts: compose.Mount) -> None:
+    """A walk down to lib/show000/season0, the client listing every level itself (the
+    walker held back meanwhile, as though the origin were busy)."""
+    walker = parts.fs.walker
+    busy, walker.busy = walker.busy, lambda: True
+    for path in ("", "lib", "lib/show000", "lib/show000/season0"):
+        await list_dir(parts, path)
+    walker.busy = busy
+
+
 def test_a_walking_client_finds_the_next_small_file_of_the_directory_fetched(
     build: Build, origin: Path, kernel: Kernel
 ) -> None:
@@ -260,15 +270,10 @@ def test_a_walking_client_finds_the_next_small_file_of_the_directory_fetched(
     # Prediction off: a guess (the natural-order sibling, big.nfo's head among them)
     # would add origin reads of its own, sooner or later as the machine's load has it.
     parts = build(**{"prediction.max_prefetch_size": "0"})
-    walker = parts.fs.walker
-    busy = walker.busy
-    walker.busy = lambda: True  # the client lists everything itself
 
     async def main() -> None:
         async with serving(parts):
-            for path in ("", "lib", "lib/show000", "lib/show000/season0"):
-                await list_dir(parts, path)  # a walk
-            walker.busy = busy
+            await walk_to_the_season(parts)
             listing = parts.meta.listing(b"lib/show000/season0")
             assert listing is not None
             names = [n.decode() for n, _ in listing]
@@ -301,15 +306,11 @@ def test_a_next_file_due_while_the_origin_is_offline_never_stalls_the_mount(
     for name in ("e02.nfo", "e03.nfo"):
         (season / name).write_bytes(name.encode() * 100)
     parts = build()
-    walker = parts.fs.walker
-    busy = walker.busy
-    walker.busy = lambda: True  # the client lists everything itself
 
     async def main() -> None:
         async with serving(parts):
-            for path in ("", "lib", "lib/show000", "lib/show000/season0"):
-                await list_dir(parts, path)  # a walk
-            walker.busy, walker.online = busy, lambda: False
+            await walk_to_the_season(parts)
+            parts.fs.walker.online = lambda: False
             names = [n.decode() for n, _ in parts.meta.listing(b"lib/show000/season0") or []]
             await read_path(parts, f"lib/show000/season0/{names[0]}")  # the next one falls due
             for _ in range(5):
