@@ -19,10 +19,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
 from cachefs.app import compose
+from cachefs.engine import walkahead
 from cachefs.engine.walkahead import AHEAD_LIMIT, FILES_AHEAD_LIMIT, WALK_IDLE_S
 from tests.conftest import MountFactory
 from tests.test_operations import (  # noqa: F401 - the fixtures among them
@@ -224,6 +226,29 @@ def test_a_client_that_takes_the_last_subdirectory_first_is_followed_that_way(
             walker.busy = busy
             await settled(parts)
             assert [p.decode() for p in seen] == client_order[1 : AHEAD_LIMIT + 1]
+
+    trio.run(main)
+
+
+def test_a_walk_longer_than_the_listings_remembered_keeps_answering(
+    build: Build, origin: Path, kernel: Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walker remembers RECENT_LIMIT listings. A walk that comes back to its
+    parent when the parent is the oldest one remembered must not lose it on the
+    way (a KeyError there failed the client's readdir with EIO: a scan of a
+    million-entry library died in metadata/people/)."""
+    monkeypatch.setattr(walkahead, "RECENT_LIMIT", 4)
+    library(origin, shows=4, seasons=1)
+    parts = build()
+
+    async def main() -> None:
+        async with serving(parts):
+            # "", lib, show000, its season, then lib's next shows: when show002 is
+            # listed, lib is the oldest of the four remembered.
+            for path in ("", "lib", "lib/show000", "lib/show000/season0"):
+                await list_dir(parts, path)
+            for show in ("lib/show001", "lib/show002", "lib/show003"):
+                await list_dir(parts, show)
 
     trio.run(main)
 

@@ -176,10 +176,15 @@ class WalkAhead:
                 return  # only the very next file: a scanner reads in listing order
 
     def _remember(self, dirpath: bytes, now: float, subdirs: list[bytes]) -> None:
-        self._recent[dirpath] = _Seen(now, subdirs)
-        self._recent.move_to_end(dirpath)
-        while len(self._recent) > RECENT_LIMIT:
-            self._recent.popitem(last=False)
+        recent = self._recent
+        parent = split(dirpath)[0]
+        if dirpath and parent in recent:
+            # Used again: the walk is below it, and the direction checks read it.
+            recent.move_to_end(parent)
+        recent[dirpath] = _Seen(now, subdirs)
+        recent.move_to_end(dirpath)
+        while len(recent) > RECENT_LIMIT:
+            recent.popitem(last=False)
 
     def _direction_changed(self, dirpath: bytes) -> bool:
         """Which way the client goes, from where it first went into its parent: the
