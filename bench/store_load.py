@@ -5,19 +5,21 @@ with a scanned library's store pays before the mount answers).
 
 The store is generated once under --dir (15 files per directory, plain stat
 fields) and reused; --tree runs another checkout's cachefs on the same store,
-for a before/after in the same run. Prints the seconds of each repetition and
-their median.
+for a before/after in the same run. Prints the seconds of each repetition, their
+median, and the RSS the first load added per entry.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from cachefs.meta.cache import StatInfo
 
@@ -58,20 +60,32 @@ def build(directory: Path, entries: int) -> None:
     store.close()
 
 
-def measure(directory: Path, reps: int) -> list[float]:
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def measure(directory: Path, reps: int) -> dict[str, Any]:
+    """Seconds of each load, and the bytes per entry the first load added to the RSS
+    (what the cache of a restored library holds, per entry)."""
     from cachefs.meta.cache import MetadataCache
     from cachefs.meta.store import MetadataStore
 
     store = MetadataStore(directory, "/srv/bench")
     store.open()
     times = []
-    for _ in range(reps):
+    per_entry = 0.0
+    for rep in range(reps):
+        cache = None  # the previous load's cache goes before the next one is built
+        before = rss_bytes()
         cache = MetadataCache(1.0, max_entries=1 << 30)
         start = time.perf_counter()
-        store.load_into(cache)
+        count = store.load_into(cache)
         times.append(round(time.perf_counter() - start, 3))
+        if rep == 0:
+            per_entry = (rss_bytes() - before) / max(1, count)
     store.close()
-    return times
+    return {"seconds": times, "rss_bytes_per_entry": round(per_entry)}
 
 
 def main() -> None:
@@ -96,8 +110,12 @@ def main() -> None:
              "--reps", str(args.reps)],
             env={"PYTHONPATH": str(tree)}, capture_output=True, text=True, check=True,
         )  # fmt: skip
-        times = json.loads(out.stdout)
-        print(f"{name:13} {args.entries} entries: {times} s, median {statistics.median(times)} s")
+        result = json.loads(out.stdout)
+        times = result["seconds"]
+        print(
+            f"{name:13} {args.entries} entries: {times} s, median {statistics.median(times)} s;"
+            f" {result['rss_bytes_per_entry']} bytes of RSS per entry"
+        )
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def test_stale_and_restored_entries_are_stale_early_after_boot() -> None:
     meta.stale_listing(b"d")
     assert not meta.listing_fresh(b"d")
     restored = MetadataCache(3600.0, clock=clock)
-    restored.restore(info(DIR), [(b"d", b"f", info())], [b"d"])
+    restored.restore(info(DIR), [(b"d", b"f", pack(info()))], [b"d"])
     entry = restored.get(b"d/f")
     assert entry is not None and not restored.fresh(entry)
     assert not restored.listing_fresh(b"d")
@@ -174,6 +174,31 @@ def reload(tmp_path: Path, origin: str = "/srv/nas") -> MetadataCache:
     store.load_into(restored)
     store.close()
     return restored
+
+
+def test_damaged_rows_are_skipped_and_their_listing_is_not_trusted_whole(tmp_path: Path) -> None:
+    """A row whose stat is not a stat record (a damaged or planted store) is not
+    loaded, and the listing of its directory is no longer whole: offline, a name
+    it lacks must not be answered "no such file"."""
+    store = store_at(tmp_path)
+    meta, _ = cache()
+    meta.put_listing(b"good", [(b"a", info(size=1)), (b"b", info(size=2))])
+    meta.put_listing(b"bad", [(b"a", info(size=3)), (b"b", info(size=4)), (b"c", info(size=5))])
+    store.write(meta.journal.take())
+    store.close()
+    db = sqlite3.connect(tmp_path / "metadata.sqlite")
+    with db:
+        where = "WHERE dir = ? AND name = ?"
+        db.execute(f"UPDATE entry SET st = x'00' {where}", (b"bad", b"a"))
+        db.execute(f"UPDATE entry SET st = 'text' {where}", (b"bad", b"b"))
+    db.close()
+    restored = reload(tmp_path)
+    assert restored.listing(b"good") == [(b"a", info(size=1)), (b"b", info(size=2))]
+    assert restored.listing(b"bad") is None
+    assert restored.get(b"bad/a") is None and restored.get(b"bad/b") is None
+    entry = restored.get(b"bad/c")
+    assert entry is not None and entry.st == info(size=5)
+    assert restored.count() == 3
 
 
 # A tiny file-system history: paths in two levels, puts, listings, removals, renames.

@@ -199,12 +199,12 @@ class CacheFS(pyfuse3.Operations):
         another version, and no reader or writer is using the file."""
         inode = self.inodes.find(path)
         entry = self.meta.get(path)
+        st = entry.st if entry is not None else None
         if (
             inode is None  # the kernel does not know the file: its reads come here
             or inode != self.inodes.fuse_ino(version.ino)  # another file under the name now
-            or entry is None
-            or entry.st is None
-            or FileVersion.of(entry.st) != version  # changed since the prefetch read it
+            or st is None
+            or FileVersion.of(st) != version  # changed since the prefetch read it
             or self.enable_writeback_cache  # the kernel would trust the size it stores
             or self.kernel_store.busy(inode)
         ):
@@ -1181,9 +1181,10 @@ class CacheFS(pyfuse3.Operations):
         """(the ctime an xattr answer may be trusted under now, None if the attributes
         are not fresh; the ctime a new answer is recorded under)."""
         entry = self.meta.get(path)
-        if entry is None or entry.st is None:
+        st = entry.st if entry is not None else None
+        if entry is None or st is None:
             return None, -1
-        return (entry.st.st_ctime_ns if self.meta.fresh(entry) else None), entry.st.st_ctime_ns
+        return (st.st_ctime_ns if self.meta.fresh(entry) else None), st.st_ctime_ns
 
     async def _origin_xattr(self, path: bytes, name: bytes) -> bytes | None:
         """The origin's getxattr answer (None: no such attribute), through the xattr cache."""

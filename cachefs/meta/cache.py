@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -111,12 +112,52 @@ def shared_stat(f: tuple[int, ...]) -> StatInfo:
 
 _new_tuple = tuple.__new__
 
+# An entry's stat is kept packed, in the store's own format: 104 bytes in one bytes
+# object, where a StatInfo is a 13-slot tuple and up to nine int objects (about
+# 300 bytes more). A scanned library holds a million of them; an operation that
+# asks unpacks one (a microsecond, against a FUSE round trip's tens).
+# mode, ino, dev, nlink, uid, gid, rdev, size, blksize, blocks: unsigned; times signed.
+STAT_RECORD = struct.Struct("<10Q3q")
 
-@dataclass(slots=True)
+
+def pack_stat(st: StatInfo) -> bytes:
+    try:
+        return STAT_RECORD.pack(*st)
+    except struct.error:  # a negative unsigned field (lstat gives none): kept as 0
+        return STAT_RECORD.pack(*(max(0, v) for v in st[:10]), *st[10:])
+
+
+def unpack_stat(raw: bytes) -> StatInfo:
+    return shared_stat(STAT_RECORD.unpack(raw))
+
+
 class Entry:
-    st: StatInfo | None  # None: the origin said there is no such entry
-    confirmed: float = NEVER  # time.monotonic() of the last confirmation
-    watched: bool = False  # confirmed under a watch of its directory, no event since
+    """What the origin said of one name: its stat (packed, ``raw``; None: there is
+    no such entry), when that was confirmed, and whether a watch covered it."""
+
+    __slots__ = ("confirmed", "raw", "watched")
+
+    def __init__(
+        self, st: StatInfo | None, confirmed: float = NEVER, watched: bool = False
+    ) -> None:
+        self.raw = None if st is None else pack_stat(st)
+        self.confirmed = confirmed  # time.monotonic() of the last confirmation
+        self.watched = watched  # confirmed under a watch of its directory, no event since
+
+    @classmethod
+    def packed(cls, raw: bytes | None, confirmed: float = NEVER, watched: bool = False) -> Entry:
+        """An entry from a stat already packed (the store's rows, a put's own packing)."""
+        entry = cls.__new__(cls)
+        entry.raw, entry.confirmed, entry.watched = raw, confirmed, watched
+        return entry
+
+    @property
+    def st(self) -> StatInfo | None:
+        raw = self.raw
+        return None if raw is None else unpack_stat(raw)
+
+    def __repr__(self) -> str:
+        return f"Entry({self.st!r}, confirmed={self.confirmed!r}, watched={self.watched!r})"
 
 
 @dataclass(slots=True)
@@ -200,7 +241,7 @@ class MetadataCache:
         entry = node.entries.get(name) if node is not None else None
         if entry is None or not entry.watched or node is None or not node.watch_active:
             return False
-        return st is None or entry.st == StatInfo.of(st)
+        return st is None or entry.raw == pack_stat(StatInfo.of(st))
 
     def listing(self, dirpath: bytes) -> list[tuple[bytes, StatInfo]] | None:
         """A complete listing of *dirpath* (fresh or not), or None if never read whole."""
@@ -208,7 +249,7 @@ class MetadataCache:
         if node is None or not node.complete:
             return None
         node.used = self.clock()
-        return [(name, e.st) for name, e in node.entries.items() if e.st is not None]
+        return [(name, unpack_stat(e.raw)) for name, e in node.entries.items() if e.raw is not None]
 
     def listing_fresh(self, dirpath: bytes) -> bool:
         node = self.dirs.get(dirpath)
@@ -254,7 +295,12 @@ class MetadataCache:
         dirpath, name = split(path)
         node = self._node(dirpath)
         entry = node.entries.get(name)
-        before = entry.st if entry is not None else None
+        raw = None if st is None else pack_stat(st)
+        before_raw = entry.raw if entry is not None else None
+        # Unchanged (a revalidation's usual answer): *st* is what was known.
+        before = (
+            st if raw == before_raw else (None if before_raw is None else unpack_stat(before_raw))
+        )
         confirmed = self.clock()
         if token is None:
             node.events += 1
@@ -266,12 +312,12 @@ class MetadataCache:
         if entry is None:
             if st is None and not node.complete:
                 return None  # a negative entry is only worth keeping beside a listing
-            node.entries[name] = Entry(st, confirmed, watched)
+            node.entries[name] = Entry.packed(raw, confirmed, watched)
             self._count += 1
         else:
-            entry.st, entry.confirmed, entry.watched = st, confirmed, watched
-        if st != before:
-            self.journal.put(dirpath, name, st)
+            entry.raw, entry.confirmed, entry.watched = raw, confirmed, watched
+        if raw != before_raw:
+            self.journal.put(dirpath, name, raw)
         if before is not None and _is_dir(before) and (st is None or not _is_dir(st)):
             self.forget_tree(path)  # the directory that was there is gone
         return before
@@ -305,9 +351,9 @@ class MetadataCache:
         """Remove an entry; a directory's subtree goes too unless it is moving."""
         entry = node.entries.pop(name)
         self._count -= 1
-        if entry.st is not None:
+        if entry.raw is not None:
             self.journal.put(dirpath, name, None)
-            if forget_below and _is_dir(entry.st):
+            if forget_below and _is_dir(unpack_stat(entry.raw)):
                 self.forget_tree(join(dirpath, name))
 
     def _node(self, dirpath: bytes) -> DirNode:
@@ -463,24 +509,34 @@ class MetadataCache:
     def restore(
         self,
         root: StatInfo | None,
-        rows: Iterable[tuple[bytes, bytes, StatInfo]],
+        rows: Iterable[tuple[bytes, bytes, bytes]],
         complete: Iterable[bytes],
     ) -> None:
         """Fill from the store: every entry unconfirmed (revalidated before use).
-        *rows* come a directory at a time (the store's key order), so a directory's
-        node is looked up once, not once per entry."""
+        *rows* are ``(dir, name, packed stat)`` and come a directory at a time (the
+        store's key order), so a directory's node is looked up once, not once per
+        entry. The packed stats are kept as they are; a row of another length (a
+        damaged store) is skipped, and its directory's listing is not whole then."""
         self.root = Entry(root)
         dirs, current, entries, count = self.dirs, None, None, 0
-        for dirpath, name, st in rows:
+        packed, size = Entry.packed, STAT_RECORD.size
+        damaged: set[bytes] = set()
+        for dirpath, name, raw in rows:
+            if type(raw) is not bytes or len(raw) != size:
+                damaged.add(dirpath)
+                continue
             if dirpath != current or entries is None:
                 node = dirs.get(dirpath)
                 if node is None:
                     node = dirs[dirpath] = DirNode()
                 current, entries = dirpath, node.entries
-            entries[name] = Entry(st)
-            count += 1
+            if name not in entries:
+                count += 1
+            entries[name] = packed(raw)
         self._count += count
         for dirpath in complete:
+            if dirpath in damaged:
+                continue
             if dirpath in self.dirs:
                 self.dirs[dirpath].complete = True
             else:
@@ -506,7 +562,8 @@ def _is_file(st: StatInfo) -> bool:
 class Journal:
     """Changes not yet in the store, coalesced: tree operations in order, then puts."""
 
-    puts: dict[tuple[bytes, bytes], StatInfo | None] = field(default_factory=dict)
+    # (dir, name) -> the packed stat (the entry's own bytes object), None: removed.
+    puts: dict[tuple[bytes, bytes], bytes | None] = field(default_factory=dict)
     listed: dict[bytes, bool] = field(default_factory=dict)
     # ("forget", dir, b"" or b"r") drops a directory's rows (recursively with b"r");
     # ("move", old, new) renames a directory tree.
@@ -516,8 +573,8 @@ class Journal:
     def __len__(self) -> int:
         return len(self.puts) + len(self.listed) + len(self.tree_ops) + len(self.root_st)
 
-    def put(self, dirpath: bytes, name: bytes, st: StatInfo | None) -> None:
-        self.puts[dirpath, name] = st
+    def put(self, dirpath: bytes, name: bytes, raw: bytes | None) -> None:
+        self.puts[dirpath, name] = raw
 
     def listed_dir(self, dirpath: bytes, complete: bool) -> None:
         self.listed[dirpath] = complete

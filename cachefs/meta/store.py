@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import sqlite3
-import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,13 +31,11 @@ from cachefs.meta.cache import (
     Journal,
     MetadataCache,
     StatInfo,
-    shared_stat,
+    pack_stat,
+    unpack_stat,
 )
 
 log = logging.getLogger(__name__)
-
-# mode, ino, dev, nlink, uid, gid, rdev, size, blksize, blocks: unsigned; times signed.
-_STAT = struct.Struct("<10Q3q")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,12 +46,7 @@ CREATE TABLE IF NOT EXISTS listed (dir BLOB PRIMARY KEY) WITHOUT ROWID;
 """
 
 
-def pack(st: StatInfo) -> bytes:
-    return _STAT.pack(*(max(0, v) for v in st[:10]), *st[10:])
-
-
-def unpack(raw: bytes) -> StatInfo:
-    return shared_stat(_STAT.unpack(raw))
+pack, unpack = pack_stat, unpack_stat  # the cache keeps stats in the store's format
 
 
 @contextlib.contextmanager
@@ -173,7 +165,7 @@ class MetadataStore:
         # Millions of new objects and no garbage: the cyclic collector's passes over
         # the growing heap were most of the load's time (4.5 s for a million rows).
         with collector_paused():
-            cache.restore(root, ((d, n, unpack(st)) for d, n, st in rows), listed)
+            cache.restore(root, rows, listed)
         return cache.count() - before
 
     def write(self, journal: Journal) -> None:
@@ -205,7 +197,7 @@ class MetadataStore:
         )
         db.executemany(
             "INSERT OR REPLACE INTO entry (dir, name, st) VALUES (?, ?, ?)",
-            [(d, n, pack(st)) for (d, n), st in journal.puts.items() if st is not None],
+            [(d, n, raw) for (d, n), raw in journal.puts.items() if raw is not None],
         )
         db.executemany(
             "DELETE FROM listed WHERE dir = ?", [(d,) for d, f in journal.listed.items() if not f]
