@@ -10,11 +10,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cachefs.meta.cache import MetadataCache, StatInfo
+from cachefs.meta.cache import LateRestore, MetadataCache, StatInfo
 from cachefs.meta.store import MetadataStore, pack, unpack
 
 DIR = 0o040755
@@ -201,6 +202,69 @@ def test_damaged_rows_are_skipped_and_their_listing_is_not_trusted_whole(tmp_pat
     assert restored.count() == 3
 
 
+def stored_library(tmp_path: Path) -> MetadataStore:
+    """A store holding three listed directories of three files, and lib/empty (listed,
+    empty); it is open for reading back."""
+    store = store_at(tmp_path)
+    meta, _ = cache()
+    for d in (b"lib/a", b"lib/b", b"lib/c"):
+        meta.put_listing(d, [(b"f%d" % i, info(size=i)) for i in range(3)])
+    meta.put_listing(b"lib/empty", [])
+    store.write(meta.journal.take())
+    return store
+
+
+def late_merge(store: MetadataStore, meta: MetadataCache, between: Any, batch: int = 2) -> None:
+    """What MetadataLoader does, with *between()* run after the first batch (the mount
+    serving meanwhile)."""
+    merge = LateRestore(meta)
+    for i, rows in enumerate(store.row_batches(batch)):
+        merge.add(rows)
+        if i == 0:
+            between()
+    merge.finish(store.listed_dirs())
+    assert meta.late is None
+
+
+def test_a_late_merge_fills_what_the_cache_does_not_know(tmp_path: Path) -> None:
+    store = stored_library(tmp_path)
+    meta, _ = cache()
+    late_merge(store, meta, lambda: None)
+    for d in (b"lib/a", b"lib/b", b"lib/c"):
+        assert meta.listing(d) == [(b"f%d" % i, info(size=i)) for i in range(3)]
+        assert not meta.listing_fresh(d)
+        entry = meta.get(d + b"/f1")
+        assert entry is not None and not meta.fresh(entry)  # restored: revalidated first
+    assert meta.listing(b"lib/empty") == []
+    assert meta.count() == 9 == sum(len(n.entries) for n in meta.dirs.values())
+
+
+def test_what_the_mount_learnt_during_a_late_merge_wins(tmp_path: Path) -> None:
+    """Rows of the store are older than anything the serving mount saw: a listing it
+    made takes no row, a name it holds is not replaced, and nothing comes back at or
+    below what it removed or moved away, even when those rows were still to come."""
+    store = stored_library(tmp_path)
+    meta, _ = cache()
+    meta.put_listing(b"lib/a", [(b"f0", info(size=10))])  # listed now: f1, f2 are gone
+    meta.put(b"lib/c/f0", info(size=30))  # looked up now: newer than the store's
+
+    def serving() -> None:  # after the first batch (lib/a's f0 and f1)
+        meta.removed(b"lib/c/f1")
+        meta.moved(b"lib/b", b"lib/b2")
+        meta.removed(b"lib/empty")
+
+    late_merge(store, meta, serving)
+    assert meta.listing(b"lib/a") == [(b"f0", info(size=10))]
+    assert meta.listing(b"lib/c") is None  # held in part: not whole
+    c0, c1, c2 = (meta.get(b"lib/c/f%d" % i) for i in range(3))
+    assert c0 is not None and c0.st == info(size=30)
+    assert c1 is None
+    assert c2 is not None and c2.st == info(size=2)
+    assert meta.get(b"lib/b/f0") is None and b"lib/b" not in meta.dirs
+    assert b"lib/empty" not in meta.dirs
+    assert meta.count() == sum(len(n.entries) for n in meta.dirs.values())
+
+
 # A tiny file-system history: paths in two levels, puts, listings, removals, renames.
 names = st.sampled_from([b"a", b"b", b"c"])
 paths = st.lists(names, min_size=1, max_size=3).map(b"/".join)
@@ -327,7 +391,7 @@ def test_a_store_left_readable_by_others_is_tightened(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from cachefs.meta.cache import MetadataCache, StatInfo
+from cachefs.meta.cache import LateRestore, MetadataCache, StatInfo
 from cachefs.meta.store import MetadataStore
 store = MetadataStore(Path(sys.argv[1]), "/srv/nas")
 store.open()

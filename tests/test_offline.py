@@ -185,6 +185,33 @@ def test_mounts_offline_from_the_metadata_store(
     unmount_stack(mount_factory, m)
 
 
+def test_a_store_read_while_serving_is_served_when_the_origin_hangs_later(
+    origin: Path, mount_factory: MountFactory, tmp_path: Path
+) -> None:
+    """Online at mount, the metadata store is read after the mount answers (in
+    batches, between requests). Once read, it is the offline tree as much as a
+    store read before mounting: a hang that follows finds the whole library. With
+    watch = off nothing re-lists the restored directories, so what answers is the
+    store and only the store."""
+    files, nas, m = warm_stack(origin, mount_factory, tmp_path)
+    tree = walk_lstat(m.mnt)
+    for rel in files:
+        if rel != "uncached.bin":
+            wait_until_on_disk(m, rel)
+    mount_factory.unmount(m)
+    m = mount_factory(nas.mnt, [*OUTER_OPTIONS, "metadata.watch=off"])
+    deadline = time.monotonic() + 15
+    while "metadata store: " not in m.log() or "entries restored in" not in m.log():
+        assert time.monotonic() < deadline, m.log()
+        time.sleep(0.05)
+    assert "mounting offline" not in m.log()
+    with stopped(nas.proc):
+        time.sleep(1.2)  # past revalidate_after: every lookup would ask the hung origin
+        assert walk_lstat(m.mnt) == tree
+        assert_serves_offline(m, files)
+    unmount_stack(mount_factory, m)
+
+
 def test_no_cache_and_no_origin_is_a_clear_error(
     origin: Path, mount_factory: MountFactory, tmp_path: Path
 ) -> None:

@@ -42,7 +42,7 @@ from cachefs.data.tiers.ram import RamTier
 from cachefs.engine.control import CacheControl
 from cachefs.engine.engine import Engine, ShutdownStep
 from cachefs.engine.prefetch import Prefetcher
-from cachefs.engine.tasks import Flusher, Janitor, MetadataSaver, Migrator
+from cachefs.engine.tasks import Flusher, Janitor, MetadataLoader, MetadataSaver, Migrator
 from cachefs.engine.walkahead import WalkAhead
 from cachefs.fuse.inodes import InodeTable
 from cachefs.fuse.loop import BusyPoll, describe_busy_poll
@@ -96,6 +96,7 @@ class Mount:
     open_stats: Callable[[], StatsBackend]
     state_dir: Path
     meta_store: MetadataStore | None = None
+    loader: MetadataLoader | None = None  # reads the store while serving (online at mount)
     stats_backend: StatsBackend | None = None
     access_log: AccessLog | None = None  # stats.access_log, when set
     busy_poll: BusyPoll | None = None  # set by the server when pyfuse3 polls
@@ -129,9 +130,8 @@ class Mount:
         if self.cfg.metadata.persist:
             store = MetadataStore(self.state_dir, self.origin.root)
             store.open()
-            restored = store.load_into(self.meta)
+            self.meta.restore_root(store.root())  # an offline start needs it to mount
             self.meta_store = store
-            log.info("metadata store %s: %d entries restored", store.path, restored)
 
     def connect(self) -> None:
         """Blocking: reach the origin, or start offline from the metadata store."""
@@ -146,6 +146,9 @@ class Mount:
             self.origin.root_ino = self.meta.root.st.st_ino
             self.monitor.mark_offline(f"at mount: {exc}")
             filesystem = None
+            if self.meta_store is not None:  # the tree to serve offline, before serving
+                restored = self.meta_store.load_into(self.meta)
+                log.info("metadata store %s: %d entries restored", self.meta_store.path, restored)
         else:
             # A mount point now must stay one: if it turns into a plain directory
             # later, the share was unmounted, not emptied.
@@ -157,6 +160,9 @@ class Mount:
                 self.meta_store.set_meta(
                     root_mountpoint=self.origin.expect_mountpoint, statvfs=self.facts.statvfs
                 )
+                # Online, nothing needs the store to answer: it is read while serving.
+                self.loader = MetadataLoader(self.meta, self.meta_store, self.disk_limiter)
+                self.detector.store_loaded = self.loader.wait
         self.fs.inodes.root_ino = self.origin.root_ino
         self.detector.settle(filesystem)
 
@@ -201,7 +207,8 @@ class Mount:
             *self.cache.tasks(),
             Task("origin monitor", self.monitor.run),
             *self.detector.tasks(),
-            Task("pin re-apply", self.control.reapply_pins, once=True),
+            *([Task("metadata load", self.loader.run, once=True)] if self.loader else []),
+            Task("pin re-apply", self._reapply_pins, once=True),
             Task("janitor", janitor.run),
             Task("stats flusher", flusher.run),
             Task("migrator", migrator.run),
@@ -210,6 +217,11 @@ class Mount:
             *([Task("walk-ahead", self.fs.walker.run)] if self.fs.walker.enabled else []),
             Task("prediction model", self.prefetcher.keep_saving),
         ]
+
+    async def _reapply_pins(self) -> None:
+        if self.loader is not None:  # the pinned files are found in the metadata
+            await self.loader.wait()
+        await self.control.reapply_pins()
 
     async def publish_reports(self) -> None:
         """The report, handed to the metrics endpoint's threads every second: they

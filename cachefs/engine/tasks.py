@@ -19,8 +19,8 @@ from cachefs.data.tiers.promotion import (
     upper_tier_budget,
 )
 from cachefs.data.tiers.ram import RamTier
-from cachefs.meta.cache import MetadataCache
-from cachefs.meta.store import MetadataStore
+from cachefs.meta.cache import LateRestore, MetadataCache
+from cachefs.meta.store import MetadataStore, collector_paused
 from cachefs.stats.counters import Stats, StatsBackend
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,53 @@ class Janitor:
             await trio.to_thread.run_sync(tier.save_index, limiter=self.disk_limiter)
         if expired:
             log.info("janitor: %d chunks expired", expired)
+
+
+class MetadataLoader:
+    """Reads the metadata store into a cache that serves already (the origin was
+    online at mount, so nothing needed the store before answering).
+
+    Batches are read in a worker thread and merged on the trio thread between
+    requests (``LateRestore``: what the mount learnt meanwhile wins). ``wait()``
+    returns once the store is in: the metadata warm-up and the pins' re-apply,
+    which walk what the store brought back, wait for it.
+    """
+
+    BATCH = 4096  # rows merged at a time: a few milliseconds of the trio thread
+
+    def __init__(
+        self, meta: MetadataCache, store: MetadataStore, disk_limiter: trio.CapacityLimiter
+    ) -> None:
+        self.meta, self.store, self.disk_limiter = meta, store, disk_limiter
+        self._done = trio.Event()
+
+    async def wait(self) -> None:
+        await self._done.wait()
+
+    async def run(self) -> None:
+        started = trio.current_time()
+        merge = LateRestore(self.meta)
+        batches = self.store.row_batches(self.BATCH)
+        try:
+            while batch := await trio.to_thread.run_sync(
+                next, batches, None, limiter=self.disk_limiter
+            ):
+                with collector_paused():
+                    merge.add(batch)
+                await trio.lowlevel.checkpoint()
+            listed = await trio.to_thread.run_sync(
+                self.store.listed_dirs, limiter=self.disk_limiter
+            )
+            merge.finish(listed)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("metadata store: cannot read it (%s); starting with what is read", exc)
+            merge.finish(())
+        finally:
+            batches.close()
+            self.meta.late = None
+            self._done.set()
+        took = trio.current_time() - started
+        log.info("metadata store: %d entries restored in %.1fs", merge.restored, took)
 
 
 class MetadataSaver:

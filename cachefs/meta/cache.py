@@ -210,6 +210,7 @@ class MetadataCache:
         self.dirs: dict[bytes, DirNode] = {}
         self.journal = Journal()
         self._count = 0
+        self.late: LateRestore | None = None  # a store being merged in (see LateRestore)
 
     # -- reading ------------------------------------------------------------------
 
@@ -393,6 +394,8 @@ class MetadataCache:
             self._drop(old_dir, node, old_name, forget_below=False)  # the subtree moves below
             self.put(new, entry.st)
             self.stale(new)  # its ctime changed
+        if self.late is not None:
+            self.late.dropped.append(old)  # the store's rows below it are of the old tree
         below = [d for d in self.dirs if _below(d, old)]
         for dirpath in below:
             self.dirs[_rebase(dirpath, old, new)] = self.dirs.pop(dirpath)
@@ -444,6 +447,8 @@ class MetadataCache:
 
     def forget_tree(self, path: bytes) -> None:
         """Drop every directory node at or below *path* (its paths no longer exist)."""
+        if self.late is not None:
+            self.late.dropped.append(path)
         for dirpath in [d for d in self.dirs if _below(d, path) and (path or d)]:
             node = self.dirs.pop(dirpath)
             self._count -= len(node.entries)
@@ -506,41 +511,96 @@ class MetadataCache:
 
     # -- restoring ---------------------------------------------------------------------------
 
+    def restore_root(self, root: StatInfo | None) -> None:
+        self.root = Entry(root)
+
     def restore(
         self,
         root: StatInfo | None,
         rows: Iterable[tuple[bytes, bytes, bytes]],
         complete: Iterable[bytes],
     ) -> None:
-        """Fill from the store: every entry unconfirmed (revalidated before use).
-        *rows* are ``(dir, name, packed stat)`` and come a directory at a time (the
-        store's key order), so a directory's node is looked up once, not once per
-        entry. The packed stats are kept as they are; a row of another length (a
-        damaged store) is skipped, and its directory's listing is not whole then."""
-        self.root = Entry(root)
-        dirs, current, entries, count = self.dirs, None, None, 0
+        """Fill from the store before serving: every entry unconfirmed (revalidated
+        before use). *rows* are ``(dir, name, packed stat)``, see LateRestore.add."""
+        self.restore_root(root)
+        merge = LateRestore(self)
+        merge.add(rows)
+        merge.finish(complete)
+
+
+class LateRestore:
+    """The store's rows merged into a cache (``MetadataCache.late`` while it runs).
+
+    At mount with the origin online, the mount answers before the store is read
+    (a million rows take seconds), and the rows come in batches between requests.
+    What the cache learnt meanwhile wins:
+
+    * a directory it holds whole (listed) takes no row: its listing is true now;
+    * in a directory it holds in part (names looked up), rows add only the names
+      it lacks, and nothing at or below a path removed or moved away meanwhile;
+    * a directory it does not hold is filled from its rows, and is whole if the
+      store says so.
+
+    Whatever is merged is unconfirmed, as every restored entry: revalidated before
+    use while the origin is online. Rows come a directory at a time (the store's
+    key order), so a directory is looked up once, not once per row. The packed
+    stats are kept as they are; a row of another length (a damaged store) is
+    skipped, and its directory's listing is then not whole.
+    """
+
+    def __init__(self, cache: MetadataCache) -> None:
+        self.cache = cache
+        self.filled: set[bytes] = set()  # directories this merge made
+        self.damaged: set[bytes] = set()
+        self.dropped: list[bytes] = []  # paths removed, forgotten or moved away meanwhile
+        self.restored = 0
+        cache.late = self
+
+    def add(self, rows: Iterable[tuple[bytes, bytes, bytes]]) -> None:
+        damaged, dropped = self.damaged, self.dropped
         packed, size = Entry.packed, STAT_RECORD.size
-        damaged: set[bytes] = set()
+        current: bytes | None = None
+        entries: dict[bytes, Entry] | None = None
+        count = 0
         for dirpath, name, raw in rows:
+            if dirpath != current:
+                current, entries = dirpath, self._entries_to_fill(dirpath)
+            if entries is None or name in entries:
+                continue
             if type(raw) is not bytes or len(raw) != size:
                 damaged.add(dirpath)
-                continue
-            if dirpath != current or entries is None:
-                node = dirs.get(dirpath)
-                if node is None:
-                    node = dirs[dirpath] = DirNode()
-                current, entries = dirpath, node.entries
-            if name not in entries:
+            elif not dropped or not self._dropped(join(dirpath, name)):
+                entries[name] = packed(raw)
                 count += 1
-            entries[name] = packed(raw)
-        self._count += count
+        self.cache._count += count
+        self.restored += count
+
+    def _entries_to_fill(self, dirpath: bytes) -> dict[bytes, Entry] | None:
+        node = self.cache.dirs.get(dirpath)
+        if node is not None:
+            return None if node.complete else node.entries
+        if dirpath in self.filled or self._dropped(dirpath):
+            return None  # trimmed or forgotten since its first rows
+        self.filled.add(dirpath)
+        node = self.cache.dirs[dirpath] = DirNode()
+        return node.entries
+
+    def _dropped(self, path: bytes) -> bool:
+        return any(_below(path, gone) for gone in self.dropped)
+
+    def finish(self, complete: Iterable[bytes]) -> None:
+        """*complete*: the directories whose listing the store holds whole."""
+        dirs = self.cache.dirs
         for dirpath in complete:
-            if dirpath in damaged:
+            if dirpath in self.damaged:
                 continue
-            if dirpath in self.dirs:
-                self.dirs[dirpath].complete = True
-            else:
-                self.dirs[dirpath] = DirNode(complete=True)
+            node = dirs.get(dirpath)
+            if node is None:  # an empty directory (or one trimmed meanwhile)
+                if dirpath not in self.filled and not self._dropped(dirpath):
+                    dirs[dirpath] = DirNode(complete=True)
+            elif dirpath in self.filled:
+                node.complete = True
+        self.cache.late = None
 
 
 def _shared(st: StatInfo | None) -> bool:

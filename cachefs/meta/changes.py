@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import trio
@@ -107,6 +107,9 @@ class ChangeDetector:
         self._adding: dict[bytes, trio.Event] = {}
         self._limit_reached = False
         self._reading = False  # the change watch task is reading events
+        # Set by the composition root while the metadata store is read in the
+        # background: the warm-up revalidates what it brings back, so it waits.
+        self.store_loaded: Callable[[], Awaitable[None]] | None = None
 
     @property
     def _listener(self) -> ChangeListener:
@@ -164,6 +167,8 @@ class ChangeDetector:
         """After a restart, re-read the listings the store brought back, paced by
         poll_budget, so the first library scan finds its entries confirmed (and,
         with inotify, watched) instead of asking the origin file by file."""
+        if self.store_loaded is not None:
+            await self.store_loaded()
         pending = self.meta.restored_listings()
         if not pending:
             return

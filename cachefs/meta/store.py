@@ -20,7 +20,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,19 +154,46 @@ class MetadataStore:
     # -- loading and writing ----------------------------------------------------------------
 
     def load_into(self, cache: MetadataCache) -> int:
-        """Blocking: fill *cache*; returns the number of entries restored."""
+        """Blocking: fill *cache* before it serves; returns the entries restored."""
         assert self._db is not None
-        root_raw = self.meta().get("root")
-        root = StatInfo(*root_raw) if root_raw else None
-        listed = [d for (d,) in self._db.execute("SELECT dir FROM listed")]
+        listed = self.listed_dirs()
         before = cache.count()
-        # Streamed, in the primary key's order (a directory's entries together).
-        rows = self._db.execute("SELECT dir, name, st FROM entry ORDER BY dir, name")
         # Millions of new objects and no garbage: the cyclic collector's passes over
         # the growing heap were most of the load's time (4.5 s for a million rows).
         with collector_paused():
-            cache.restore(root, rows, listed)
+            cache.restore(self.root(), self._rows(self._db), listed)
         return cache.count() - before
+
+    def root(self) -> StatInfo | None:
+        """The origin root's attributes as last seen (what an offline start serves)."""
+        root_raw = self.meta().get("root")
+        return StatInfo(*root_raw) if root_raw else None
+
+    def listed_dirs(self) -> list[bytes]:
+        """Blocking: the directories whose listing the store holds whole."""
+        assert self._db is not None
+        return [d for (d,) in self._db.execute("SELECT dir FROM listed")]
+
+    @staticmethod
+    def _rows(db: sqlite3.Connection) -> Iterator[tuple[bytes, bytes, bytes]]:
+        # Streamed, in the primary key's order (a directory's entries together).
+        return iter(db.execute("SELECT dir, name, st FROM entry ORDER BY dir, name"))
+
+    def row_batches(self, size: int) -> Generator[list[tuple[bytes, bytes, bytes]], None, None]:
+        """Blocking, a batch of *size* rows per ``next()`` (each may come from another
+        thread): the entries, for a merge into a cache that serves already. Read
+        through a connection of its own, read only, in one read transaction: the
+        saver's writes on the main connection go on meanwhile, unseen by it."""
+        db = sqlite3.connect(
+            f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+        )
+        try:
+            db.execute("BEGIN")
+            rows = db.execute("SELECT dir, name, st FROM entry ORDER BY dir, name")
+            while batch := rows.fetchmany(size):
+                yield batch
+        finally:
+            db.close()
 
     def write(self, journal: Journal) -> None:
         """Blocking: apply *journal* in one transaction."""
