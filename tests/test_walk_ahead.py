@@ -253,6 +253,30 @@ def test_a_walk_longer_than_the_listings_remembered_keeps_answering(
     trio.run(main)
 
 
+def test_a_failing_guess_never_fails_the_request_it_watches(
+    build: Build, origin: Path, kernel: Kernel
+) -> None:
+    """Walk-ahead and prediction only guess: an exception in one is logged, and the
+    readdir or open it was told of is answered."""
+    library(origin, shows=2, seasons=1)
+    parts = build()
+
+    def broken(*args: object) -> None:
+        raise KeyError("a bug in a guess")
+
+    parts.fs.walker.client_listed = broken  # type: ignore[method-assign]
+    parts.fs.walker.client_opened = broken  # type: ignore[method-assign]
+    parts.fs.prefetcher.opened = broken  # type: ignore[method-assign]
+
+    async def main() -> None:
+        async with serving(parts):
+            for path in ("", "lib", "lib/show000", "lib/show000/season0"):
+                await list_dir(parts, path)
+            assert await read_path(parts, "lib/show000/season0/e01.nfo") == b"<episode/>"
+
+    trio.run(main)
+
+
 async def read_path(parts: compose.Mount, path: str) -> bytes:
     from tests.test_operations import lookup_path, read_all
 

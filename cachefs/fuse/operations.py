@@ -81,6 +81,16 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+def advise(fn: Callable[..., None], *args: Any) -> None:
+    """Tell an advisory part (prediction, walk-ahead) what a client did. Those only
+    guess what comes next: a bug in one is logged, and never fails the request it
+    watches (a walk-ahead KeyError once failed a library scan's readdir)."""
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("%s failed; the request goes on", getattr(fn, "__qualname__", fn))
+
+
 def fuse_handler(
     fn: Callable[P, Coroutine[Any, Any, T]],
 ) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -870,8 +880,8 @@ class CacheFS(pyfuse3.Operations):
         if not writable and stat.S_ISREG(st.st_mode):
             if not unchanged:  # the kernel holds no page of it: a read will come here
                 self.cache.first_read_soon(self._files[fh])
-            self.prefetcher.opened(path)  # what comes next is fetched while this is read
-            self.walker.client_opened(path)  # a walking client's next file, likewise
+            advise(self.prefetcher.opened, path)  # what comes next is fetched meanwhile
+            advise(self.walker.client_opened, path)  # a walking client's next file too
         # keep_cache lets the kernel keep its page cache across opens; only safe
         # while the origin file is the version those pages came from.
         return pyfuse3.FileInfo(fh=fh, keep_cache=unchanged)
@@ -1118,7 +1128,7 @@ class CacheFS(pyfuse3.Operations):
         if handle.entries is None:
             handle.entries = await self._listing(self._path(handle.inode))
         if start_id == 0:
-            self.walker.client_listed(self._path(handle.inode), handle.entries)
+            advise(self.walker.client_listed, self._path(handle.inode), handle.entries)
         try:
             dirpath: bytes | None = self.inodes.path(handle.inode)
         except KeyError:
