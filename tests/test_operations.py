@@ -223,6 +223,33 @@ def test_an_origin_change_is_seen_and_the_old_chunks_are_not_served(
     trio.run(main)
 
 
+def test_an_open_of_another_version_makes_the_kernel_drop_the_attributes_it_holds(
+    build: Build, origin: Path, kernel: Kernel
+) -> None:
+    """Close-to-open: the kernel may hold a file's attributes (its size!) for
+    attr_timeout. An open that finds another version than the one those came from
+    makes the kernel drop them; an open of the same version does not."""
+    parts = build(**{"metadata.revalidate_after": "0s", "metadata.watch": "off"})
+
+    async def reopen(inode: int) -> None:
+        info = await parts.fs.open(inode, os.O_RDONLY, CTX)
+        await parts.fs.release(info.fh)
+
+    async def main() -> None:
+        async with serving(parts):
+            inode = await lookup_path(parts, "notes.txt")  # the kernel holds its attributes
+            await reopen(inode)
+            assert inode not in kernel.invalidated_inodes
+            (origin / "notes.txt").write_bytes(b"hello again, cachefs, longer\n")
+            await reopen(inode)
+            assert kernel.invalidated_inodes.count(inode) == 1
+            await parts.fs.getattr(inode, CTX)  # the kernel holds the new version's now
+            await reopen(inode)
+            assert kernel.invalidated_inodes.count(inode) == 1
+
+    trio.run(main)
+
+
 def test_the_control_xattrs_report_residency_and_evict(build: Build, kernel: Kernel) -> None:
     parts = build()
 

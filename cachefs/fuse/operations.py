@@ -81,6 +81,14 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+def version_mark(st: StatInfo | os.stat_result) -> int:
+    """A FileVersion's fields (the inode aside: the mark is kept per inode) in one
+    int. Two versions of one file with the same mark would take a 64-bit hash
+    collision; the cost of one would be the kernel keeping the older attributes
+    for attr_timeout, as it may without close-to-open."""
+    return hash((st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+
+
 def advise(fn: Callable[..., None], *args: Any) -> None:
     """Tell an advisory part (prediction, walk-ahead) what a client did. Those only
     guess what comes next: a bug in one is logged, and never fails the request it
@@ -168,8 +176,10 @@ class CacheFS(pyfuse3.Operations):
         self._dirs: dict[int, DirHandle] = {}
         self._listings: dict[bytes, trio.Event] = {}  # origin listings in flight, by path
         self._states: dict[int, FileState] = {}
-        # The file version in the attributes last given to the kernel, per inode.
-        self._kernel_view: dict[int, FileVersion] = {}
+        # The file version in the attributes last given to the kernel, per inode, as
+        # version_mark(): one int, not a FileVersion and its four (after a library
+        # scan the kernel holds attributes of every file: ~150 MiB at a million).
+        self._kernel_view: dict[int, int] = {}
         self._handle_ids = itertools.count(1)
         self._as_root = os.geteuid() == 0
         self.initialized = trio.Event()
@@ -488,7 +498,7 @@ class CacheFS(pyfuse3.Operations):
         attrs.st_mtime_ns = st.st_mtime_ns
         attrs.st_ctime_ns = st.st_ctime_ns
         if stat.S_ISREG(st.st_mode):
-            self._kernel_view[attrs.st_ino] = FileVersion.of(st)
+            self._kernel_view[attrs.st_ino] = version_mark(st)
         return attrs
 
     def _entry(
@@ -868,7 +878,7 @@ class CacheFS(pyfuse3.Operations):
         await self.kernel_store.wait(inode)
         unchanged = self._note_version(inode, st)
         self._count_handed(inode, unchanged and not flags & os.O_DIRECT)
-        if self._kernel_view.get(inode) != FileVersion.of(st):
+        if self._kernel_view.get(inode) != version_mark(st):
             # Close-to-open: the kernel may hold attributes (size!) of an older
             # version for up to attr_timeout; make it ask again before reading.
             self._kernel_view.pop(inode, None)
