@@ -22,17 +22,27 @@ Link = tuple[int, bytes]
 @dataclass(slots=True)
 class InodeEntry:
     lookups: int = 0
-    # The (parent, name) entries it was seen under, oldest first: the newest is the
-    # one paths are built from. A tuple, not a dict, and slots: after a library scan
-    # the kernel holds an inode per entry (a million of them), and nearly every file
-    # has one link; a one-key dict and an instance __dict__ tripled their memory.
-    links: tuple[Link, ...] = ()
+    # The (parent, name) entries it was seen under: *link* the newest, the one paths
+    # are built from, and *older* the others, oldest first. After a library scan the
+    # kernel holds an inode per entry (a million of them) and nearly every file has
+    # one link: so slots, and no container for that one link (a one-key dict and an
+    # instance __dict__ tripled their memory; a 1-tuple was 48 bytes more).
+    link: Link | None = None
+    older: tuple[Link, ...] = ()
     children: int = 0  # known entries whose link names this inode as parent
     open_handles: int = 0
     # The origin reuses inode numbers of deleted files. A new generation tells
     # the kernel "same number, different file", so it drops the old inode.
     generation: int = 0
     kind: int = 0  # S_IFMT bits of the file this entry stands for
+    # The version of the attributes last given to the kernel (the caller's mark of
+    # it, 0: none). Here, not in a dict of its own: one slot, not a key and a slot.
+    kernel_mark: int = 0
+
+    @property
+    def links(self) -> tuple[Link, ...]:
+        """Every link, oldest first."""
+        return self.older if self.link is None else (*self.older, self.link)
 
 
 class InodeTable:
@@ -58,10 +68,10 @@ class InodeTable:
         parts: list[bytes] = []
         seen = 0
         while inode != ROOT_INODE:
-            entry = self._entries[inode]
-            if not entry.links:
+            link = self._entries[inode].link
+            if link is None:
                 raise KeyError(inode)
-            parent, name = entry.links[-1]
+            parent, name = link
             parts.append(name)
             inode = parent
             seen += 1
@@ -131,9 +141,9 @@ class InodeTable:
 
     def parent_of(self, inode: int) -> int:
         entry = self._entries.get(inode)
-        if inode == ROOT_INODE or entry is None or not entry.links:
+        if inode == ROOT_INODE or entry is None or entry.link is None:
             return ROOT_INODE
-        return entry.links[-1][0]
+        return entry.link[0]
 
     # -- lookup counting ----------------------------------------------------
 
@@ -152,6 +162,16 @@ class InodeTable:
         self._set_link(parent, name, inode)
         return reused
 
+    def kernel_mark(self, inode: int) -> int:
+        entry = self._entries.get(inode)
+        return entry.kernel_mark if entry is not None else 0
+
+    def set_kernel_mark(self, inode: int, mark: int) -> None:
+        """Only for an inode the table knows: one it does not is not kept for it."""
+        entry = self._entries.get(inode)
+        if entry is not None:
+            entry.kernel_mark = mark
+
     def generation(self, inode: int) -> int:
         entry = self._entries.get(inode)
         return entry.generation if entry is not None else 0
@@ -163,7 +183,7 @@ class InodeTable:
         if entry.kind != kind:
             return True
         # Every name the old file had is gone, yet the number turns up again.
-        return not entry.links and link not in entry.links
+        return entry.link is None
 
     def forget(self, inode: int, count: int) -> None:
         entry = self._entries.get(inode)
@@ -217,14 +237,20 @@ class InodeTable:
             self._drop_link(previous, link)
         self._dentries[link] = inode
         entry = self._entry(inode)
-        if link not in entry.links:
-            entry.links += (link,)
+        if link != entry.link and link not in entry.older:
+            if entry.link is not None:
+                entry.older += (entry.link,)
+            entry.link = link
         self._entry(parent).children += 1
 
     def _drop_link(self, inode: int, link: Link) -> None:
         entry = self._entries.get(inode)
         if entry is not None and link in entry.links:
-            entry.links = tuple(other for other in entry.links if other != link)
+            if link == entry.link:  # the newest of the others builds the paths now
+                entry.link = entry.older[-1] if entry.older else None
+                entry.older = entry.older[:-1]
+            else:
+                entry.older = tuple(other for other in entry.older if other != link)
             parent = self._entries.get(link[0])
             if parent is not None:
                 parent.children -= 1

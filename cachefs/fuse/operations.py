@@ -176,10 +176,6 @@ class CacheFS(pyfuse3.Operations):
         self._dirs: dict[int, DirHandle] = {}
         self._listings: dict[bytes, trio.Event] = {}  # origin listings in flight, by path
         self._states: dict[int, FileState] = {}
-        # The file version in the attributes last given to the kernel, per inode, as
-        # version_mark(): one int, not a FileVersion and its four (after a library
-        # scan the kernel holds attributes of every file: ~150 MiB at a million).
-        self._kernel_view: dict[int, int] = {}
         self._handle_ids = itertools.count(1)
         self._as_root = os.geteuid() == 0
         self.initialized = trio.Event()
@@ -498,7 +494,9 @@ class CacheFS(pyfuse3.Operations):
         attrs.st_mtime_ns = st.st_mtime_ns
         attrs.st_ctime_ns = st.st_ctime_ns
         if stat.S_ISREG(st.st_mode):
-            self._kernel_view[attrs.st_ino] = version_mark(st)
+            # The version the kernel now holds attributes of, as one int in the inode
+            # table: after a library scan it holds them for every file.
+            self.inodes.set_kernel_mark(attrs.st_ino, version_mark(st))
         return attrs
 
     def _entry(
@@ -513,7 +511,7 @@ class CacheFS(pyfuse3.Operations):
         if self.inodes.remember(parent, name, inode, stat.S_IFMT(st.st_mode)):
             # A new file under a reused number: nothing known of the old one applies.
             self._states.pop(inode, None)
-            self._kernel_view.pop(inode, None)
+            self.inodes.set_kernel_mark(inode, 0)
 
     def policy_for(self, relpath: bytes) -> ContentTypeConfig:
         return self.resolver.policy(os.fsdecode(relpath))
@@ -626,7 +624,6 @@ class CacheFS(pyfuse3.Operations):
             self.inodes.forget(inode, count)
             if not self.inodes.known(inode):
                 self._states.pop(inode, None)
-                self._kernel_view.pop(inode, None)
 
     @fuse_handler
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -878,10 +875,10 @@ class CacheFS(pyfuse3.Operations):
         await self.kernel_store.wait(inode)
         unchanged = self._note_version(inode, st)
         self._count_handed(inode, unchanged and not flags & os.O_DIRECT)
-        if self._kernel_view.get(inode) != version_mark(st):
+        if self.inodes.kernel_mark(inode) != version_mark(st):
             # Close-to-open: the kernel may hold attributes (size!) of an older
             # version for up to attr_timeout; make it ask again before reading.
-            self._kernel_view.pop(inode, None)
+            self.inodes.set_kernel_mark(inode, 0)
             # Attributes only: no page lock to wait for, so unlike a data
             # invalidation it may run on the trio thread (docs/concurrency.md).
             with contextlib.suppress(OSError):  # ENOENT: the kernel holds no attributes
