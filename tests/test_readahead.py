@@ -353,3 +353,55 @@ def test_a_file_changed_during_a_span_caches_nothing_read_after_the_change() -> 
     assert held == {0, 1, 2}  # read before the change; nothing read after it
     assert file.changed and all(v != file.version for v in file.changed)
     assert cache.stats.get("origin_changed_during_read") >= 1
+
+
+def test_a_reader_overtaking_its_filler_leaves_it_the_chunks_still_asked_for() -> None:
+    """The kernel's read-ahead sends READs of consecutive chunks at once: a READ of
+    chunk 3 may come before the one of chunk 2. The filler, waiting for its turn at
+    2, goes on from 2 (no fill has started there), so both readers are served by
+    its span, and neither reads for itself beside the turns."""
+    head = Head(seek=0.0, per_chunk=0.0)
+    hung = threading.Event()
+    holder = HeadFile(1, head, chunks=40, block=hung)
+    file = HeadFile(2, head, chunks=40)
+    engine = Engine(Stats())
+    cache, calls = counting_cache(engine)
+    fetched: list[int] = []
+    fetch = file.fetch
+
+    def counted_fetch(key: ChunkKey) -> tuple[bytes, FileVersion]:
+        fetched.append(key.number)
+        return fetch(key)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run, cache.tasks())
+            hung.set()
+            await cache.read(holder, 0, CHUNK)
+            hung.clear()  # the holder's turn hangs: the other stream's filler queues
+            nursery.start_soon(cache.read, holder, CHUNK, CHUNK, True)
+            await cache.read(file, 0, CHUNK)
+            await cache.read(file, CHUNK, CHUNK, True)  # its read-ahead from chunk 2 on
+            with trio.fail_after(5):
+                while not waits_for_the_head(cache, file):
+                    await trio.sleep(0.001)
+            file.fetch = counted_fetch  # type: ignore[method-assign]
+            got: dict[int, bytes] = {}
+
+            async def read(n: int) -> None:
+                got[n] = await cache.read(file, n * CHUNK, CHUNK, True)
+
+            nursery.start_soon(read, 3)
+            await trio.sleep(0.01)
+            nursery.start_soon(read, 2)
+            await trio.sleep(0.05)
+            hung.set()
+            with trio.fail_after(5):
+                while len(got) < 2:
+                    await trio.sleep(0.01)
+            assert got == {n: file.data[n * CHUNK : (n + 1) * CHUNK] for n in (2, 3)}
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert {2, 3} <= set(fetched)  # fetched from the origin once swapped in,
+    assert "counted_fetch" not in calls  # in the filler's span: no fill of their own

@@ -106,9 +106,11 @@ def test_a_foreground_read_waits_for_at_most_one_chunk_of_a_span(
         for thread in threads:
             thread.start()
         picks = random.Random(3).sample(range(16), 8)
+        issued: dict[int, float] = {}  # the MiB read -> when the client asked (monotonic)
         fd = os.open(mnt / "other.dat", os.O_RDONLY | os.O_DIRECT)
         try:
             for n in picks:
+                issued[n] = time.monotonic()
                 assert os.pread(fd, 64 * 1024, n * MiB) == other[n * MiB : n * MiB + 64 * 1024]
                 time.sleep(0.01)
         finally:
@@ -138,3 +140,13 @@ def test_a_foreground_read_waits_for_at_most_one_chunk_of_a_span(
         waited += bool(served)
         assert all(len(chunks) <= 1 for chunks in served.values()), (request, served)
     assert waited > 0  # the check had something to check: the head was busy
+    # ... and none waited inside the mount for a span to end: from the client's
+    # read to its first request reaching the origin, the head started requests of
+    # one chunk of each film at most (the pread under way, or the one right after).
+    for n, asked in issued.items():
+        arrived = min(r.arrived for r in foreground if r.offset // MiB == n)
+        started: dict[int, set[int]] = {}
+        for r in ahead:
+            if asked < r.started < arrived:
+                started.setdefault(r.fh, set()).add(r.offset // MiB)
+        assert all(len(chunks) <= 2 for chunks in started.values()), (n, started)
