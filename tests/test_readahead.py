@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import trio
@@ -154,54 +156,252 @@ def test_a_foreground_fill_never_waits_for_a_turn() -> None:
             await cache.read(queued, 0, CHUNK)
             await cache.read(queued, CHUNK, CHUNK, True)  # its filler queues behind
             await trio.sleep(0.05)
-            assert cache._streams[queued].turn.queued
+            assert waits_for_the_head(cache, queued)
             # A read of a third file goes to the origin at once.
             assert await cache.read(other, 2 * CHUNK, CHUNK) == other.data[2 * CHUNK : 3 * CHUNK]
-            # The queued stream's reader waits for its turn, until its handle goes.
+            # The queued stream's reader waits for its span, until its handle goes.
             result: list[bytes] = []
 
             async def wait_for_turn() -> None:
-                result.append(await cache.read(queued, 5 * CHUNK, CHUNK, True))
+                result.append(await cache.read(queued, 3 * CHUNK, CHUNK, True))
 
             nursery.start_soon(wait_for_turn)
             await trio.sleep(0.05)
             assert not result
-            assert cache._streams[queued].turn.queued
+            assert waits_for_the_head(cache, queued)
             cache.stop_read_ahead(queued)
             with trio.fail_after(5):
                 while not result:
                     await trio.sleep(0.01)
-            assert result == [queued.data[5 * CHUNK : 6 * CHUNK]]
+            assert result == [queued.data[3 * CHUNK : 4 * CHUNK]]
             hung.set()
             nursery.cancel_scope.cancel()
 
     trio.run(main)
 
 
-def measured(seek: float, per_chunk: float) -> Turns:
+def waits_for_the_head(cache: ChunkCache, file: HeadFile) -> bool:
+    """The stream's filler waits for its turn, or its span for the origin head."""
+    stream = cache._streams[file]
+    span = stream.span
+    return stream.turn.queued or (span is not None and not span.reading.is_set())
+
+
+def timed_turn(lead: float, per_chunk: float, chunks: int) -> TurnTimer:
+    """A turn's timer: its second chunk *lead* seconds after its start, then one
+    chunk every *per_chunk* seconds (its first chunk came from a cache at once)."""
+    laps = [0.0, lead, *(lead + n * per_chunk for n in range(1, chunks - 1))]
+    return TurnTimer(chunks, 0.0, laps[-1], laps=laps)
+
+
+def measured(lead: float, per_chunk: float = 0.013) -> Turns:
     found = Turns()
-    for n in range(2, 10):  # turns of 2 to 9 chunks, one seek each
-        found.record(TurnTimer(n, 0.0, seek + n * per_chunk), CHUNK)
+    for n in range(2, 10):
+        found.record(timed_turn(lead, per_chunk, n))
     return found
 
 
-def test_a_turn_lasts_by_the_seek_cost_and_the_number_of_streams() -> None:
-    assert Turns().turn_seconds(CHUNK, 4) is None  # nothing measured yet
-    slow_seek, fast_seek = measured(0.008, 0.013), measured(0.0005, 0.013)
-    seek = slow_seek.seek_cost()
-    assert seek == pytest.approx(0.008)
-    assert slow_seek.chunk_seconds(CHUNK) == pytest.approx(0.013)
-    # A costlier seek: longer turns, so it is paid less often.
-    slow_one, fast_one = slow_seek.turn_seconds(CHUNK, 1), fast_seek.turn_seconds(CHUNK, 1)
-    assert slow_one is not None and fast_one is not None and slow_one > fast_one
-    # More streams: shorter turns, so the others' turns fit the gap budget.
-    lasting = [slow_seek.turn_seconds(CHUNK, n) or 0.0 for n in (2, 4, 8, 16)]
+def test_a_turn_lasts_what_the_gap_budget_leaves_the_other_streams() -> None:
+    assert Turns().turn_seconds(4) is None  # nothing measured yet
+    assert not Turns().record(TurnTimer(1, 0.0, 0.01, laps=[0.01]))  # one chunk tells nothing
+    slow, fast = measured(0.030), measured(0.010)
+    assert slow.lead() == pytest.approx(0.030)
+    # More streams: shorter turns, so that a reader waits for the others' turns and
+    # its own turn's lead within the gap budget, and no shorter than that.
+    lasting = [slow.turn_seconds(n) or 0.0 for n in (2, 4, 8, 16)]
     assert lasting == sorted(lasting, reverse=True) and lasting[0] > lasting[-1], lasting
-    chunk = slow_seek.chunk_seconds(CHUNK)
     for n, turn in zip((2, 4, 8, 16), lasting, strict=True):
-        assert (n - 1) * turn + seek + chunk <= slow_seek.gap_budget + 1e-9, (n, turn)
-    # Turns all of one length cannot tell the seek from the chunks: not measured.
-    same = Turns()
-    for _ in range(5):
-        same.record(TurnTimer(3, 0.0, 0.047), CHUNK)
-    assert same.seek_cost() is None and same.measuring_span() in (2, 4)
+        assert (n - 1) * turn + 0.030 == pytest.approx(slow.gap_budget), (n, turn)
+    # A slower lead (a costlier seek) leaves the others less.
+    assert (slow.turn_seconds(4) or 0.0) < (fast.turn_seconds(4) or 0.0)
+    assert slow.turn_seconds(1) == slow.gap_budget  # alone: it seeks nowhere in between
+    # A stray turn (cached whole, or stalled) does not move the median.
+    slow.record(timed_turn(0.0005, 0.0005, 3))
+    slow.record(timed_turn(0.2, 0.013, 3))
+    assert slow.lead() == pytest.approx(0.030)
+
+
+def test_a_turn_stops_when_one_more_chunk_at_its_pace_would_overrun() -> None:
+    clock = [0.0]
+    timer = TurnTimer(clock=lambda: clock[0])
+    timer.start()
+    for now in (0.001, 0.034, 0.047, 0.060):  # cached, the seek, then 13 ms a chunk
+        clock[0] = now
+        timer.done()
+    assert timer.one_more_fits(0.090)  # 0.060 + ~0.02 a chunk
+    assert not timer.one_more_fits(0.075)
+
+
+@dataclass(eq=False)
+class GatedFile(HeadFile):
+    """A HeadFile whose fetch of chunk *gate_at* waits for *gate*, and whose version
+    moves on (a change at the origin) once chunk *changes_at* has been read."""
+
+    gate_at: int = -1
+    gate: threading.Event = field(default_factory=threading.Event)
+    changes_at: int = -1
+    changed: list[FileVersion] = field(default_factory=list)
+
+    def fetch(self, key: ChunkKey) -> tuple[bytes, FileVersion]:
+        if key.number == self.gate_at:
+            self.gate.wait(10)
+        data, version = super().fetch(key)
+        if 0 <= self.changes_at <= key.number:
+            version = version._replace(ctime_ns=4)
+        return data, version
+
+    def origin_changed(self, version: FileVersion) -> None:
+        self.changed.append(version)
+
+
+def counting_cache(engine: Engine) -> tuple[ChunkCache, list[str]]:
+    """A cache whose origin calls are logged by the name of what they run."""
+    calls: list[str] = []
+    limiter = trio.CapacityLimiter(8)
+
+    async def origin_call(fn: Callable[..., Any], *args: Any) -> Any:
+        calls.append(fn.__name__)
+        return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+    cache = ChunkCache(
+        RamTier(1 << 30), {}, Stats(), limiter, limiter, origin_call=origin_call, spawn=engine.spawn
+    )
+    return cache, calls
+
+
+def test_a_turn_reads_its_span_in_one_origin_call() -> None:
+    head = Head()
+    files = [HeadFile(ino, head, chunks=24) for ino in (1, 2)]
+    engine = Engine(Stats())
+    cache, calls = counting_cache(engine)
+
+    async def reader(file: HeadFile) -> None:
+        for n in range(file.chunks):
+            got = await cache.read(file, n * CHUNK, CHUNK, sequential=n > 0)
+            assert got == file.data[n * CHUNK : (n + 1) * CHUNK]
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run, cache.tasks())
+            async with trio.open_nursery() as readers:
+                for file in files:
+                    readers.start_soon(reader, file)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    turns = cache.stats.get("read_ahead_turns")
+    spans = calls.count("_read_span_blocking")
+    assert turns > 0 and spans == turns  # one origin call per turn
+    # ... which read several chunks: the whole span, not one chunk a call
+    assert cache.stats.get("read_ahead_turn_chunks") >= 2 * spans
+    assert len(calls) - spans < len(head.order) // 2  # most chunks came in spans
+
+
+def test_the_reader_of_a_spans_first_chunk_does_not_wait_for_the_rest() -> None:
+    head = Head(seek=0.0, per_chunk=0.0)
+    file = GatedFile(1, head, chunks=16, gate_at=3)  # the span from chunk 2 hangs at 3
+    engine = Engine(Stats())
+    cache = new_cache(engine)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run, cache.tasks())
+            await cache.read(file, 0, CHUNK)
+            await cache.read(file, CHUNK, CHUNK, True)  # read-ahead from chunk 2 on
+            with trio.fail_after(5):
+                while cache._streams.get(file) is None or cache._streams[file].span is None:
+                    await trio.sleep(0.001)
+                span = cache._streams[file].span
+                assert span is not None and span.keys[0].number == 2 and len(span.keys) >= 2
+                got = await cache.read(file, 2 * CHUNK, CHUNK, True)
+            assert got == file.data[2 * CHUNK : 3 * CHUNK]
+            assert not file.gate.is_set() and (1, 3) not in head.order  # chunk 3 still hangs
+            file.gate.set()
+            with trio.fail_after(5):
+                got = await cache.read(file, 3 * CHUNK, CHUNK, True)
+            assert got == file.data[3 * CHUNK : 4 * CHUNK]
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_file_changed_during_a_span_caches_nothing_read_after_the_change() -> None:
+    head = Head(seek=0.0, per_chunk=0.0)
+    file = GatedFile(1, head, chunks=16, gate_at=2, changes_at=3)
+    engine = Engine(Stats())
+    cache = new_cache(engine)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run, cache.tasks())
+            await cache.read(file, 0, CHUNK)
+            await cache.read(file, CHUNK, CHUNK, True)  # a span from chunk 2 on
+            with trio.fail_after(5):
+                while cache._streams.get(file) is None or cache._streams[file].span is None:
+                    await trio.sleep(0.001)
+            span = cache._streams[file].span
+            assert span is not None and len(span.keys) >= 2  # chunks 2 and 3 at least
+            file.gate.set()
+            with trio.fail_after(5):  # every byte is right, read before or after
+                for n in range(2, file.chunks):
+                    got = await cache.read(file, n * CHUNK, CHUNK, True)
+                    assert got == file.data[n * CHUNK : (n + 1) * CHUNK]
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    held = {n for n in range(file.chunks) if ChunkKey(file.version, CHUNK, n) in cache.ram}
+    assert held == {0, 1, 2}  # read before the change; nothing read after it
+    assert file.changed and all(v != file.version for v in file.changed)
+    assert cache.stats.get("origin_changed_during_read") >= 1
+
+
+def test_a_reader_overtaking_its_filler_leaves_it_the_chunks_still_asked_for() -> None:
+    """The kernel's read-ahead sends READs of consecutive chunks at once: a READ of
+    chunk 3 may come before the one of chunk 2. The filler, waiting for its turn at
+    2, goes on from 2 (no fill has started there), so both readers are served by
+    its span, and neither reads for itself beside the turns."""
+    head = Head(seek=0.0, per_chunk=0.0)
+    hung = threading.Event()
+    holder = HeadFile(1, head, chunks=40, block=hung)
+    file = HeadFile(2, head, chunks=40)
+    engine = Engine(Stats())
+    cache, calls = counting_cache(engine)
+    fetched: list[int] = []
+    fetch = file.fetch
+
+    def counted_fetch(key: ChunkKey) -> tuple[bytes, FileVersion]:
+        fetched.append(key.number)
+        return fetch(key)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run, cache.tasks())
+            hung.set()
+            await cache.read(holder, 0, CHUNK)
+            hung.clear()  # the holder's turn hangs: the other stream's filler queues
+            nursery.start_soon(cache.read, holder, CHUNK, CHUNK, True)
+            await cache.read(file, 0, CHUNK)
+            await cache.read(file, CHUNK, CHUNK, True)  # its read-ahead from chunk 2 on
+            with trio.fail_after(5):
+                while not waits_for_the_head(cache, file):
+                    await trio.sleep(0.001)
+            file.fetch = counted_fetch  # type: ignore[method-assign]
+            got: dict[int, bytes] = {}
+
+            async def read(n: int) -> None:
+                got[n] = await cache.read(file, n * CHUNK, CHUNK, True)
+
+            nursery.start_soon(read, 3)
+            await trio.sleep(0.01)
+            nursery.start_soon(read, 2)
+            await trio.sleep(0.05)
+            hung.set()
+            with trio.fail_after(5):
+                while len(got) < 2:
+                    await trio.sleep(0.01)
+            assert got == {n: file.data[n * CHUNK : (n + 1) * CHUNK] for n in (2, 3)}
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert {2, 3} <= set(fetched)  # fetched from the origin once swapped in,
+    assert "counted_fetch" not in calls  # in the filler's span: no fill of their own

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
+import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -53,9 +55,6 @@ READ_AHEAD_BYTES = 4 * 1024 * 1024
 READ_AHEAD_MAX_BYTES = 32 * 1024 * 1024
 READ_AHEAD_MIN_CHUNKS = 2
 READ_AHEAD_MAX_CHUNKS = 32
-# A read-ahead turn's origin fetches in flight at once, in file order. Two were
-# measured worse: the origin may serve the second before the first (a seek).
-TURN_DEPTH = 1
 ORIGIN = "origin"  # where a chunk that no tier held came from
 PREFETCHED_REMEMBERED = 65_536  # prefetched chunks watched for a later read (oldest go first)
 # A prefetched chunk nobody read within this long counts as wasted, no longer as
@@ -124,6 +123,78 @@ class _ReadAhead:
     until: int
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     turn: Turn = field(default_factory=Turn)  # its place among the streams' origin turns
+    span: _Span | None = None  # the span its turn reads (or read last)
+
+    def stop(self) -> None:
+        """Stop the filler, and its span's thread at its next chunk."""
+        self.scope.cancel()
+        if self.span is not None:
+            self.span.stop.set()
+
+
+_Landed = tuple[ChunkKey, bytes, FileVersion]  # a chunk of a span, as read, and its version
+
+
+@dataclass(eq=False)
+class _Span:
+    """The chunks one read-ahead turn reads from the origin, in one worker-thread call.
+
+    The trio thread owns ``flights`` and ``error``; the worker thread reads the
+    rest, writes ``timer`` (read back once the call has returned) and is told to
+    stop through ``stop``. ``reading`` is set once the thread has the origin head.
+    """
+
+    keys: list[ChunkKey]
+    flights: dict[ChunkKey, _Flight]
+    before: threading.Event | None  # set when the span before this one stops reading
+    head: threading.Event  # set by this span's thread when it stops reading
+    seconds: float | None  # the turn's length; None: a measuring turn of len(keys)
+    generation: int  # the source's write generation when the span was claimed
+    stop: threading.Event = field(default_factory=threading.Event)
+    reading: trio.Event = field(default_factory=trio.Event)
+    timer: TurnTimer = field(default_factory=TurnTimer)
+    error: OSError | None = None
+
+
+def _offer(send: trio.MemorySendChannel[_Landed], span: _Span, item: _Landed | None) -> None:
+    """On the trio thread (run_sync_soon, so it must not raise): a chunk for the span's
+    reader, or (None) the news that the thread has the head."""
+    if item is None:
+        span.reading.set()
+        return
+    with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+        send.send_nowait(item)
+
+
+def _read_span_blocking(
+    source: ChunkSource, span: _Span, landed: Callable[[_Landed | None], None]
+) -> None:
+    """Blocking: wait for the origin head (the span before this one stops reading),
+    then read the span's chunks back to back, handing each over as it lands.
+
+    Stops early when told to, when the turn's time is up (the origin slower than
+    measured), or when the file changed (a fetch saw another version)."""
+    try:
+        if span.before is not None:
+            while not span.before.wait(0.05):
+                if span.stop.is_set():
+                    return
+        landed(None)
+        timer = span.timer
+        timer.start()
+        for n, key in enumerate(span.keys):
+            if span.stop.is_set():
+                return
+            seconds = span.seconds
+            if seconds is not None and n >= FIRST_SPAN and not timer.one_more_fits(seconds):
+                return  # the turn's time is up: the next stream's turn
+            data, version = source.fetch(key)
+            timer.done()
+            landed((key, data, version))
+            if version != key.version:
+                return
+    finally:
+        span.head.set()  # the next span's thread may read now
 
 
 @dataclass(frozen=True)
@@ -432,7 +503,16 @@ class ChunkCache:
             if self._spawn("read-ahead", self._run_read_ahead, source, stream):
                 self._streams[source] = stream
         else:
-            stream.next = max(stream.next, reader)  # the reader may have overtaken it
+            # The reader may have overtaken it: what it has read or is reading (in
+            # flight) the filler skips. Not the chunks in between, which the kernel's
+            # read-ahead may be asking for in READs still on their way: passing them
+            # would send their readers to the origin beside the turns.
+            version, chunk_size = source.version, source.chunk_size
+            while stream.next < reader:
+                key = ChunkKey(version, chunk_size, stream.next)
+                if key not in self.ram and key not in self._inflight:
+                    break
+                stream.next += 1
             stream.until = max(stream.until, last)
 
     def _caught_up(self, source: ChunkSource, first: int) -> None:
@@ -474,7 +554,7 @@ class ChunkCache:
         window = self._window(source)
         if stream.next - 2 * window <= chunk <= stream.until + window:
             return
-        stream.scope.cancel()
+        stream.stop()
         self._windows.pop(source, None)
         self.stats.add("read_ahead_stopped_by_seek")
 
@@ -518,69 +598,150 @@ class ChunkCache:
         return False
 
     async def _origin_turn(self, source: ChunkSource, stream: _ReadAhead) -> bool:
-        """One turn: wait for it, then fetch chunks in file order, TURN_DEPTH fetches in
-        flight, until the window's end or the turn's time is up; False on an error."""
-        failed = False
-        async with self.turns.turn(stream.turn):
-            chunk_size = source.chunk_size
-            seconds = self.turns.turn_seconds(chunk_size)
-            chunk_seconds = self.turns.chunk_seconds(chunk_size)
-            turn = stream.turn
-            turn.started = stream.next
-            if seconds is None:  # nothing measured yet: a short turn that measures
-                turn.claimed = stream.next + self.turns.measuring_span()
-            timer = TurnTimer()
-            room = trio.Semaphore(TURN_DEPTH)
+        """One turn: wait for it, then read the span of chunks it takes, in file order,
+        in one worker-thread call (_read_span); False on an error.
+
+        The turn (the FIFO lock) is handed on as soon as the span's thread has the
+        origin head: the next stream's span is then chained behind this one (its
+        thread waits for this one's last pread, Turns.chain), while this filler
+        waits here for its span's chunks to land."""
+        span: _Span | None = None
+        async with trio.open_nursery() as reading, self.turns.turn(stream.turn):
+            span = self._claim_span(source, stream)
+            if span is None:
+                return True  # its next chunk came meanwhile (a reader filled it)
             self.stats.add("read_ahead_turns")
+            reading.start_soon(self._read_span, source, stream, span)
+            await span.reading.wait()  # its thread has the head (or ended)
+        return span.error is None
 
-            async def fetch(key: ChunkKey) -> None:
-                nonlocal failed
-                try:
-                    turn.started = max(turn.started, key.number + 1)
-                    turn.move()  # its readers wait on the fill, starting now
-                    if key in self.ram or key in self._inflight:
-                        return
-                    timer.start()
-                    _, tier = await self._fill(source, key)
-                    if tier == ORIGIN:
-                        timer.done()
-                        self.stats.add("read_ahead_turn_chunks")
-                except OSError as exc:  # the reader will meet the error itself, if it comes
-                    log.debug("read-ahead of %s failed: %s", key, exc)
-                    failed = True
-                finally:
-                    room.release()
+    def _claim_span(self, source: ChunkSource, stream: _ReadAhead) -> _Span | None:
+        """The chunks this turn may read, from the stream's next on, up to the window's
+        end and the first chunk a tier holds or a fill brings (a short measuring turn
+        while nothing is measured); each gets its flight now, so a reader of any of
+        them waits for it (single flight). The span's thread stops when the turn's
+        time is up (measured as it reads, as a turn of single fetches did: an estimate
+        of the chunks up front would carry the fit's noise into every turn)."""
+        chunk_size = source.chunk_size
+        seconds = self.turns.turn_seconds()
+        # nothing measured yet: a short turn that measures
+        count = READ_AHEAD_MAX_CHUNKS if seconds is not None else self.turns.measuring_span()
+        keys: list[ChunkKey] = []
+        for number in range(stream.next, min(stream.until, stream.next + count)):
+            key = ChunkKey(source.version, chunk_size, number)
+            if (
+                key in self.ram
+                or key in self._inflight
+                or any(tier.known_to_hold(key) for tier in self.disks.values())
+            ):
+                break
+            keys.append(key)
+        if not keys:
+            return None
+        flights = {key: _Flight(source) for key in keys}
+        self._inflight.update(flights)
+        stream.next = keys[-1].number + 1
+        turn = stream.turn
+        turn.started = turn.claimed = stream.next  # every fill of the span is under way
+        turn.move()  # its readers wait on the span's flights
+        before, head = self.turns.chain()
+        span = stream.span = _Span(
+            keys,
+            flights,
+            before,
+            head,
+            seconds,
+            source.write_generation,
+        )
+        return span
 
-            async with trio.open_nursery() as fetches:
-                while not failed and stream.next < stream.until:
-                    if turn.claimed is not None and stream.next >= turn.claimed:
-                        break
-                    if (
-                        seconds is not None
-                        and timer.began is not None
-                        and timer.chunks >= FIRST_SPAN
-                        and timer.now() - timer.began + chunk_seconds > seconds
-                    ):
-                        break  # the turn's time is up: the next stream's turn
-                    if await self._skip_or_spawn(source, stream):
-                        continue
-                    await room.acquire()
-                    if failed or stream.next >= stream.until:
-                        room.release()
-                        break
-                    key = ChunkKey(source.version, chunk_size, stream.next)
-                    stream.next += 1
-                    fetches.start_soon(fetch, key)
-            self.turns.record(timer, chunk_size)
-        return not failed
+    async def _read_span(self, source: ChunkSource, stream: _ReadAhead, span: _Span) -> None:
+        """Read the span's chunks from the origin in one worker-thread call and settle
+        each flight as its chunk lands (verified as a single fill's chunk is)."""
+        send, receive = trio.open_memory_channel[_Landed](math.inf)
+        token = trio.lowlevel.current_trio_token()
+
+        def landed(item: _Landed | None) -> None:  # in the worker thread
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(_offer, send, span, item)
+
+        async def call() -> None:
+            try:
+                await self._origin_call(_read_span_blocking, source, span, landed)
+            except OSError as exc:
+                span.error = exc if exc.errno else OSError(errno.EIO, str(exc))
+                log.debug("read-ahead of %s failed: %s", span.keys[0], exc)
+            finally:
+                span.stop.set()  # an abandoned thread (a timeout) reads no further
+                span.reading.set()
+                send.close()  # after every chunk its thread handed over (FIFO callbacks)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call)
+                async for item in receive:
+                    # Settle every chunk that has landed before waiting for room in
+                    # the store queue: a reader waits for its chunk, not for stores.
+                    landed_now = [item]
+                    with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
+                        while True:
+                            landed_now.append(receive.receive_nowait())
+                    cached = [i for i in landed_now if self._span_landed(source, span, *i)]
+                    for key, data, _ in cached:
+                        await self._store_later(key, data, source.policy, source.pin)
+        finally:
+            span.stop.set()
+            span.reading.set()
+            # Already set by its thread, unless the thread never ran (cancelled before
+            # it started) or was abandoned (stopped, it reads at most one more chunk):
+            # the next span must not wait for it.
+            span.head.set()
+            if span.flights:  # not read (the turn's time was up): the next turn's
+                stream.next = min(stream.next, min(key.number for key in span.flights))
+                # their readers, woken below, wait for that turn (Turn.covers)
+                stream.turn.started = stream.next
+            for key, flight in span.flights.items():  # their readers go on
+                if span.error is not None:
+                    flight.error = span.error
+                if self._inflight.get(key) is flight:
+                    del self._inflight[key]
+                flight.done.set()
+            span.flights.clear()
+            stream.turn.move()
+            self.turns.record(span.timer)
+
+    def _span_landed(
+        self, source: ChunkSource, span: _Span, key: ChunkKey, data: bytes, version: FileVersion
+    ) -> bool:
+        """One chunk of a span is read: settle its flight as _from_origin settles a
+        single fill's; True if it is cached (then it is to be stored)."""
+        flight = span.flights.pop(key)
+        self.stats.add("origin_bytes_read", len(data))
+        self.stats.add("origin_reads")
+        try:
+            if version != key.version:
+                self.stats.add("origin_changed_during_read")
+                span.stop.set()  # the rest of the span is of another version too
+                source.origin_changed(version)
+            elif len(data) != key.expected_length:
+                span.stop.set()  # the file shrank under us: the rest is short too
+            elif source.cacheable and source.write_generation == span.generation:
+                self.ram.put(key, data)
+                flight.data = data
+                self.stats.add("read_ahead_turn_chunks")
+        finally:
+            if self._inflight.get(key) is flight:
+                del self._inflight[key]
+            flight.done.set()
+        return flight.data is not None
 
     async def _turn_coming(self, source: ChunkSource, key: ChunkKey) -> bool:
         """The reader needs *key*, which its stream's filler will fetch in its queued
         turn or in the span of its turn under way: the reader waits until the filler
-        has started that fill (at most the gap budget in all), rather than make the
+        has started that fill (at most Turns.patience in all), rather than make the
         origin seek away from another stream's turn or fetch beside its own filler.
         True if it waited."""
-        deadline = trio.current_time() + self.turns.gap_budget
+        deadline = trio.current_time() + self.turns.patience
         waited = False
         while key not in self._inflight and key not in self.ram:
             stream = self._streams.get(source)
@@ -601,7 +762,7 @@ class ChunkCache:
         thread finishes there; the handle's fd stays open until it has)."""
         stream = self._streams.get(source)
         if stream is not None:
-            stream.scope.cancel()
+            stream.stop()
 
     async def _fill_quietly(self, source: ChunkSource, key: ChunkKey) -> bool:
         if key in self.ram or key in self._inflight:

@@ -4,23 +4,29 @@ With one disk head (an HDD, a NAS), streams whose fillers each fetch one
 chunk at a time interleave at the origin: every request pays a seek. Here the
 read-ahead of every stream takes *turns* at the origin, in FIFO order: a turn
 fetches a span of the stream's chunks back to back (one seek for the span),
-then the next stream's turn comes. The span adapts to
+then the next stream's turn comes. A turn lasts as long as the gap budget
+(``GAP_BUDGET``) allows: a reader that waits for its stream's next turn waits
+for the other streams' turns, then its own turn's lead (the seek and the
+first chunks, measured on the turns themselves), and that wait stays within
+the budget; within that, as long as it can be, since each turn costs a seek.
 
-* the origin's seek cost and throughput, measured on the turns themselves
-  (each turn pays one seek and reads its chunks in sequence: a line fitted
-  through the turns' lengths and times gives both): long enough that the
-  seek is a small part of the turn (``SEEK_SHARE``);
-* the number of streams taking turns and a gap budget (``GAP_BUDGET``): a
-  reader that waits for its stream's next turn waits for the other streams'
-  turns, and that wait stays within the budget.
+A turn is sized in time, not chunks: it ends when one more chunk, at the pace
+of the turn's chunks so far, would make it last longer than
+``Turns.turn_seconds`` (at least FIRST_SPAN chunks), so a slow patch of the
+origin shortens the spans rather than the others' patience.
 
-A turn is sized in time, not chunks: it ends when one more chunk would make it
-last longer than ``Turns.turn_seconds`` (at least FIRST_SPAN chunks), so a
-slow patch of the origin shortens the spans rather than the others' patience.
+A turn's span is read in one worker-thread call (``ChunkCache._read_span``):
+its chunks' preads follow each other with no trip back to the trio thread
+between them, and each chunk is handed over as it lands. The spans are
+chained at the origin (``Turns.chain``): a turn hands the FIFO lock on as
+soon as its span has the head, the next stream's span is started then and
+its thread waits for the head (a ``threading.Event`` the previous span's
+thread sets after its last pread), so the head goes from one stream's span
+to the next without waiting for the trio thread in between.
 
 Only read-ahead takes turns. A reader whose next chunk its stream's queued
 turn, or the span of its turn under way, will bring waits for the filler to
-reach it (at most the gap budget), as it waits for a chunk in flight, rather
+reach it (at most twice the gap budget), as it waits for a chunk in flight, rather
 than fetch it beside the filler; a fill a reader starts itself never waits
 for a turn.
 """
@@ -28,6 +34,7 @@ for a turn.
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -40,8 +47,6 @@ import trio
 # all the other streams, then its own first chunk (the benchmarks' target for
 # the longest gap between two reads of a stream is 0.5 s).
 GAP_BUDGET = 0.35
-# A turn is long enough that the seek costs at most this part of it.
-SEEK_SHARE = 0.05
 SAMPLES = 32  # turns whose measurements are kept (the newest)
 # The fewest chunks in a turn: two, so that every turn is a measurement (a turn
 # of one chunk is not recorded); before anything is measured, turns alternate
@@ -82,12 +87,14 @@ class Turn:
 
 @dataclass
 class TurnTimer:
-    """The origin fetches of one turn: how many, from the first start to the last end."""
+    """The origin fetches of one turn: how many, from the first start to the last end,
+    and when each ended (``laps``, the clock's readings)."""
 
     chunks: int = 0
     began: float | None = None
     ended: float = 0.0
     clock: Callable[[], float] = time.perf_counter
+    laps: list[float] = field(default_factory=list)
 
     def now(self) -> float:
         return self.clock()
@@ -99,6 +106,17 @@ class TurnTimer:
     def done(self) -> None:
         self.chunks += 1
         self.ended = self.clock()
+        self.laps.append(self.ended)
+
+    def one_more_fits(self, seconds: float) -> bool:
+        """Whether one more chunk, at the pace of this turn's chunks so far (after its
+        first, which may have been cached or carried the seek), ends within
+        *seconds* of the turn's start."""
+        if self.began is None or not self.laps:
+            return True
+        laps = self.laps
+        pace = (laps[-1] - laps[0]) / (len(laps) - 1) if len(laps) > 1 else laps[0] - self.began
+        return self.clock() - self.began + pace <= seconds
 
     @property
     def seconds(self) -> float:
@@ -112,8 +130,21 @@ class Turns:
         self.gap_budget = gap_budget
         self._lock = trio.StrictFIFOLock()
         self._members: set[Turn] = set()  # streams that have taken or wait for a turn
-        self._turns: deque[tuple[int, float]] = deque(maxlen=SAMPLES)  # (bytes, seconds)
+        self._leads: deque[float] = deque(maxlen=SAMPLES)  # seconds to a turn's second chunk
         self._measuring = 0  # turns taken while nothing was measured
+        # Set by the worker thread of the newest span once that span stops reading
+        # (its last pread returned, or it ended early): the next span's thread waits
+        # for it, so spans reach the origin one after the other (see chain).
+        self._head: threading.Event | None = None
+
+    @property
+    def patience(self) -> float:
+        """How long a reader waits for its stream's filler to reach its chunk before it
+        fills for itself: twice what the turns are sized for, so that the jitter of a
+        loaded machine around the budget does not send readers to the origin beside
+        the turns (each such fill costs two seeks and delays the turn under way); a
+        filler that does not come at all (a turn hung on the origin) is still left."""
+        return 2 * self.gap_budget
 
     @property
     def streams(self) -> int:
@@ -139,72 +170,60 @@ class Turns:
             place.claimed = None
             place.move()  # the turn ended (or was cancelled while queued)
 
-    def record(self, timer: TurnTimer, chunk_size: int) -> bool:
+    def record(self, timer: TurnTimer) -> bool:
         """Learn from a turn's fetches; False if it had too few to measure.
 
-        A turn costs one seek plus its chunks read in sequence: over the last
-        turns, a straight line through (chunks, seconds) has the time per chunk
-        as its slope and the seek as its intercept. Single fetches say little:
-        an origin's own read-ahead makes one fast and the next slow, wherever
-        in the turn the seek fell; the turn's time is what it cost.
+        What sizes the turns is the *lead*: how long a turn takes from getting the
+        origin head to its second chunk, the seek included wherever it fell (the
+        first chunk of a turn is often in the origin's page cache already, read
+        ahead at the end of the stream's last turn, and the seek then lands on the
+        second). A reader whose turn comes waits that long at most for its next
+        chunk. The median of the last turns', so a stray slow or cached turn does
+        not move it. (A straight line through the turns' (length, time), to tell
+        the seek from the chunks, does not work: a turn's length is set by time,
+        so the turns all last about as long, and the fit reads noise.)
         """
-        if timer.chunks < 2:
+        if timer.chunks < 2 or timer.began is None or len(timer.laps) < 2:
             return False
-        self._turns.append((timer.chunks * chunk_size, timer.seconds))
+        self._leads.append(timer.laps[1] - timer.began)
         return True
 
-    def _fit(self) -> tuple[float, float] | None:
-        """(seek seconds, seconds per byte) from the turns measured, None if they
-        do not tell (too few, or all of one length)."""
-        if len(self._turns) < 2:
-            return None
-        sizes = [b for b, _ in self._turns]
-        times = [t for _, t in self._turns]
-        mean_b, mean_t = statistics.fmean(sizes), statistics.fmean(times)
-        var = sum((b - mean_b) ** 2 for b in sizes)
-        if var <= 0:
-            return None
-        slope = sum((b - mean_b) * (t - mean_t) for b, t in self._turns) / var
-        if slope <= 0:  # noise: the longer turns were not slower
-            return None
-        return min(self.gap_budget, max(0.0, mean_t - slope * mean_b)), slope
+    def chain(self) -> tuple[threading.Event | None, threading.Event]:
+        """A new span's place at the origin head: the event its thread waits for
+        before its first pread (None: nothing before it) and the one it sets when
+        it stops reading. Called on the trio thread, in the turn (under the lock),
+        so spans are chained in turn order."""
+        before, mine = self._head, threading.Event()
+        self._head = mine
+        return before, mine
 
-    def seek_cost(self) -> float | None:
-        """Seconds a turn costs beyond its chunks' reading: one seek."""
-        fit = self._fit()
-        return None if fit is None else fit[0]
-
-    def seconds_per_byte(self) -> float | None:
-        fit = self._fit()
-        return None if fit is None else fit[1]
+    def lead(self) -> float | None:
+        """Seconds from a turn's start to its second chunk (median), None before any."""
+        if not self._leads:
+            return None
+        return min(self.gap_budget, statistics.median(self._leads))
 
     def measuring_span(self) -> int:
         """Chunks of a turn while nothing is measured: alternately FIRST_SPAN and twice
-        as many, so that the turns differ in length and the fit can tell."""
+        as many."""
         self._measuring += 1
         return FIRST_SPAN * (1 + self._measuring % 2)
 
-    def turn_seconds(self, chunk_size: int, streams: int | None = None) -> float | None:
+    def turn_seconds(self, streams: int | None = None) -> float | None:
         """How long a turn may last, for *streams* taking turns (the members by
         default); None before anything is measured (a turn is FIRST_SPAN chunks).
 
-        Long enough that the seek is at most SEEK_SHARE of the turn, and short
-        enough that a reader waiting for its stream's next turn (the other
-        streams' turns, then its own seek and first chunk) waits within the gap
-        budget. A turn is at least FIRST_SPAN chunks whatever this says (so many
-        streams that two chunks each overrun the budget wait longer).
+        Short enough that a reader waiting for its stream's next turn (the other
+        streams' turns, then its own turn's lead) waits within the gap budget,
+        and as long as that allows: each turn costs a seek. A stream alone takes
+        turns of the gap budget (it seeks nowhere between them). A turn is at least
+        FIRST_SPAN chunks whatever this says (so many streams that two chunks each
+        overrun the budget wait longer).
         """
-        seek, per_byte = self.seek_cost(), self.seconds_per_byte()
-        if seek is None or per_byte is None:
+        lead = self.lead()
+        if lead is None:
             return None
-        amortized = seek / SEEK_SHARE
         others = max(0, (self.streams if streams is None else streams) - 1)
         if others == 0:
-            return amortized
-        fits = (self.gap_budget - seek - per_byte * chunk_size) / others
-        return max(0.0, min(amortized, fits))
-
-    def chunk_seconds(self, chunk_size: int) -> float:
-        """The measured time one chunk of a turn takes (0 before any turn)."""
-        per_byte = self.seconds_per_byte()
-        return 0.0 if per_byte is None else per_byte * chunk_size
+            return self.gap_budget
+        return max(0.0, (self.gap_budget - lead) / others)
