@@ -974,8 +974,9 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
                     chosen = entries[candidate]
                     seen = frequency(chosen.h)
                     if (
-                        chosen.seg == CANDIDATES
+                        self._surplus
                         and chosen.size <= self._surplus
+                        and chosen.seg == CANDIDATES
                         and seen >= ADMIT_MIN
                     ):
                         self._surplus -= chosen.size  # main has that room: no duel
@@ -995,10 +996,11 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
                         wins = seen > frequency(entries[victim].h)
                     if wins and group:
                         out = group
-                        self._surplus = min(
-                            self._surplus + max(0, room - chosen.size),
-                            int(SURPLUS_SHARE * self._size()),
-                        )
+                        if room > chosen.size:
+                            self._surplus = min(
+                                self._surplus + room - chosen.size,
+                                int(SURPLUS_SHARE * self._size()),
+                            )
                         if chosen.seg == CANDIDATES:
                             self._move(candidate, chosen, PROBATION)  # into main
                         else:  # stays in the window; the next one duels
