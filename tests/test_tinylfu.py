@@ -228,7 +228,7 @@ def test_the_surplus_of_a_won_duel_admits_the_next_candidate_without_a_duel() ->
         if len(order) == 3:
             break
     victims.close()
-    # pad loses; A beats V (200 bytes for its 10: a surplus of 20, the cap, is
+    # pad loses; A beats V (200 bytes for its 10: a surplus of 190, capped at 50, is
     # kept); B fits in it and joins probation; the window's C (seen once) loses.
     assert order == ["pad", "V", "C"]
     assert list(p._queues[PROBATION]) == ["W", "A", "B"]

@@ -652,7 +652,7 @@ PROTECT_MIN = 3
 # the room, a FIFO beside main). That surplus is kept, up to this share of the
 # tier, and a later candidate that fits in it (and was seen ADMIT_MIN times)
 # joins probation without a duel: main stays at its share.
-SURPLUS_SHARE = 0.02
+SURPLUS_SHARE = 0.05
 
 
 class TinyLFUPolicy(_IndexedPolicy[K]):
@@ -681,7 +681,7 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
     probation (a window entry stays in the window), else it goes and they stay.
     A tie goes against the candidate, so a scan or a loop cannot churn main.
     The victims a winner displaces are whole chunks, often more bytes than it
-    takes: that surplus (up to ``SURPLUS_SHARE``, 2 % of the tier) lets the next
+    takes: that surplus (up to ``SURPLUS_SHARE``, 5 % of the tier) lets the next
     candidates seen at least twice that fit in it join probation without a duel,
     so main keeps its share instead of shrinking by the difference at every win.
     Before the tier has ever been full, window leavers join probation without
