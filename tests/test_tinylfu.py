@@ -18,6 +18,7 @@ from cachefs.data.tiers.policies import (
     PROBATION,
     PROTECTED,
     SAMPLE_FACTOR,
+    SURPLUS_SHARE,
     WINDOW,
     FrequencySketch,
     LRUPolicy,
@@ -202,6 +203,44 @@ def test_a_big_candidate_must_beat_victims_of_its_own_size() -> None:
     assert "big" in p._queues[PROBATION]
 
 
+def test_the_surplus_of_a_won_duel_admits_the_next_candidate_without_a_duel() -> None:
+    """A small winner frees a whole big victim: the bytes beyond its own size (up to
+    SURPLUS_SHARE of the tier) let the next candidate seen twice join probation
+    without displacing anything, so main does not shrink win after win."""
+    p: TinyLFUPolicy[str] = TinyLFUPolicy(capacity=1000, adaptive=False)
+    p.add("V", 200, 0.0)
+    p.add("W", 200, 0.1)
+    p.add("pad", 1, 0.2)  # V and W went on to probation
+    p.record("W", 0.3)  # W was read twice: B (twice too) would lose a duel with it
+    list(p.victims(1.0))  # the tier is full from now on
+    for _ in range(2):
+        p.record("A", 1.0)
+    p.add("A", 10, 2.0)  # pushes pad out of the window (seen once: it will lose)
+    p.record("B", 2.0)
+    p.add("B", 10, 3.0)  # pushes A out (seen three times)
+    p.add("C", 10, 4.0)  # pushes B out (seen twice)
+    assert list(p._queues[CANDIDATES]) == ["pad", "A", "B"]
+    victims = p.victims(5.0)
+    order = []
+    for key in victims:
+        order.append(key)
+        p.remove(key)  # evicted, as a tier does
+        if len(order) == 3:
+            break
+    victims.close()
+    # pad loses; A beats V (200 bytes for its 10: a surplus of 190, capped at 50, is
+    # kept); B fits in it and joins probation; the window's C (seen once) loses.
+    assert order == ["pad", "V", "C"]
+    assert list(p._queues[PROBATION]) == ["W", "A", "B"]
+    assert p._surplus == SURPLUS_SHARE * 1000 - 10
+    # A candidate seen once gets no free pass, room or not: it duels, and loses.
+    p.add("D", 5, 6.0)
+    p.add("E", 10, 7.0)  # pushes D out of the window
+    victims = p.victims(8.0)
+    assert next(victims) == "D"
+    victims.close()
+
+
 def test_protection_comes_at_the_third_access() -> None:
     """A chunk in probation read once more (its second access) stays in probation,
     at its newest end; the third access protects it. A scan reading each file
@@ -355,6 +394,7 @@ class TinyLFUModel(RuleBasedStateMachine):
             assert p._seg_bytes[seg] == sum(self.sizes[k] for k in p._queues[seg])
         assert p.total_size == sum(self.sizes.values())
         assert 0.01 <= p.window_share <= 0.8
+        assert p._surplus >= 0
 
 
 TestTinyLFUModel = TinyLFUModel.TestCase

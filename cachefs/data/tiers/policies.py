@@ -10,7 +10,9 @@ content-type weight) in one of these policies and, when it needs room, walks
   only if a frequency sketch (count-min, ageing by halving; the history of
   evicted chunks too) says it is read more often than the chunks main would
   give up for it. Size-aware: a big chunk must beat every victim it would
-  displace. A chunk in main is protected at its third access. The window's
+  displace, and the bytes its victims free beyond its size let the next
+  candidates seen twice in without a duel (main keeps its share). A chunk in
+  main is protected at its third access. The window's
   share adapts on ghost hits, as ARC's target does.
 * ``lru``    least recently used first;
 * ``lfu``    least frequently used first, with counts that fade by half every
@@ -645,6 +647,12 @@ ADMIT_MIN = 2
 # and then never again (a scan that reads each file twice) stays in probation,
 # first to go. While the tier fills up, nothing competes: the second access does.
 PROTECT_MIN = 3
+# A won duel frees whole victims, often more bytes than the winner takes; main
+# would shrink by the difference on every win (the candidates' queue growing into
+# the room, a FIFO beside main). That surplus is kept, up to this share of the
+# tier, and a later candidate that fits in it (and was seen ADMIT_MIN times)
+# joins probation without a duel: main stays at its share.
+SURPLUS_SHARE = 0.05
 
 
 class TinyLFUPolicy(_IndexedPolicy[K]):
@@ -672,6 +680,10 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
     (``ADMIT_MIN``) and more often than each of them; then they go and it joins
     probation (a window entry stays in the window), else it goes and they stay.
     A tie goes against the candidate, so a scan or a loop cannot churn main.
+    The victims a winner displaces are whole chunks, often more bytes than it
+    takes: that surplus (up to ``SURPLUS_SHARE``, 5 % of the tier) lets the next
+    candidates seen at least twice that fit in it join probation without a duel,
+    so main keeps its share instead of shrinking by the difference at every win.
     Before the tier has ever been full, window leavers join probation without
     a duel.
 
@@ -717,6 +729,7 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
         self._ghost: OrderedDict[K, tuple[int, int]] = OrderedDict()
         self._ghost_counts = [0, 0]
         self._traffic = 0  # bytes accessed (adds that are accesses, and hits)
+        self._surplus = 0  # bytes won duels freed beyond their winners' sizes
 
     # -- what the tier sees --------------------------------------------------------------
 
@@ -960,6 +973,15 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
                 else:
                     chosen = entries[candidate]
                     seen = frequency(chosen.h)
+                    if (
+                        self._surplus
+                        and chosen.size <= self._surplus
+                        and chosen.seg == CANDIDATES
+                        and seen >= ADMIT_MIN
+                    ):
+                        self._surplus -= chosen.size  # main has that room: no duel
+                        self._move(candidate, chosen, PROBATION)
+                        continue
                     wins = seen >= ADMIT_MIN  # seen before: a first sighting never displaces
                     # The victims it would displace, main's oldest, as many bytes as it
                     # takes; it must have been seen more often than each of them.
@@ -974,6 +996,11 @@ class TinyLFUPolicy(_IndexedPolicy[K]):
                         wins = seen > frequency(entries[victim].h)
                     if wins and group:
                         out = group
+                        if room > chosen.size:
+                            self._surplus = min(
+                                self._surplus + room - chosen.size,
+                                int(SURPLUS_SHARE * self._size()),
+                            )
                         if chosen.seg == CANDIDATES:
                             self._move(candidate, chosen, PROBATION)  # into main
                         else:  # stays in the window; the next one duels
