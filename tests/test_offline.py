@@ -123,6 +123,20 @@ def warm_stack(
     return files, nas, m
 
 
+def warmed_then_unmounted(
+    origin: Path, mount_factory: MountFactory, tmp_path: Path
+) -> tuple[dict[str, bytes], Mounted, dict[str, tuple[int, int, int]]]:
+    """warm_stack, its cached files on disk and its tree walked, then cachefs unmounted
+    (the NAS stays): the files, the NAS and the tree as the walk saw it."""
+    files, nas, m = warm_stack(origin, mount_factory, tmp_path)
+    tree = walk_lstat(m.mnt)
+    for rel in files:
+        if rel != "uncached.bin":
+            wait_until_on_disk(m, rel)
+    mount_factory.unmount(m)
+    return files, nas, tree
+
+
 @contextlib.contextmanager
 def stopped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
     os.kill(proc.pid, signal.SIGSTOP)
@@ -168,12 +182,7 @@ def test_mounts_offline_from_the_metadata_store(
     origin: Path, mount_factory: MountFactory, tmp_path: Path
 ) -> None:
     """Boot with the NAS down: the library is still there, read-only, from the cache."""
-    files, nas, m = warm_stack(origin, mount_factory, tmp_path)
-    tree = walk_lstat(m.mnt)
-    for rel in files:
-        if rel != "uncached.bin":
-            wait_until_on_disk(m, rel)
-    mount_factory.unmount(m)
+    files, nas, tree = warmed_then_unmounted(origin, mount_factory, tmp_path)
     mount_factory.unmount(nas)  # nothing mounted at the origin path now
     m = mount_factory(nas.mnt, OUTER_OPTIONS)
     assert "mounting offline" in m.log()
@@ -193,12 +202,7 @@ def test_a_store_read_while_serving_is_served_when_the_origin_hangs_later(
     store read before mounting: a hang that follows finds the whole library. With
     watch = off nothing re-lists the restored directories, so what answers is the
     store and only the store."""
-    files, nas, m = warm_stack(origin, mount_factory, tmp_path)
-    tree = walk_lstat(m.mnt)
-    for rel in files:
-        if rel != "uncached.bin":
-            wait_until_on_disk(m, rel)
-    mount_factory.unmount(m)
+    files, nas, tree = warmed_then_unmounted(origin, mount_factory, tmp_path)
     m = mount_factory(nas.mnt, [*OUTER_OPTIONS, "metadata.watch=off"])
     deadline = time.monotonic() + 15
     while "metadata store: " not in m.log() or "entries restored in" not in m.log():

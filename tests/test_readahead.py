@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +82,25 @@ def new_cache(engine: Engine) -> ChunkCache:
     return ChunkCache(RamTier(1 << 30), {}, Stats(), limiter, limiter, spawn=engine.spawn)
 
 
+def read_concurrently(
+    engine: Engine,
+    cache: ChunkCache,
+    files: list[HeadFile],
+    reader: Callable[[HeadFile], Awaitable[None]],
+) -> None:
+    """Run *reader* for every file at once, the cache's tasks beside them."""
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run, cache.tasks())
+            async with trio.open_nursery() as readers:
+                for file in files:
+                    readers.start_soon(reader, file)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
 def test_concurrent_streams_take_turns_a_span_per_seek() -> None:
     head = Head()
     files = [HeadFile(ino, head, chunks=48) for ino in range(1, 5)]
@@ -95,15 +114,7 @@ def test_concurrent_streams_take_turns_a_span_per_seek() -> None:
             pieces.append(await cache.read(file, n * CHUNK, CHUNK, sequential=n > 0))
         got[file.ino] = b"".join(pieces)
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(engine.run, cache.tasks())
-            async with trio.open_nursery() as readers:
-                for file in files:
-                    readers.start_soon(reader, file)
-            nursery.cancel_scope.cancel()
-
-    trio.run(main)
+    read_concurrently(engine, cache, files, reader)
     for file in files:
         assert got[file.ino] == file.data  # never a wrong byte
     fetched = len(head.order)
@@ -280,21 +291,25 @@ def test_a_turn_reads_its_span_in_one_origin_call() -> None:
             got = await cache.read(file, n * CHUNK, CHUNK, sequential=n > 0)
             assert got == file.data[n * CHUNK : (n + 1) * CHUNK]
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(engine.run, cache.tasks())
-            async with trio.open_nursery() as readers:
-                for file in files:
-                    readers.start_soon(reader, file)
-            nursery.cancel_scope.cancel()
-
-    trio.run(main)
+    read_concurrently(engine, cache, files, reader)
     turns = cache.stats.get("read_ahead_turns")
     spans = calls.count("_read_span_blocking")
     assert turns > 0 and spans == turns  # one origin call per turn
     # ... which read several chunks: the whole span, not one chunk a call
     assert cache.stats.get("read_ahead_turn_chunks") >= 2 * spans
     assert len(calls) - spans < len(head.order) // 2  # most chunks came in spans
+
+
+async def span_from_chunk_2(cache: ChunkCache, file: HeadFile) -> Any:
+    """Read chunks 0 and 1 in order; the read-ahead's first span, from chunk 2 on."""
+    await cache.read(file, 0, CHUNK)
+    await cache.read(file, CHUNK, CHUNK, True)
+    with trio.fail_after(5):
+        while cache._streams.get(file) is None or cache._streams[file].span is None:
+            await trio.sleep(0.001)
+    span = cache._streams[file].span
+    assert span is not None and span.keys[0].number == 2
+    return span
 
 
 def test_the_reader_of_a_spans_first_chunk_does_not_wait_for_the_rest() -> None:
@@ -306,13 +321,9 @@ def test_the_reader_of_a_spans_first_chunk_does_not_wait_for_the_rest() -> None:
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.run, cache.tasks())
-            await cache.read(file, 0, CHUNK)
-            await cache.read(file, CHUNK, CHUNK, True)  # read-ahead from chunk 2 on
+            span = await span_from_chunk_2(cache, file)
+            assert len(span.keys) >= 2
             with trio.fail_after(5):
-                while cache._streams.get(file) is None or cache._streams[file].span is None:
-                    await trio.sleep(0.001)
-                span = cache._streams[file].span
-                assert span is not None and span.keys[0].number == 2 and len(span.keys) >= 2
                 got = await cache.read(file, 2 * CHUNK, CHUNK, True)
             assert got == file.data[2 * CHUNK : 3 * CHUNK]
             assert not file.gate.is_set() and (1, 3) not in head.order  # chunk 3 still hangs
@@ -334,12 +345,7 @@ def test_a_file_changed_during_a_span_caches_nothing_read_after_the_change() -> 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.run, cache.tasks())
-            await cache.read(file, 0, CHUNK)
-            await cache.read(file, CHUNK, CHUNK, True)  # a span from chunk 2 on
-            with trio.fail_after(5):
-                while cache._streams.get(file) is None or cache._streams[file].span is None:
-                    await trio.sleep(0.001)
-            span = cache._streams[file].span
+            span = await span_from_chunk_2(cache, file)
             assert span is not None and len(span.keys) >= 2  # chunks 2 and 3 at least
             file.gate.set()
             with trio.fail_after(5):  # every byte is right, read before or after
