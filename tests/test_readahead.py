@@ -11,15 +11,18 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
 from cachefs.config import default_config
+from cachefs.config.model import TierConfig
 from cachefs.data.chunkcache import ChunkCache
 from cachefs.data.chunks import ChunkKey
 from cachefs.data.readahead import Turns, TurnTimer
+from cachefs.data.tiers.disk import DiskTier
 from cachefs.data.tiers.ram import RamTier
 from cachefs.engine.engine import Engine
 from cachefs.origin.access import FileVersion
@@ -298,6 +301,38 @@ def test_a_turn_reads_its_span_in_one_origin_call() -> None:
     # ... which read several chunks: the whole span, not one chunk a call
     assert cache.stats.get("read_ahead_turn_chunks") >= 2 * spans
     assert len(calls) - spans < len(head.order) // 2  # most chunks came in spans
+
+
+def test_while_a_tier_index_loads_read_ahead_takes_what_the_tier_holds(tmp_path: Path) -> None:
+    """After a restart a tier answers by name before its index is loaded. Read-ahead
+    must ask it first then, chunk by chunk, rather than read spans from the origin:
+    those would fetch again what the tier holds (and skip a damaged chunk file the
+    tier would have caught and counted)."""
+    head = Head(seek=0.0, per_chunk=0.0)
+    file = HeadFile(1, head, chunks=12)
+    tier = DiskTier(
+        TierConfig("hdd", tmp_path / "hdd", 1 << 30, "tinylfu", 3600.0, 0), b"n" * 32, Stats()
+    )
+    tier.open()
+    tier.load_index()
+    for n in range(file.chunks):
+        key = ChunkKey(file.version, CHUNK, n)
+        assert tier.put(key, file.data[key.offset : key.offset + CHUNK], None)
+    tier.ready.clear()  # as while a restart's index load runs
+    engine = Engine(Stats())
+    limiter = trio.CapacityLimiter(8)
+    cache = ChunkCache(
+        RamTier(1 << 30), {"hdd": tier}, Stats(), limiter, limiter, spawn=engine.spawn
+    )
+
+    async def reader(file: HeadFile) -> None:
+        for n in range(file.chunks):
+            got = await cache.read(file, n * CHUNK, CHUNK, sequential=n > 0)
+            assert got == file.data[n * CHUNK : (n + 1) * CHUNK]
+
+    read_concurrently(engine, cache, [file], reader)
+    assert head.order == []  # every chunk came from the tier
+    tier.close()
 
 
 async def span_from_chunk_2(cache: ChunkCache, file: HeadFile) -> Any:

@@ -607,6 +607,8 @@ class ChunkCache:
         waits here for its span's chunks to land."""
         span: _Span | None = None
         async with trio.open_nursery() as reading, self.turns.turn(stream.turn):
+            if not all(tier.ready.is_set() for tier in self.disks.values()):
+                return await self._fill_in_turn(source, stream)
             span = self._claim_span(source, stream)
             if span is None:
                 return True  # its next chunk came meanwhile (a reader filled it)
@@ -614,6 +616,18 @@ class ChunkCache:
             reading.start_soon(self._read_span, source, stream, span)
             await span.reading.wait()  # its thread has the head (or ended)
         return span.error is None
+
+    async def _fill_in_turn(self, source: ChunkSource, stream: _ReadAhead) -> bool:
+        """The stream's next chunk alone, disks first: while a tier's index loads
+        (after a restart) a chunk it holds is found only by name, and a span, which
+        reads the origin, would fetch again what the tier has (or miss a damaged
+        chunk file it should have caught)."""
+        key = ChunkKey(source.version, source.chunk_size, stream.next)
+        stream.next += 1
+        turn = stream.turn
+        turn.started = turn.claimed = stream.next
+        turn.move()  # its readers wait on the fill's flight
+        return await self._fill_quietly(source, key)
 
     def _claim_span(self, source: ChunkSource, stream: _ReadAhead) -> _Span | None:
         """The chunks this turn may read, from the stream's next on, up to the window's
