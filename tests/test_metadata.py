@@ -66,6 +66,12 @@ def test_stale_and_restored_entries_are_stale_early_after_boot() -> None:
     assert entry is not None and not restored.fresh(entry)
     assert not restored.listing_fresh(b"d")
     assert restored.restored_listings() == [b"d"]
+    # A listing made stale since (a lost watch, the origin back online) was not
+    # brought back by the store: the warm-up that re-reads restored ones skips it.
+    restored.put_listing(b"e", [(b"g", info())])
+    restored.stale_tree(b"")
+    assert not restored.listing_fresh(b"e")
+    assert restored.restored_listings() == [b"d"]
 
 
 def test_zero_means_always_ask() -> None:

@@ -211,6 +211,7 @@ class MetadataCache:
         self.journal = Journal()
         self._count = 0
         self.late: LateRestore | None = None  # a store being merged in (see LateRestore)
+        self.restored_dirs: list[bytes] = []  # listings the store brought back whole
 
     # -- reading ------------------------------------------------------------------
 
@@ -490,8 +491,16 @@ class MetadataCache:
         return [dirpath for _, dirpath in sorted(due)]
 
     def restored_listings(self) -> list[bytes]:
-        """Listings read back from the store and not confirmed since, shallowest first."""
-        stale = [d for d, node in self.dirs.items() if node.complete and node.listed == NEVER]
+        """Listings read back from the store and not confirmed since, shallowest first.
+
+        Only what the store brought back: a listing made stale later (a lost watch,
+        the origin back online) is not one, however its fields look."""
+        dirs = self.dirs
+        stale = [
+            d
+            for d in self.restored_dirs
+            if (node := dirs.get(d)) is not None and node.complete and node.listed == NEVER
+        ]
         return sorted(stale, key=lambda d: (d.count(b"/") if d else -1, d))
 
     def trim(self) -> int:
@@ -598,8 +607,10 @@ class LateRestore:
             if node is None:  # an empty directory (or one trimmed meanwhile)
                 if dirpath not in self.filled and not self._dropped(dirpath):
                     dirs[dirpath] = DirNode(complete=True)
+                    self.cache.restored_dirs.append(dirpath)
             elif dirpath in self.filled:
                 node.complete = True
+                self.cache.restored_dirs.append(dirpath)
         self.cache.late = None
 
 
