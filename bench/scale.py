@@ -287,6 +287,7 @@ class Mount:
             stdout=self.log,
             stderr=self.log,
             env=env,
+            cwd=REPO,  # -m puts the working directory first on the path: this checkout
         )
         try:
             self._wait(start, state)
@@ -450,6 +451,7 @@ def measure_check(ssd: Path, drop: bool) -> dict[str, object]:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
     )
     assert proc.stdout is not None
     out = proc.stdout.read().decode()
