@@ -171,8 +171,9 @@ class MetadataStore:
 
     def listed_dirs(self) -> list[bytes]:
         """Blocking: the directories whose listing the store holds whole."""
-        assert self._db is not None
-        return [d for (d,) in self._db.execute("SELECT dir FROM listed")]
+        with self._lock:  # the saver's thread may be writing on this connection
+            assert self._db is not None
+            return [d for (d,) in self._db.execute("SELECT dir FROM listed")]
 
     @staticmethod
     def _rows(db: sqlite3.Connection) -> Iterator[tuple[bytes, bytes, bytes]]:
