@@ -176,9 +176,10 @@ class MetadataStore:
             return [d for (d,) in self._db.execute("SELECT dir FROM listed")]
 
     @staticmethod
-    def _rows(db: sqlite3.Connection) -> Iterator[tuple[bytes, bytes, bytes]]:
-        # Streamed, in the primary key's order (a directory's entries together).
-        return iter(db.execute("SELECT dir, name, st FROM entry ORDER BY dir, name"))
+    def _rows(db: sqlite3.Connection) -> sqlite3.Cursor:
+        """Every entry row, streamed, in the primary key's order (a directory's
+        entries together: the order LateRestore.add relies on)."""
+        return db.execute("SELECT dir, name, st FROM entry ORDER BY dir, name")
 
     def row_batches(self, size: int) -> Generator[list[tuple[bytes, bytes, bytes]], None, None]:
         """Blocking, a batch of *size* rows per ``next()`` (each may come from another
@@ -190,7 +191,7 @@ class MetadataStore:
         )
         try:
             db.execute("BEGIN")
-            rows = db.execute("SELECT dir, name, st FROM entry ORDER BY dir, name")
+            rows = self._rows(db)
             while batch := rows.fetchmany(size):
                 yield batch
         finally:
