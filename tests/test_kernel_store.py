@@ -42,12 +42,17 @@ def start_first(mounted: Mounted, origin: Path, paths: list[Path]) -> Path:
     return mnt_show / paths[1].name
 
 
-def play_first(mounted: Mounted, origin: Path, paths: list[Path]) -> Path:
-    """start_first, once the second episode's head is in the kernel's page cache."""
+def stored_season(
+    origin: Path, mount_factory: MountFactory, *options: str
+) -> tuple[list[Path], Mounted, Path]:
+    """A season on the origin, a mount (DEFAULT_TEST_OPTIONS and *options*), its first
+    episode started (start_first) until the second's head is in the kernel's page
+    cache: the episodes' origin paths, the mount, the second's path in it."""
+    paths = season(origin)
+    mounted = mount_factory(origin, [*DEFAULT_TEST_OPTIONS, *options])
     second = start_first(mounted, origin, paths)
-    stats = wait_stored(mounted, SIZE)
-    assert stats["prefetch_kernel_bytes"] == SIZE
-    return second
+    assert wait_stored(mounted, SIZE)["prefetch_kernel_bytes"] == SIZE
+    return paths, mounted, second
 
 
 def wait_stored(mounted: Mounted, size: int) -> dict[str, Any]:
@@ -67,9 +72,7 @@ def read_all(path: Path) -> bytes:
 def test_the_next_episode_is_read_from_the_kernels_page_cache(
     origin: Path, mount_factory: MountFactory
 ) -> None:
-    paths = season(origin)
-    mounted = mount_factory(origin, [*DEFAULT_TEST_OPTIONS])
-    second = play_first(mounted, origin, paths)
+    paths, mounted, second = stored_season(origin, mount_factory)
     reads = mounted.stats()["fuse_reads"]
     assert read_all(second) == paths[1].read_bytes()
     stats = mounted.stats()
@@ -80,9 +83,7 @@ def test_the_next_episode_is_read_from_the_kernels_page_cache(
 def test_a_stored_head_gives_way_to_a_change_at_the_origin(
     origin: Path, mount_factory: MountFactory
 ) -> None:
-    paths = season(origin)
-    mounted = mount_factory(origin, [*DEFAULT_TEST_OPTIONS])
-    second = play_first(mounted, origin, paths)
+    paths, _, second = stored_season(origin, mount_factory)
     new = os.urandom(SIZE)  # same size; a new mtime and ctime
     paths[1].write_bytes(new)
     assert read_all(second) == new
@@ -93,10 +94,9 @@ def test_a_stored_head_gives_way_to_a_change_without_a_watch(
 ) -> None:
     """No watch: the open's revalidation (revalidate_after=0 here) finds the new
     version, and its reply drops the kernel's pages."""
-    paths = season(origin)
-    options = [*DEFAULT_TEST_OPTIONS, "metadata.watch=off"]
-    mounted = mount_factory(origin, [*options, "metadata.revalidate_after=0s"])
-    second = play_first(mounted, origin, paths)
+    paths, _, second = stored_season(
+        origin, mount_factory, "metadata.watch=off", "metadata.revalidate_after=0s"
+    )
     new = os.urandom(SIZE // 2)
     paths[1].write_bytes(new)
     assert read_all(second) == new
@@ -106,9 +106,7 @@ def test_a_stored_head_gives_way_to_another_file_renamed_over_it(
     origin: Path, mount_factory: MountFactory
 ) -> None:
     """The name now holds another file (another inode): its bytes, not the stored ones."""
-    paths = season(origin)
-    mounted = mount_factory(origin, [*DEFAULT_TEST_OPTIONS, "metadata.watch=off"])
-    second = play_first(mounted, origin, paths)
+    paths, _, second = stored_season(origin, mount_factory, "metadata.watch=off")
     replacement = origin / "replacement.tmp"
     new = os.urandom(SIZE)
     replacement.write_bytes(new)
@@ -120,9 +118,7 @@ def test_a_stored_head_gives_way_to_another_file_renamed_over_it(
 def test_a_truncation_through_the_mount_after_a_store_is_read_as_truncated(
     origin: Path, mount_factory: MountFactory
 ) -> None:
-    paths = season(origin)
-    mounted = mount_factory(origin, [*DEFAULT_TEST_OPTIONS])
-    second = play_first(mounted, origin, paths)
+    paths, _, second = stored_season(origin, mount_factory)
     before = paths[1].read_bytes()
     os.truncate(second, 1000)
     assert paths[1].read_bytes() == before[:1000]  # the origin is truncated ...
@@ -133,9 +129,7 @@ def test_a_truncation_through_the_mount_after_a_store_is_read_as_truncated(
 def test_a_write_through_the_mount_after_a_store_is_read_back(
     origin: Path, mount_factory: MountFactory
 ) -> None:
-    paths = season(origin)
-    mounted = mount_factory(origin, [*DEFAULT_TEST_OPTIONS])
-    second = play_first(mounted, origin, paths)
+    paths, _, second = stored_season(origin, mount_factory)
     with open(second, "r+b") as f:
         f.seek(MiB)
         f.write(b"written through the mount")

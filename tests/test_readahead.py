@@ -85,6 +85,18 @@ def new_cache(engine: Engine) -> ChunkCache:
     return ChunkCache(RamTier(1 << 30), {}, Stats(), limiter, limiter, spawn=engine.spawn)
 
 
+def serving_cache(engine: Engine, cache: ChunkCache, body: Callable[[], Awaitable[None]]) -> None:
+    """Run *body* with the cache's tasks beside it, then stop them."""
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run, cache.tasks())
+            await body()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
 def read_concurrently(
     engine: Engine,
     cache: ChunkCache,
@@ -93,15 +105,12 @@ def read_concurrently(
 ) -> None:
     """Run *reader* for every file at once, the cache's tasks beside them."""
 
-    async def main() -> None:
+    async def readers() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(engine.run, cache.tasks())
-            async with trio.open_nursery() as readers:
-                for file in files:
-                    readers.start_soon(reader, file)
-            nursery.cancel_scope.cancel()
+            for file in files:
+                nursery.start_soon(reader, file)
 
-    trio.run(main)
+    serving_cache(engine, cache, readers)
 
 
 def test_concurrent_streams_take_turns_a_span_per_seek() -> None:
@@ -353,22 +362,19 @@ def test_the_reader_of_a_spans_first_chunk_does_not_wait_for_the_rest() -> None:
     engine = Engine(Stats())
     cache = new_cache(engine)
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(engine.run, cache.tasks())
-            span = await span_from_chunk_2(cache, file)
-            assert len(span.keys) >= 2
-            with trio.fail_after(5):
-                got = await cache.read(file, 2 * CHUNK, CHUNK, True)
-            assert got == file.data[2 * CHUNK : 3 * CHUNK]
-            assert not file.gate.is_set() and (1, 3) not in head.order  # chunk 3 still hangs
-            file.gate.set()
-            with trio.fail_after(5):
-                got = await cache.read(file, 3 * CHUNK, CHUNK, True)
-            assert got == file.data[3 * CHUNK : 4 * CHUNK]
-            nursery.cancel_scope.cancel()
+    async def body() -> None:
+        span = await span_from_chunk_2(cache, file)
+        assert len(span.keys) >= 2
+        with trio.fail_after(5):
+            got = await cache.read(file, 2 * CHUNK, CHUNK, True)
+        assert got == file.data[2 * CHUNK : 3 * CHUNK]
+        assert not file.gate.is_set() and (1, 3) not in head.order  # chunk 3 still hangs
+        file.gate.set()
+        with trio.fail_after(5):
+            got = await cache.read(file, 3 * CHUNK, CHUNK, True)
+        assert got == file.data[3 * CHUNK : 4 * CHUNK]
 
-    trio.run(main)
+    serving_cache(engine, cache, body)
 
 
 def test_a_file_changed_during_a_span_caches_nothing_read_after_the_change() -> None:
@@ -377,19 +383,16 @@ def test_a_file_changed_during_a_span_caches_nothing_read_after_the_change() -> 
     engine = Engine(Stats())
     cache = new_cache(engine)
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(engine.run, cache.tasks())
-            span = await span_from_chunk_2(cache, file)
-            assert span is not None and len(span.keys) >= 2  # chunks 2 and 3 at least
-            file.gate.set()
-            with trio.fail_after(5):  # every byte is right, read before or after
-                for n in range(2, file.chunks):
-                    got = await cache.read(file, n * CHUNK, CHUNK, True)
-                    assert got == file.data[n * CHUNK : (n + 1) * CHUNK]
-            nursery.cancel_scope.cancel()
+    async def body() -> None:
+        span = await span_from_chunk_2(cache, file)
+        assert span is not None and len(span.keys) >= 2  # chunks 2 and 3 at least
+        file.gate.set()
+        with trio.fail_after(5):  # every byte is right, read before or after
+            for n in range(2, file.chunks):
+                got = await cache.read(file, n * CHUNK, CHUNK, True)
+                assert got == file.data[n * CHUNK : (n + 1) * CHUNK]
 
-    trio.run(main)
+    serving_cache(engine, cache, body)
     held = {n for n in range(file.chunks) if ChunkKey(file.version, CHUNK, n) in cache.ram}
     assert held == {0, 1, 2}  # read before the change; nothing read after it
     assert file.changed and all(v != file.version for v in file.changed)
