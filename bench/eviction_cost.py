@@ -66,7 +66,6 @@ def measure(
         tier.ready.set()  # the index is built by hand below: no directory scan
         for i in range(entries):
             digest = i.to_bytes(16, "little")
-            tier._sizes[digest] = MiB
             tier.policy.add(digest, MiB, clock.now, 0.7)
             tier.bytes += MiB
             clock.now += 0.001
@@ -93,7 +92,6 @@ def measure(
                 for victim, _ in victims:
                     tier._drop_entry(victim)
                 evicted += len(victims)
-            tier._sizes[digest] = MiB
             tier.policy.add(digest, MiB, clock.now, 0.7)
             tier.bytes += MiB
             elapsed = time.process_time() - t0

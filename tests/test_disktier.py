@@ -333,7 +333,7 @@ def test_an_eviction_never_deletes_a_copy_stored_again_meanwhile(tmp_path: Path)
     assert tier.put(k, data, None)
     digest = k.digest(NAMESPACE)
     with tier._lock:  # worker A picks X as a victim
-        victims = [(digest, tier._sizes[digest])]
+        victims = [(digest, tier.policy.size_of(digest))]
         leaving = tier._drop_leaving(victims)
     assert tier.put(k, data, None)  # worker B stores X again
     tier._evict(victims, [], leaving)  # worker A unlinks its victims
@@ -354,7 +354,7 @@ def test_a_failed_store_leaves_no_evicted_copy_behind(
     assert tier.put(k, data, None)
     digest = k.digest(NAMESPACE)
     with tier._lock:  # worker A picks X as a victim
-        victims = [(digest, tier._sizes[digest])]
+        victims = [(digest, tier.policy.size_of(digest))]
         leaving = tier._drop_leaving(victims)
 
     def write_that_fails(*args: object) -> bool:

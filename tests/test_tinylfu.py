@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from cachefs.data.tiers.policies import (
+from cachefs.data.tiers.policies import LRUPolicy
+from cachefs.data.tiers.tinylfu import (
     CANDIDATES,
     PROBATION,
     PROTECTED,
@@ -21,7 +22,6 @@ from cachefs.data.tiers.policies import (
     SURPLUS_SHARE,
     WINDOW,
     FrequencySketch,
-    LRUPolicy,
     TinyLFUPolicy,
     stable_hash,
 )
@@ -179,8 +179,8 @@ def test_a_chunk_seen_more_often_wins_the_duel_against_main() -> None:
     victims.close()
     # c (1 access) ties with probation's oldest, a (1): c goes. d (4) beats a.
     assert first == ["c", "a"]
-    assert list(p._queues[CANDIDATES]) == ["c"]  # not evicted by the caller: put back
-    assert "d" in p._queues[PROBATION]  # admitted: a decision, kept
+    assert list(p.queue(CANDIDATES)) == ["c"]  # not evicted by the caller: put back
+    assert "d" in p.queue(PROBATION)  # admitted: a decision, kept
 
 
 def test_a_big_candidate_must_beat_victims_of_its_own_size() -> None:
@@ -200,7 +200,7 @@ def test_a_big_candidate_must_beat_victims_of_its_own_size() -> None:
     # small-9 loses its tie; big beats small-0, small-1 and small-3 (small-2 is
     # protected), 300 bytes' worth, and joins probation.
     assert order == ["small-9", "small-0", "small-1", "small-3"]
-    assert "big" in p._queues[PROBATION]
+    assert "big" in p.queue(PROBATION)
 
 
 def test_the_surplus_of_a_won_duel_admits_the_next_candidate_without_a_duel() -> None:
@@ -219,7 +219,7 @@ def test_the_surplus_of_a_won_duel_admits_the_next_candidate_without_a_duel() ->
     p.record("B", 2.0)
     p.add("B", 10, 3.0)  # pushes A out (seen three times)
     p.add("C", 10, 4.0)  # pushes B out (seen twice)
-    assert list(p._queues[CANDIDATES]) == ["pad", "A", "B"]
+    assert list(p.queue(CANDIDATES)) == ["pad", "A", "B"]
     victims = p.victims(5.0)
     order = []
     for key in victims:
@@ -231,7 +231,7 @@ def test_the_surplus_of_a_won_duel_admits_the_next_candidate_without_a_duel() ->
     # pad loses; A beats V (200 bytes for its 10: a surplus of 190, capped at 50, is
     # kept); B fits in it and joins probation; the window's C (seen once) loses.
     assert order == ["pad", "V", "C"]
-    assert list(p._queues[PROBATION]) == ["W", "A", "B"]
+    assert list(p.queue(PROBATION)) == ["W", "A", "B"]
     assert p._surplus == SURPLUS_SHARE * 1000 - 10
     # A candidate seen once gets no free pass, room or not: it duels, and loses.
     p.add("D", 5, 6.0)
@@ -251,12 +251,12 @@ def test_protection_comes_at_the_third_access() -> None:
         p.add(key, 10, 0.0)
     p.add("d", 10, 0.0)  # the window holds one: a, b and c are in probation
     list(p.victims(0.5))  # as if it were full (the pass takes nothing)
-    assert list(p._queues[PROBATION]) == ["a", "b", "c"]
+    assert list(p.queue(PROBATION)) == ["a", "b", "c"]
     p.touch("a", 1.0)
-    assert list(p._queues[PROBATION]) == ["b", "c", "a"]
+    assert list(p.queue(PROBATION)) == ["b", "c", "a"]
     assert p.segment_bytes()["protected"] == 0
     p.touch("a", 2.0)
-    assert list(p._queues[PROTECTED]) == ["a"]
+    assert list(p.queue(PROTECTED)) == ["a"]
 
 
 def test_re_read_in_the_window_goes_to_protected_only_if_it_has_room() -> None:
@@ -387,13 +387,21 @@ class TinyLFUModel(RuleBasedStateMachine):
     @invariant()
     def queues_partition_the_keys(self) -> None:
         p = self.p
-        queued = [k for q in p._queues for k in q]
+        queued = [k for seg in (WINDOW, PROBATION, PROTECTED, CANDIDATES) for k in p.queue(seg)]
         assert sorted(queued) == sorted(self.sizes)
-        assert not any(e.borrowed for e in p._entries.values())
+        assert not p.borrowed()
         for seg in (WINDOW, PROBATION, PROTECTED, CANDIDATES):
-            assert p._seg_bytes[seg] == sum(self.sizes[k] for k in p._queues[seg])
+            assert p._seg_bytes[seg] == sum(self.sizes[k] for k in p.queue(seg))
         assert p.total_size == sum(self.sizes.values())
         assert 0.01 <= p.window_share <= 0.8
+        for seg in (WINDOW, PROBATION, PROTECTED, CANDIDATES):  # the lists are whole
+            rows = [p._slot[k] for k in p.queue(seg)]
+            assert len(rows) == p._lengths[seg]
+            backwards, row = [], p._tail[seg]
+            while row != -1:
+                backwards.append(row)
+                row = p._prev[row]
+            assert backwards == rows[::-1]
         assert p._surplus >= 0
 
 

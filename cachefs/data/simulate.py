@@ -311,9 +311,7 @@ class DiskModel:
             return False
         need = self.bytes + size - self.capacity
         if need > 0:
-            victims = pick_victims(
-                self.policy, self.sizes, NO_PINS, need, self.bytes, self.capacity, now
-            )
+            victims = pick_victims(self.policy, NO_PINS, need, self.bytes, self.capacity, now)
             if sum(s for _, s in victims) < need:
                 return False
             for victim, vsize in victims:

@@ -38,7 +38,7 @@ import struct
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator
 from pathlib import Path
 
 from cachefs.common import private
@@ -90,7 +90,8 @@ class DiskTier:
         self.stats = stats
         self.clock = clock
         self.policy: EvictionPolicy = make_policy(cfg.eviction, cfg.max_size)
-        self._sizes: dict[bytes, int] = {}  # the index: digest -> allocated bytes
+        # The index (digest -> allocated bytes, access history) is the policy itself:
+        # one structure per chunk, not a dict beside it.
         self._writing: Counter[bytes] = Counter()  # chunk files puts are writing right now
         self.pinned: set[bytes] = set()  # never evicted by pressure or TTL (pins.py)
         # chunks read again since they came (a promotion score above 0): what
@@ -196,9 +197,8 @@ class DiskTier:
 
     def _restore(self, digest: bytes, size: int, last: float, count: int, weight: float) -> None:
         with self._lock:
-            if digest in self._sizes:  # written by a put since the mount: counted
+            if digest in self.policy:  # written by a put since the mount: counted
                 return
-            self._sizes[digest] = size
             self.policy.restore(digest, size, last, count, weight)
             self._note_reads(digest)
             self.bytes += size
@@ -242,12 +242,12 @@ class DiskTier:
             return False
         # No lock: a dict lookup is atomic under the GIL, and the trio thread
         # must not wait while a worker holds the lock for an eviction batch.
-        return key.digest(self.namespace) in self._sizes
+        return key.digest(self.namespace) in self.policy
 
     def known_absent(self, key: ChunkKey) -> bool:
         """True when the loaded index says the chunk is not here, so `get` would
         answer None without I/O (safe on the trio thread); False until it loads."""
-        return self.ready.is_set() and key.digest(self.namespace) not in self._sizes
+        return self.ready.is_set() and key.digest(self.namespace) not in self.policy
 
     def count_miss(self) -> None:
         """A lookup that `known_absent` answered: counted as `get` counts its misses."""
@@ -294,14 +294,14 @@ class DiskTier:
         if not notes:
             return
         now = self.clock()
-        namespace, sizes, policy = self.namespace, self._sizes, self.policy
+        namespace, policy = self.namespace, self.policy
         while True:
             try:
                 key = notes.popleft()
             except IndexError:
                 break
             digest = key.digest(namespace)
-            if digest in sizes:
+            if digest in policy:
                 policy.touch(digest, now)
                 self._note_reads(digest)
 
@@ -356,7 +356,7 @@ class DiskTier:
         if not self.ready.is_set():
             return False  # capacity unknown until the index is loaded
         with self._lock:
-            if digest in self._sizes:
+            if digest in self.policy:
                 self.policy.touch(digest, self.clock())
                 self._note_reads(digest)
                 return True
@@ -410,17 +410,16 @@ class DiskTier:
                 del self._writing[digest]
             if not written:
                 self.bytes -= size
-                if digest not in self._sizes and digest not in self._writing:
+                if digest not in self.policy and digest not in self._writing:
                     # An older copy an eviction left on disk because this write was on
                     # its way (_unlink spares a chunk being stored): the write failed,
                     # so nothing counts that file any more.
                     with contextlib.suppress(FileNotFoundError):
                         self.chunk_path(digest).unlink()
                 return False
-            if digest in self._sizes:  # a concurrent put of the same chunk won
+            if digest in self.policy:  # a concurrent put of the same chunk won
                 self.bytes -= size
             else:
-                self._sizes[digest] = size
                 last, count = history if history is not None else (None, 1)
                 if last is None:
                     self.policy.add(digest, size, self.clock(), weight)
@@ -508,7 +507,7 @@ class DiskTier:
     def _pick_victims(self, need: int) -> list[tuple[bytes, int]]:
         """Chunks to evict to free *need* bytes, best victims first (index unchanged)."""
         return pick_victims(
-            self.policy, self._sizes, self.pinned, need, self.bytes, self.cfg.max_size, self.clock()
+            self.policy, self.pinned, need, self.bytes, self.cfg.max_size, self.clock()
         )
 
     def _write(self, digest: bytes, header: bytes, payload: bytes | memoryview) -> bool:
@@ -628,10 +627,10 @@ class DiskTier:
         now = self.clock()
         with self._lock:
             self._count_noted_reads()
-            sizes = self._sizes
-            looked_at = self._reread if threshold > 0 else sizes
+            policy = self.policy
+            looked_at = self._reread if threshold > 0 else policy.keys()
             scored = [
-                (d, self.score(d, now), sizes[d])
+                (d, self.score(d, now), policy.size_of(d))
                 for d in looked_at
                 if d not in self.pinned  # a pin, not a score, decides where these live
             ]
@@ -653,7 +652,7 @@ class DiskTier:
 
     def contains_digest(self, digest: bytes) -> bool:
         with self._lock:
-            return digest in self._sizes
+            return digest in self.policy
 
     def set_pinned(self, digests: list[bytes], pinned: bool) -> None:
         with self._lock:
@@ -701,7 +700,7 @@ class DiskTier:
         """Remove from the index; returns the bytes it accounted for."""
         self.pinned.discard(digest)
         self._reread.pop(digest, None)
-        size = self._sizes.pop(digest, 0)
+        size = self.policy.size_of(digest)
         self.policy.remove(digest)
         self.bytes -= size
         return size
@@ -711,7 +710,7 @@ class DiskTier:
             with self._lock:
                 # Stored again since it was dropped (or being stored): that file is the
                 # new copy, counted in the index; deleting it would leave a ghost.
-                if digest in self._sizes or digest in self._writing:
+                if digest in self.policy or digest in self._writing:
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     self.chunk_path(digest).unlink()
@@ -785,7 +784,7 @@ class DiskTier:
 
     def stats_dict(self) -> dict[str, int | bool | str | None]:
         with self._lock:
-            chunks = len(self._sizes)
+            chunks = len(self.policy)
             reason = self.not_caching_reason
             skipped = self.skipped_min_free
         return {
@@ -802,7 +801,6 @@ class DiskTier:
 
 def pick_victims(
     policy: EvictionPolicy,
-    sizes: Mapping[bytes, int],
     pinned: Container[bytes],
     need: int,
     held: int,
@@ -826,7 +824,7 @@ def pick_victims(
                 break
             if digest in pinned:
                 continue
-            size = sizes.get(digest, 0)
+            size = policy.size_of(digest)
             victims.append((digest, size))
             freed += size
     finally:
