@@ -151,7 +151,12 @@ def prediction_stats(system: System) -> dict[str, Any]:
     return {k: stats.get(k) for k in keys}
 
 
-def run_once(system: System, episodes: list[str], photos: list[str]) -> dict[str, Any]:
+WORKLOADS = ("next_episode", "album_in_order", "album_shuffled")
+
+
+def run_once(
+    system: System, episodes: list[str], photos: list[str], workloads: tuple[str, ...] = WORKLOADS
+) -> dict[str, Any]:
     result: dict[str, Any] = {}
     shuffled = photos[:]
     random.Random(SEED).shuffle(shuffled)
@@ -160,6 +165,8 @@ def run_once(system: System, episodes: list[str], photos: list[str]) -> dict[str
         ("album_in_order", view_album, photos),
         ("album_shuffled", view_album, shuffled),
     ):
+        if workload not in workloads:
+            continue
         system.reset()
         slow_origin.drop_caches()
         times = fn(system.root, items)
@@ -181,21 +188,31 @@ def report(results: list[dict[str, Any]]) -> str:
         ("album_in_order", "album in order: open → last byte, photos 2-40"),
         ("album_shuffled", "album shuffled (control): open → last byte"),
     ):
+        if not any(workload in r.get(s, {}) for r in results for s in systems):
+            continue  # not run (--workloads)
         for stat in ("p50_ms", "p99_ms"):
             cells = []
             for system in systems:
-                runs = [r[system][workload][stat] for r in results if system in r]
+                runs = [
+                    r[system][workload][stat]
+                    for r in results
+                    if system in r and workload in r[system]
+                ]
                 cells.append(f"{statistics.median(runs):.1f}" if runs else "-")
             lines.append(f"| {what}, {stat[:3]} ms | " + " | ".join(cells) + " |")
         if workload == "next_episode":
             cells = []
             for system in systems:
-                runs = [r[system][workload]["first_ms"] for r in results if system in r]
+                runs = [
+                    r[system][workload]["first_ms"]
+                    for r in results
+                    if system in r and workload in r[system]
+                ]
                 cells.append(f"{statistics.median(runs):.1f}" if runs else "-")
             lines.append(
                 "| first episode (cold): open → first 4 MiB, ms | " + " | ".join(cells) + " |"
             )
-        ours = [r["cachefs"][workload] for r in results if "cachefs" in r]
+        ours = [r["cachefs"][workload] for r in results if workload in r.get("cachefs", {})]
         precision = [o.get("prefetch_precision") for o in ours]
         coverage = [o.get("prefetch_coverage") for o in ours]
         if ours and None not in precision and None not in coverage:
@@ -213,7 +230,15 @@ def main(argv: list[str] | None = None) -> int:
         "--base-tree", type=Path, help="checkout of cachefs that system cachefs-base runs"
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="which of " + ", ".join(WORKLOADS) + " to run (comma-separated; all by default)",
+    )
     args = parser.parse_args(argv)
+    workloads = tuple(args.workloads.split(","))
+    if unknown := set(workloads) - set(WORKLOADS):
+        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     if os.geteuid() != 0:
         raise SystemExit("run as root (loop devices, mounts, drop_caches)")
     if args.base_tree is not None:
@@ -234,12 +259,12 @@ def main(argv: list[str] | None = None) -> int:
             rep_result: dict[str, Any] = {}
             for system in systems:
                 try:
-                    rep_result[system.name] = run_once(system, episodes, photos)
+                    rep_result[system.name] = run_once(system, episodes, photos, workloads)
                 except MountError as exc:
                     log(f"{system.name}: {exc}")
                     continue
-                shown = rep_result[system.name]["next_episode"]
-                log(f"rep {rep} {system.name:12} next episode p50 {shown['p50_ms']} ms")
+                for workload, shown in rep_result[system.name].items():
+                    log(f"rep {rep} {system.name:12} {workload} p50 {shown['p50_ms']} ms")
             results.append(rep_result)
     finally:
         for system in systems:
@@ -256,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "origin": {"latency_ms": cfg.latency_ms, "mbps": cfg.mbps},
         "episodes": [EPISODES, EPISODE_BYTES],
         "photos": [PHOTOS, PHOTO_BYTES],
+        "workloads": workloads,
         "loadavg": os.getloadavg(),
     }
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
