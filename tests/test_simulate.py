@@ -115,7 +115,7 @@ def test_the_disk_replay_gives_exactly_the_hits_of_a_disk_tier(
         if not real_hit:
             real.put(key, b"x" * size, None)
         assert model.access(digest, size, now[0]) == real_hit
-    assert set(model.sizes) == set(real.policy.keys())
+    assert set(model.policy.keys()) == set(real.policy.keys())
     assert model.evictions > 0
 
 

@@ -275,7 +275,6 @@ class DiskModel:
         self.name = name
         self.capacity = capacity
         self.policy: EvictionPolicy[Any] = make_policy(eviction, capacity)
-        self.sizes: dict[Any, int] = {}
         self.bytes = 0
         self.size_of = size_of  # the bytes a chunk of this length takes in the tier
         self.evictions = 0
@@ -283,11 +282,11 @@ class DiskModel:
         self.on_evict: Callable[[Any, int, float], None] | None = None
 
     def __contains__(self, key: object) -> bool:
-        return key in self.sizes
+        return key in self.policy
 
     def lookup(self, key: Any, now: float) -> bool:
         """DiskTier.get: a hit touches the policy; a miss is not recorded."""
-        if key not in self.sizes:
+        if key not in self.policy:
             return False
         self.policy.touch(key, now)
         if self.policy.access_count(key) >= 2:
@@ -303,7 +302,7 @@ class DiskModel:
         history: tuple[float, int] | None = None,
     ) -> bool:
         """DiskTier.put / put_blob: make room (evicting nothing unless enough can go), add."""
-        if key in self.sizes:
+        if key in self.policy:
             self.lookup(key, now)
             return True
         size = self.size_of(length)
@@ -319,7 +318,6 @@ class DiskModel:
                     self.on_evict(victim, vsize, now)
                 self._drop(victim)
                 self.evictions += 1
-        self.sizes[key] = size
         self.bytes += size
         if history is None:
             self.policy.add(key, size, now, weight)
@@ -330,7 +328,7 @@ class DiskModel:
         return True
 
     def _drop(self, key: Any) -> None:
-        self.bytes -= self.sizes.pop(key)
+        self.bytes -= self.policy.size_of(key)
         self.policy.remove(key)
         self._reread.pop(key, None)
 
@@ -342,7 +340,9 @@ class DiskModel:
 
     def hot_chunks(self, threshold: float, now: float) -> list[tuple[Any, float, int]]:
         """DiskTier.hot_chunks."""
-        scored = [(k, self.policy.promotion_score(k, now), self.sizes[k]) for k in self._reread]
+        scored = [
+            (k, self.policy.promotion_score(k, now), self.policy.size_of(k)) for k in self._reread
+        ]
         hot = [entry for entry in scored if entry[1] >= threshold]
         hot.sort(key=lambda entry: entry[1], reverse=True)
         return hot
@@ -360,7 +360,7 @@ class DiskModel:
         policy = self.policy
         last = policy.last_access(key)
         history = (last if last is not None else now, policy.access_count(key))
-        if not target.store(key, self.sizes[key], now, policy.weight_of(key), history):
+        if not target.store(key, policy.size_of(key), now, policy.weight_of(key), history):
             return False
         self._drop(key)
         return True
